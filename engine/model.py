@@ -1,0 +1,533 @@
+"""The trained item model: item vectors, popularity, and how to embed and score a user.
+
+An :class:`ItemModel` is what training produces and what the streaming worker serves. Its
+methods wrap the shared functions of :mod:`engine.user_embedding` and :mod:`engine.scoring`,
+so evaluation and serving compute a user's vector and scores identically.
+
+On disk a model is a folder with two files: ``model.npz`` (arrays) and ``model.json``
+(format, version, creation time, dimensions, parameters, metrics). The version is
+``item2vec-<UTC YYYYmmddHHMMSS>-<8 hex digits of a content hash>``; loading recomputes the
+hash, so a ``model.npz`` that does not belong to its ``model.json`` is refused.
+
+Errors::
+
+    ModelError                       root of this module's errors
+    ├── ModelNotFoundError           (also FileNotFoundError) folder or file missing
+    └── ModelFormatError             (also ValueError) a file is not a model of this format
+
+Example:
+    >>> model = ItemModel.load(Path("models/current"))  # doctest: +SKIP
+    >>> u = model.embed_user(["i1", "i7"], ["view", "purchase"])  # doctest: +SKIP
+    >>> scores = model.score(u)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.content import HASHING, ContentEncoder
+from engine.scoring import ScoringParams, normalised_log_popularity, score_items_batch
+from engine.user_embedding import (
+    EVENT_TYPES,
+    EventWeights,
+    UserEmbeddingParams,
+    contributions,
+    history_weights,
+    user_embedding,
+)
+
+__all__ = [
+    "ARRAYS_FILE",
+    "FORMAT_VERSION",
+    "META_FILE",
+    "MODEL_FORMAT",
+    "ItemModel",
+    "ModelError",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "make_version",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FORMAT = "streamrec-item-model"
+FORMAT_VERSION = 1
+ARRAYS_FILE = "model.npz"
+META_FILE = "model.json"
+VERSION_PREFIX = "item2vec"
+
+
+class ModelError(Exception):
+    """Root of the model-file errors."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The model folder or one of its files does not exist."""
+
+
+class ModelFormatError(ModelError, ValueError):
+    """A model file is unreadable or not in the expected format."""
+
+
+def _user_params_dict(p: UserEmbeddingParams) -> dict[str, Any]:
+    return {"max_history": p.max_history, "decay": p.decay, "weights": p.weights.as_dict()}
+
+
+def _content_hash(
+    item_ids: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    popularity: npt.NDArray[np.float32],
+    user_params: UserEmbeddingParams,
+    scoring: ScoringParams,
+    content: ContentEncoder | None,
+) -> str:
+    h = hashlib.blake2b(digest_size=4)
+    h.update("\n".join(item_ids).encode("utf-8"))
+    h.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(popularity, dtype=np.float32).tobytes())
+    params = {
+        "user": _user_params_dict(user_params),
+        "popularity_weight": scoring.popularity_weight,
+    }
+    h.update(json.dumps(params, sort_keys=True).encode("utf-8"))
+    if content is not None:
+        h.update(np.ascontiguousarray(content.weights).tobytes())
+    return h.hexdigest()
+
+
+def _require_aware(now: datetime, name: str) -> datetime:
+    if now.tzinfo is None or now.utcoffset() is None:
+        msg = f"{name} must be a timezone-aware datetime, got naive {now.isoformat()}"
+        raise ValueError(msg)
+    return now.astimezone(UTC)
+
+
+def make_version(
+    now: datetime,
+    item_ids: Sequence[str],
+    vectors: npt.NDArray[np.float32],
+    popularity: npt.NDArray[np.float32],
+    user_params: UserEmbeddingParams,
+    scoring: ScoringParams,
+    content: ContentEncoder | None = None,
+) -> str:
+    """``item2vec-<UTC YYYYmmddHHMMSS>-<8 hex digits of a hash of the model's content>``.
+
+    Args:
+        now: Creation time, timezone-aware.
+        item_ids: (n,) item ids.
+        vectors: (n, d) item vectors.
+        popularity: (n,) interaction counts.
+        user_params: User embedding parameters.
+        scoring: Scoring parameters.
+        content: The content encoder, if any.
+
+    Returns:
+        The version string.
+
+    Raises:
+        ValueError: ``now`` is naive.
+    """
+    stamp = _require_aware(now, "now").strftime("%Y%m%d%H%M%S")
+    digest = _content_hash(item_ids, vectors, popularity, user_params, scoring, content)
+    return f"{VERSION_PREFIX}-{stamp}-{digest}"
+
+
+@dataclass(frozen=True, eq=False)
+class ItemModel:
+    """Item vectors and everything needed to embed a user and score items.
+
+    Attributes:
+        version: ``item2vec-<UTC timestamp>-<content hash>`` (see :func:`make_version`).
+        item_ids: (n,) item ids, row order of the arrays.
+        vectors: (n, d) float32 item vectors, unit L2 norm (zero rows for items without any
+            signal).
+        popularity: (n,) float32 training interaction counts.
+        user_params: How a user's history becomes a vector.
+        scoring: How items are scored for a user.
+        content: Encoder for cold-start items, or None when trained without a catalog.
+        item_categories: (n,) each item's category ("" when unknown).
+        created_at: When the model was trained (timezone-aware).
+        metrics: Validation metrics recorded at training time.
+        hyperparameters: The training hyperparameters chosen on validation.
+    """
+
+    version: str
+    item_ids: tuple[str, ...]
+    vectors: npt.NDArray[np.float32] = field(repr=False)
+    popularity: npt.NDArray[np.float32] = field(repr=False)
+    user_params: UserEmbeddingParams
+    scoring: ScoringParams
+    content: ContentEncoder | None = field(repr=False)
+    item_categories: tuple[str, ...] = field(repr=False)
+    created_at: datetime
+    metrics: Mapping[str, float] = field(default_factory=dict, repr=False)
+    hyperparameters: Mapping[str, float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if self.vectors.dtype != np.float32 or self.vectors.ndim != 2 or len(self.vectors) != n:
+            msg = (
+                f"ItemModel.vectors must be float32 of shape ({n}, d), "
+                f"got {self.vectors.dtype} {self.vectors.shape}"
+            )
+            raise ValueError(msg)
+        if self.popularity.dtype != np.float32 or self.popularity.shape != (n,):
+            msg = (
+                f"ItemModel.popularity must be float32 of shape ({n},), "
+                f"got {self.popularity.dtype} {self.popularity.shape}"
+            )
+            raise ValueError(msg)
+        if len(self.item_categories) != n:
+            msg = (
+                f"ItemModel.item_categories must have {n} entries, got {len(self.item_categories)}"
+            )
+            raise ValueError(msg)
+        if len(set(self.item_ids)) != n:
+            msg = "ItemModel.item_ids must be unique"
+            raise ValueError(msg)
+        if self.content is not None and self.content.dim != self.dim:
+            msg = f"ItemModel.content must encode to d={self.dim}, got {self.content.dim}"
+            raise ValueError(msg)
+        _require_aware(self.created_at, "ItemModel.created_at")
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension d."""
+        return int(self.vectors.shape[1])
+
+    @property
+    def n_items(self) -> int:
+        """Number of items n."""
+        return len(self.item_ids)
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Row of each item id."""
+        return {item: i for i, item in enumerate(self.item_ids)}
+
+    @cached_property
+    def log_popularity(self) -> npt.NDArray[np.float32]:
+        """(n,) normalised log popularity used by the scoring function."""
+        return normalised_log_popularity(self.popularity)
+
+    def rows(self, item_ids: Sequence[str]) -> npt.NDArray[np.intp]:
+        """(h,) the rows of ``item_ids``; -1 for items the model does not know."""
+        get = self.index.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.intp, count=len(item_ids))
+
+    def history(
+        self, item_ids: Sequence[str], types: Sequence[str]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """The rows and weights of a user's history that count for their vector.
+
+        Only the last ``max_history`` events count; their weights come from
+        :func:`engine.user_embedding.history_weights` (ages count every event), then events on
+        items unknown to the model are dropped.
+
+        Args:
+            item_ids: (h,) the history's items, oldest first.
+            types: (h,) the matching event types.
+
+        Returns:
+            ``(rows (h',), weights (h',))`` for the known items among the last events.
+
+        Raises:
+            ValueError: The lengths differ or a type is unknown.
+        """
+        if len(item_ids) != len(types):
+            msg = (
+                "item_ids and types must have the same length, "
+                f"got {len(item_ids)} and {len(types)}"
+            )
+            raise ValueError(msg)
+        start = max(0, len(item_ids) - self.user_params.max_history)
+        recent_items = item_ids[start:]
+        weights = history_weights(types[start:], self.user_params)
+        rows = self.rows(recent_items)
+        known = rows >= 0
+        return rows[known], weights[known]
+
+    def embed_user(self, item_ids: Sequence[str], types: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The user's vector from their history (oldest first); zero for no known items.
+
+        Args:
+            item_ids: (h,) the history's items, oldest first.
+            types: (h,) the matching event types.
+
+        Returns:
+            (d,) float32, unit norm or zero.
+        """
+        rows, weights = self.history(item_ids, types)
+        return user_embedding(self.vectors[rows], weights)
+
+    def score(
+        self, user_vec: npt.NDArray[np.floating], rows: npt.NDArray[np.intp] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Scores of all items, or of the items at ``rows``, for one user.
+
+        Args:
+            user_vec: (d,) from :meth:`embed_user`.
+            rows: (m,) candidate rows (e.g. from the ANN index); None for all items.
+
+        Returns:
+            (n,) or (m,) float32 scores.
+        """
+        items = self.vectors if rows is None else self.vectors[rows]
+        pop = self.log_popularity if rows is None else self.log_popularity[rows]
+        user = np.asarray(user_vec, dtype=np.float32)[None, :]
+        scores: npt.NDArray[np.float32] = score_items_batch(user, items, pop, self.scoring)[0]
+        return scores
+
+    def explain(
+        self, item_ids: Sequence[str], types: Sequence[str], candidate: str
+    ) -> list[tuple[str, float]]:
+        """Which history items made ``candidate`` score high, strongest first.
+
+        Contributions of repeated items are added up; they sum to the cosine part of the
+        candidate's score.
+
+        Args:
+            item_ids: (h,) the history's items, oldest first.
+            types: (h,) the matching event types.
+            candidate: The recommended item's id.
+
+        Returns:
+            ``[(history item id, contribution), ...]`` sorted by contribution, descending.
+
+        Raises:
+            KeyError: ``candidate`` is not in the model.
+        """
+        if candidate not in self.index:
+            msg = f"candidate item {candidate!r} is not in model {self.version}"
+            raise KeyError(msg)
+        rows, weights = self.history(item_ids, types)
+        parts = contributions(self.vectors[rows], weights, self.vectors[self.index[candidate]])
+        totals: dict[str, float] = {}
+        for row, value in zip(rows.tolist(), parts.tolist(), strict=True):
+            item = self.item_ids[row]
+            totals[item] = totals.get(item, 0.0) + value
+        return sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
+
+    def recommender(
+        self, item_ids: Sequence[str]
+    ) -> Callable[[Sequence[Sequence[str]], Sequence[Sequence[str]]], npt.NDArray[np.float32]]:
+        """A batch scorer over the columns ``item_ids``, for offline evaluation.
+
+        Uses :meth:`embed_user` and the scoring function, exactly as served online. Items the
+        model does not know score -inf.
+
+        Args:
+            item_ids: The evaluation's item universe, in column order.
+
+        Returns:
+            ``recommend(histories, types) -> (u, len(item_ids))`` float32 scores.
+        """
+        cols = self.rows(item_ids)
+        known = cols >= 0
+        width = len(item_ids)
+
+        def recommend(
+            histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
+        ) -> npt.NDArray[np.float32]:
+            users = np.zeros((len(histories), self.dim), dtype=np.float32)
+            for u, (items, kinds) in enumerate(zip(histories, types, strict=True)):
+                users[u] = self.embed_user(items, kinds)
+            full = score_items_batch(users, self.vectors, self.log_popularity, self.scoring)
+            out = np.full((len(histories), width), -np.inf, dtype=np.float32)
+            out[:, known] = full[:, cols[known]]
+            return out
+
+        return recommend
+
+    def metadata(self) -> dict[str, Any]:
+        """The content of ``model.json``."""
+        return {
+            "format": MODEL_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": self.version,
+            "created_at": self.created_at.astimezone(UTC).isoformat(),
+            "n_items": self.n_items,
+            "dim": self.dim,
+            "user_params": _user_params_dict(self.user_params),
+            "scoring": {"popularity_weight": self.scoring.popularity_weight},
+            "content": None
+            if self.content is None
+            else {
+                "hashing": HASHING,
+                "n_features": self.content.n_features,
+                "ridge": self.content.ridge,
+            },
+            "hyperparameters": dict(self.hyperparameters),
+            "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()},
+        }
+
+    def save(self, directory: Path) -> None:
+        """Write ``model.npz`` and ``model.json`` into ``directory`` (created if needed).
+
+        Each file is written to a temporary name and renamed, so a reader never sees half a
+        file; ``model.json`` is renamed last.
+
+        Args:
+            directory: The model folder.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "vectors": self.vectors,
+            "popularity": self.popularity,
+            "item_ids": np.asarray(self.item_ids, dtype=np.str_),
+            "item_categories": np.asarray(self.item_categories, dtype=np.str_),
+        }
+        if self.content is not None:
+            arrays["content_weights"] = self.content.weights
+        fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".npz", dir=directory)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+        Path(tmp_name).replace(directory / ARRAYS_FILE)
+        fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".json", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.metadata(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        Path(tmp_name).replace(directory / META_FILE)
+        logger.info("saved model %s to %s", self.version, directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> ItemModel:
+        """Read a model written by :meth:`save`.
+
+        Args:
+            directory: The model folder.
+
+        Returns:
+            The model.
+
+        Raises:
+            ModelNotFoundError: The folder, ``model.json`` or ``model.npz`` is missing.
+            ModelFormatError: A file is not in this format or the arrays do not belong to the
+                metadata.
+        """
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        arrays_path = directory / ARRAYS_FILE
+        for p in (meta_path, arrays_path):
+            if not p.is_file():
+                msg = f"model file {p} does not exist"
+                raise ModelNotFoundError(msg)
+        meta = _read_meta(meta_path)
+        arrays = _read_arrays(arrays_path, with_content=meta["content"] is not None)
+        try:
+            model = _model_from(meta, arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"{directory}: model.json and model.npz do not form a valid model: {exc}"
+            raise ModelFormatError(msg) from exc
+        digest = _content_hash(
+            model.item_ids,
+            model.vectors,
+            model.popularity,
+            model.user_params,
+            model.scoring,
+            model.content,
+        )
+        if not model.version.endswith(f"-{digest}"):
+            msg = (
+                f"{arrays_path} does not belong to {meta_path}: version {model.version!r} "
+                f"expects content hash {model.version.rsplit('-', 1)[-1]!r}, "
+                f"the files hash to {digest!r}"
+            )
+            raise ModelFormatError(msg)
+        return model
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        msg = f"{path} is not valid JSON: {exc}"
+        raise ModelFormatError(msg) from exc
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        msg = f"{path}: field 'format' must be {MODEL_FORMAT!r}, got {got!r}"
+        raise ModelFormatError(msg)
+    if meta.get("format_version") != FORMAT_VERSION:
+        got = meta.get("format_version")
+        msg = f"{path}: field 'format_version' must be {FORMAT_VERSION}, got {got!r}"
+        raise ModelFormatError(msg)
+    required = ("version", "created_at", "user_params", "scoring", "content", "dim", "n_items")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        msg = f"{path}: missing field(s) {', '.join(missing)}"
+        raise ModelFormatError(msg)
+    content = meta["content"]
+    if content is not None and content.get("hashing") != HASHING:
+        msg = f"{path}: field 'content.hashing' must be {HASHING!r}, got {content.get('hashing')!r}"
+        raise ModelFormatError(msg)
+    return meta
+
+
+def _read_arrays(path: Path, *, with_content: bool) -> dict[str, npt.NDArray[Any]]:
+    names = ["vectors", "popularity", "item_ids", "item_categories"]
+    if with_content:
+        names.append("content_weights")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [n for n in names if n not in data.files]
+            if missing:
+                msg = f"{path}: missing array(s) {', '.join(missing)}"
+                raise ModelFormatError(msg)
+            return {n: data[n] for n in names}
+    except (OSError, ValueError, EOFError) as exc:
+        msg = f"{path} is not a readable .npz file: {exc}"
+        raise ModelFormatError(msg) from exc
+
+
+def _model_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> ItemModel:
+    up = meta["user_params"]
+    user_params = UserEmbeddingParams(
+        max_history=int(up["max_history"]),
+        decay=float(up["decay"]),
+        weights=EventWeights(**{t: float(up["weights"][t]) for t in EVENT_TYPES}),
+    )
+    content_meta = meta["content"]
+    content = (
+        None
+        if content_meta is None
+        else ContentEncoder(
+            weights=arrays["content_weights"].astype(np.float32, copy=False),
+            ridge=float(content_meta["ridge"]),
+        )
+    )
+    vectors = arrays["vectors"]
+    if vectors.shape != (int(meta["n_items"]), int(meta["dim"])):
+        expected = (meta["n_items"], meta["dim"])
+        msg = f"vectors have shape {vectors.shape}, model.json says {expected}"
+        raise ValueError(msg)
+    return ItemModel(
+        version=str(meta["version"]),
+        item_ids=tuple(str(i) for i in arrays["item_ids"].tolist()),
+        vectors=vectors,
+        popularity=arrays["popularity"],
+        user_params=user_params,
+        scoring=ScoringParams(popularity_weight=float(meta["scoring"]["popularity_weight"])),
+        content=content,
+        item_categories=tuple(str(c) for c in arrays["item_categories"].tolist()),
+        created_at=datetime.fromisoformat(str(meta["created_at"])),
+        metrics={
+            k: float("nan") if v is None else float(v) for k, v in meta.get("metrics", {}).items()
+        },
+        hyperparameters={k: float(v) for k, v in meta.get("hyperparameters", {}).items()},
+    )

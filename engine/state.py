@@ -1,0 +1,73 @@
+"""User-state port and its in-memory reference twin.
+
+The production store is Redis (``stream/redis_store.py``); both implement
+:class:`UserStore` with the same semantics and pass the same shared tests:
+
+* ``apply`` appends each event to its user's bounded history (oldest first), records
+  purchases, and is idempotent per ``event_id`` within the dedupe window: a replayed event
+  changes nothing and is reported with ``applied=False``. Events are applied in the order
+  given; each result is the user's state right after that event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.types import Event, Interaction, Recommendation, UserState
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The user's state after one event, and whether that event was new."""
+
+    state: UserState
+    applied: bool
+
+
+class UserStore(Protocol):
+    async def apply(self, events: Sequence[Event]) -> list[Applied]: ...
+
+    async def get(self, user_id: str) -> UserState: ...
+
+    async def forget(self, user_id: str) -> None: ...
+
+
+class InMemoryUserStore:
+    """Dict-backed :class:`UserStore` for tests and offline replays (no expiry clock)."""
+
+    def __init__(self, history_length: int) -> None:
+        self.history_length = history_length
+        self._history: dict[str, list[Interaction]] = {}
+        self._purchased: dict[str, set[str]] = {}
+        self._seen_events: set[tuple[str, str]] = set()
+        self.latest: dict[str, Recommendation] = {}
+
+    async def apply(self, events: Sequence[Event]) -> list[Applied]:
+        out = []
+        for event in events:
+            key = (event.user_id, event.event_id)
+            applied = key not in self._seen_events
+            if applied:
+                self._seen_events.add(key)
+                history = self._history.setdefault(event.user_id, [])
+                history.append(Interaction(event.item_id, event.type, event.ts))
+                del history[: -self.history_length]
+                if event.type == "purchase":
+                    self._purchased.setdefault(event.user_id, set()).add(event.item_id)
+            out.append(Applied(await self.get(event.user_id), applied))
+        return out
+
+    async def get(self, user_id: str) -> UserState:
+        return UserState(
+            user_id,
+            tuple(self._history.get(user_id, ())),
+            frozenset(self._purchased.get(user_id, ())),
+        )
+
+    async def forget(self, user_id: str) -> None:
+        self._history.pop(user_id, None)
+        self._purchased.pop(user_id, None)
+        self._seen_events = {k for k in self._seen_events if k[0] != user_id}
+        self.latest.pop(user_id, None)

@@ -1,0 +1,196 @@
+"""FAISS-backed item index: build, search, online upserts/removals, persistence, GPU.
+
+Rows are kept in an :class:`~index.table.ItemTable`; the FAISS index holds one vector per
+row with the row number as its id. Replaced or removed items leave a tombstone that
+search skips; the index is rebuilt from the alive rows when tombstones pass
+``compact_at`` of all rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from engine.ports import FloatArray, Hits
+from index.device import Device
+from index.table import IndexInputError, ItemTable, as_matrix
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "items.faiss"
+IDS_FILE = "items.ids.json"
+VECTORS_FILE = "items.vectors.npy"
+
+
+class IndexFileError(RuntimeError):
+    """An index directory is missing files or holds files this version cannot read."""
+
+
+class FaissItemIndex:
+    """Inner-product ANN index of item vectors keyed by string item ids.
+
+    Args:
+        dim: vector dimension d.
+        factory: a faiss index factory string ("Flat", "HNSW32", "IVF1024,Flat", ...).
+            Trainable types are trained on the first vectors added.
+        device: CPU or GPU (from :func:`index.device.choose_device`).
+        compact_at: tombstone fraction above which the index is rebuilt.
+        params: search-time parameters such as {"nprobe": 32} or {"efSearch": 128}.
+
+    Example:
+        >>> idx = FaissItemIndex(2)
+        >>> idx.upsert(["a", "b"], np.array([[1, 0], [0, 1]], dtype=np.float32))
+        >>> idx.search(np.array([[0, 1]], dtype=np.float32), 1)[0].item_ids
+        ('b',)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        factory: str = "Flat",
+        device: Device | None = None,
+        compact_at: float = 0.2,
+        params: dict[str, int] | None = None,
+    ) -> None:
+        self._table = ItemTable(dim)
+        self.factory = factory
+        self.device = device or Device("cpu")
+        self.compact_at = compact_at
+        self.params = dict(params or {})
+        self._index: Any = None
+        self._gpu_resources: Any = None
+
+    @property
+    def dim(self) -> int:
+        return self._table.dim
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._table
+
+    def item_ids(self) -> list[str]:
+        return list(self._table)
+
+    def vector(self, item_id: str) -> FloatArray | None:
+        return self._table.vector(item_id)
+
+    def upsert(self, item_ids: Sequence[str], vectors: FloatArray) -> None:
+        """Add or replace items. vectors: (n, d)."""
+        if not item_ids:
+            return
+        rows = self._table.append(item_ids, vectors)
+        if self._index is None or self._table.dead_fraction > self.compact_at:
+            self._rebuild()
+        else:
+            self._index.add(rows)
+
+    def remove(self, item_ids: Sequence[str]) -> None:
+        self._table.remove(item_ids)
+        if self._table.dead_fraction > self.compact_at and len(self._table) > 0:
+            self._rebuild()
+
+    def search(self, queries: FloatArray, k: int) -> list[Hits]:
+        """Top-k alive items per query row: (q, d) -> q hit lists of length <= k."""
+        q = as_matrix(queries, self.dim)
+        if self._index is None or len(self._table) == 0 or k <= 0:
+            return [Hits((), ()) for _ in range(q.shape[0])]
+        dead = self._table.rows - len(self._table)
+        fetch = min(self._table.rows, k + dead)
+        scores, rows = self._index.search(q, fetch)
+        out = []
+        for score_row, id_row in zip(scores, rows, strict=True):
+            ids: list[str] = []
+            kept: list[float] = []
+            for score, row in zip(score_row, id_row, strict=True):
+                item_id = self._table.id_at(int(row))
+                if item_id is not None:
+                    ids.append(item_id)
+                    kept.append(float(score))
+                    if len(ids) == k:
+                        break
+            out.append(Hits(tuple(ids), tuple(kept)))
+        return out
+
+    def save(self, directory: Path) -> None:
+        """Write the index, ids and vectors under ``directory`` (created if missing)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        ids, vectors = self._table.live()
+        np.save(directory / VECTORS_FILE, vectors)
+        meta = {"format": 1, "dim": self.dim, "factory": self.factory, "params": self.params}
+        (directory / IDS_FILE).write_text(json.dumps({**meta, "item_ids": ids}))
+        compact = FaissItemIndex(self.dim, self.factory, Device("cpu"), params=self.params)
+        compact.upsert(ids, vectors)
+        if compact._index is not None:
+            faiss.write_index(compact._index, str(directory / INDEX_FILE))
+
+    @classmethod
+    def load(cls, directory: Path, device: Device | None = None) -> FaissItemIndex:
+        """Load an index written by :meth:`save`.
+
+        Raises:
+            IndexFileError: files are missing or unreadable.
+        """
+        ids_path = directory / IDS_FILE
+        vec_path = directory / VECTORS_FILE
+        if not ids_path.is_file() or not vec_path.is_file():
+            msg = (
+                f"no index in {directory}: expected {IDS_FILE} and {VECTORS_FILE}; "
+                "build one with `streamrec index build`"
+            )
+            raise IndexFileError(msg)
+        try:
+            meta = json.loads(ids_path.read_text())
+            vectors = np.load(vec_path)
+        except (OSError, ValueError) as exc:
+            msg = f"cannot read the index in {directory}: {exc}"
+            raise IndexFileError(msg) from exc
+        if meta.get("format") != 1:
+            msg = f"{ids_path}: unsupported index format {meta.get('format')!r}, expected 1"
+            raise IndexFileError(msg)
+        index = cls(int(meta["dim"]), meta["factory"], device, params=meta.get("params"))
+        try:
+            index.upsert(list(meta["item_ids"]), vectors)
+        except IndexInputError as exc:
+            msg = f"index files in {directory} disagree: {exc}"
+            raise IndexFileError(msg) from exc
+        return index
+
+    def _rebuild(self) -> None:
+        ids, vectors = self._table.live()
+        table = ItemTable(self.dim, capacity=max(len(ids), 1024))
+        table.append(ids, vectors)
+        self._table = table
+        cpu = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        if not cpu.is_trained:
+            if len(ids) == 0:
+                self._index = None
+                return
+            cpu.train(vectors)
+        self._apply_params(cpu)
+        index = self._to_device(cpu)
+        if len(ids):
+            index.add(vectors)
+        self._index = index
+        log.debug("rebuilt %s index with %d items on %s", self.factory, len(ids), self.device.kind)
+
+    def _apply_params(self, index: Any) -> None:
+        if not self.params:
+            return
+        space = faiss.ParameterSpace()
+        for name, value in self.params.items():
+            space.set_index_parameter(index, name, value)
+
+    def _to_device(self, index: Any) -> Any:
+        if not self.device.is_gpu:
+            return index
+        if self._gpu_resources is None:
+            self._gpu_resources = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(self._gpu_resources, self.device.gpu_id, index)

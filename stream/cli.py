@@ -1,0 +1,300 @@
+"""``streamrec`` command line. Run ``streamrec --help`` or ``streamrec COMMAND --help``.
+
+Configuration comes from STREAMREC_* environment variables (README, "Configuration");
+flags only select what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from stream.settings import Settings
+
+log = logging.getLogger("streamrec")
+
+DESCRIPTION = """\
+streamrec: real-time recommendations with reasons, on Kafka and Redis.
+
+commands:
+  demo          start local Kafka + Redis, train if needed, run a worker, replay
+                MovieLens-100K and show recommendations live (Ctrl-C stops all)
+  worker        run a Faust worker (consumes streamrec.events, publishes recommendations)
+  train         learn item embeddings from an interaction log (or --dataset ml-100k)
+  index build   build the FAISS index of a trained model
+  topics        create the streamrec topics if missing
+  replay        produce a catalog and/or an event log to Kafka
+  watch         show recommendations live as they are published
+  explain       print a user's latest recommendations with their full evidence
+"""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"STREAMREC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SystemExit(f"streamrec: invalid configuration: {problems}") from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _load_training_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from engine import datasets
+
+    if args.dataset == "ml-100k":
+        data = datasets.load_movielens_100k()
+        return data.events, data.catalog
+    if args.events is None:
+        raise SystemExit("streamrec: give --events PATH (CSV/Parquet) or --dataset ml-100k")
+    events = datasets.load_event_log(Path(args.events))
+    catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
+    return events, catalog
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from engine.training import TrainParams, train_item_model
+    from stream.progress import progress_callback
+
+    console = Console(stderr=True)
+    events, catalog = _load_training_data(args)
+    console.print(f"training on {len(events):,} events, {events['user_id'].nunique():,} users")
+    with progress_callback(console) as progress:
+        model, report = train_item_model(
+            events, catalog, TrainParams(dim=args.dim), seed=args.seed, progress=progress,
+            now=datetime.now(UTC),
+        )
+    out = Path(args.out)
+    model.save(out)
+    if catalog is not None:
+        catalog.to_parquet(out / "catalog.parquet")
+    from rich.markdown import Markdown
+
+    console.print(Markdown(report.to_markdown()))
+    console.print(f"model {model.version} written to {out}")
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from rich.console import Console
+
+    from engine.model import ItemModel
+    from index.device import choose_device
+    from index.faiss_index import FaissItemIndex
+
+    console = Console(stderr=True)
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "model.json").is_file():
+        raise SystemExit(f"streamrec: no model in {model_dir} (model.json missing); run `streamrec train`")
+    model = ItemModel.load(model_dir)
+    index = FaissItemIndex(model.vectors.shape[1], args.factory, choose_device(args.device))
+    index.upsert(list(model.item_ids), model.vectors)
+    catalog_path = model_dir / "catalog.parquet"
+    added = 0
+    if catalog_path.is_file():
+        # Catalog items without interaction data are indexed from their content.
+        catalog = pd.read_parquet(catalog_path)
+        cold = catalog[~catalog["item_id"].isin(set(model.item_ids))]
+        if len(cold):
+            texts = [(r.title, r.category, list(r.tags), r.description or "") for r in cold.itertuples()]
+            index.upsert(list(cold["item_id"]), model.content.encode_many(texts))
+            added = len(cold)
+    index.save(model_dir / "index")
+    console.print(
+        f"indexed {len(index):,} items ({added:,} from content) with {args.factory} "
+        f"into {model_dir / 'index'}"
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stream.worker import ConfigurationError, run_worker
+
+    settings = _settings()
+    _setup_logging(settings.log_level)
+    try:
+        run_worker(settings)
+    except ConfigurationError as exc:
+        raise SystemExit(f"streamrec: {exc}") from None
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from stream.kafka_io import ensure_topics
+
+    created = asyncio.run(ensure_topics(_settings()))
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"))  # noqa: T201
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from engine import datasets
+    from stream.replay import catalog_items, publish_catalog, publish_events
+
+    settings = _settings()
+    if args.dataset == "ml-100k":
+        data = datasets.load_movielens_100k()
+        events, catalog = data.events, data.catalog
+    else:
+        events = datasets.load_event_log(Path(args.events)) if args.events else None
+        catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
+    if catalog is not None and not args.events_only:
+        n = asyncio.run(publish_catalog(settings, catalog_items(catalog)))
+        print(f"published {n:,} items to {settings.topic_items}")  # noqa: T201
+    if events is not None and not args.catalog_only:
+        if args.limit:
+            events = events.iloc[-args.limit :] if args.tail else events.iloc[: args.limit]
+        with Progress() as bar:
+            task = bar.add_task("events", total=len(events))
+            n = asyncio.run(
+                publish_events(settings, events, rate=args.rate, live_ts=not args.keep_ts,
+                               progress=lambda k: bar.advance(task, k))
+            )
+        print(f"published {n:,} events to {settings.topic_events}")  # noqa: T201
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from stream.redis_store import RedisStore
+    from stream.watch import watch
+
+    settings = _settings()
+
+    async def run() -> int:
+        store = RedisStore.from_url(settings.redis_url.get_secret_value(), history_length=1,
+                                    dedupe_ttl_s=60, recommendation_ttl_s=60)
+        try:
+            items, _ = await store.catalog_snapshot()
+        finally:
+            await store.close()
+        return await watch(settings, {i.item_id: i.title for i in items}, stop_after=args.count)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from stream.redis_store import RedisStore
+
+    settings = _settings()
+
+    async def run() -> bytes | None:
+        store = RedisStore.from_url(settings.redis_url.get_secret_value(), history_length=1,
+                                    dedupe_ttl_s=60, recommendation_ttl_s=60)
+        try:
+            return await store.latest_recommendation(args.user_id)
+        finally:
+            await store.close()
+
+    raw = asyncio.run(run())
+    if raw is None:
+        print(f"no recommendations stored for user {args.user_id}")  # noqa: T201
+        return 1
+    rec = json.loads(raw)
+    items = [i for i in rec["items"] if args.item_id is None or i["item_id"] == args.item_id]
+    rec["items"] = items
+    print(json.dumps(rec, indent=2, ensure_ascii=False))  # noqa: T201
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamrec", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("worker", help="run a Faust worker against STREAMREC_KAFKA_BOOTSTRAP")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("train", help="train item embeddings from an interaction log")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=["ml-100k"], help="a ready-made public data set")
+    src.add_argument("--events", help="interaction log (CSV/Parquet, event schema)")
+    p.add_argument("--catalog", help="catalog (CSV/Parquet, item schema)")
+    p.add_argument("--out", default="models/current", help="output model dir")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dim", type=int, default=64, help="embedding dimension")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("index", help="index commands: `streamrec index build`")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    b = isub.add_parser("build", help="build the FAISS index of a trained model")
+    b.add_argument("--model-dir", default="models/current")
+    b.add_argument("--factory", default="Flat", help="faiss index factory string")
+    b.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    b.set_defaults(func=cmd_index_build)
+
+    p = sub.add_parser("topics", help="create the streamrec topics if missing")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("replay", help="produce a catalog and/or events to Kafka")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=["ml-100k"])
+    src.add_argument("--events", help="interaction log (CSV/Parquet, event schema)")
+    p.add_argument("--catalog", help="catalog (CSV/Parquet)")
+    p.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    p.add_argument("--limit", type=int, default=None, help="send only this many events")
+    p.add_argument("--tail", action="store_true", help="with --limit: the last events of the log")
+    p.add_argument("--keep-ts", action="store_true", help="keep logged ts instead of now")
+    p.add_argument("--catalog-only", action="store_true")
+    p.add_argument("--events-only", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("watch", help="show recommendations live")
+    p.add_argument("--count", type=int, default=None, help="stop after this many")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("explain", help="a user's latest recommendations with full evidence")
+    p.add_argument("user_id")
+    p.add_argument("item_id", nargs="?")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("demo", help="the whole thing, locally, on MovieLens-100K")
+    p.add_argument("--rate", type=float, default=20.0, help="events per second to replay")
+    p.add_argument("--events", type=int, default=None, help="stop after this many events")
+    p.add_argument("--state-dir", default=".state/demo")
+    p.add_argument("--model-dir", default="models/current")
+    p.add_argument("--metrics-port", type=int, default=9108)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command not in ("worker",):
+        _setup_logging("WARNING")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

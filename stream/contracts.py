@@ -1,0 +1,204 @@
+"""Kafka message contracts: decode and validate at the edge, encode on the way out.
+
+Schemas live in ``stream/schemas/*.schema.json``; these msgspec structs implement them.
+Every rejection raises :class:`InvalidMessage` with a stable ``reason`` (used as the DLQ
+reason and metric label) and a human-readable ``detail`` that names the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any, Literal
+
+import msgspec
+
+from engine.types import Event, Item, Recommendation
+
+MAX_ID_LENGTH = 256
+MAX_TEXT_LENGTH = 4096
+MAX_TAGS = 64
+# Events from more than a day in the future are a producer clock bug, not data.
+MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
+
+
+class InvalidMessage(ValueError):  # noqa: N818 - a message is what is invalid
+    """A message that fails its contract. ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class EventMessage(msgspec.Struct, frozen=True):
+    event_id: str
+    user_id: str
+    item_id: str
+    type: Literal["view", "click", "add_to_cart", "purchase"]
+    ts: int
+    context: dict[str, Any] | None = None
+
+
+class ItemMessage(msgspec.Struct, frozen=True):
+    item_id: str
+    title: str
+    category: str
+    tags: list[str] = []
+    price: float | None = None
+    description: str | None = None
+    available: bool = True
+
+
+_event_decoder = msgspec.json.Decoder(EventMessage)
+_item_decoder = msgspec.json.Decoder(ItemMessage)
+_encoder = msgspec.json.Encoder()
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes, max_bytes: int) -> Any:
+    if len(raw) > max_bytes:
+        raise InvalidMessage("too_large", f"message is {len(raw)} bytes, limit is {max_bytes}")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidMessage("schema", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage("invalid_json", str(exc)) from exc
+    except RecursionError as exc:
+        raise InvalidMessage("invalid_json", "JSON is nested too deeply") from exc
+
+
+def _check_id(field: str, value: str) -> None:
+    if not value.strip():
+        raise InvalidMessage("schema", f"`{field}` must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidMessage(
+            "schema", f"`{field}` is {len(value)} characters, limit is {MAX_ID_LENGTH}"
+        )
+
+
+def decode_event(raw: bytes, *, max_bytes: int, now_ms: int) -> Event:
+    """Decode one ``streamrec.events`` message.
+
+    Raises:
+        InvalidMessage: reason is one of too_large, invalid_json, schema, bad_timestamp.
+    """
+    msg: EventMessage = _decode(_event_decoder, raw, max_bytes)
+    for field in ("event_id", "user_id", "item_id"):
+        _check_id(field, getattr(msg, field))
+    if msg.ts < 0:
+        raise InvalidMessage("bad_timestamp", f"`ts` must be epoch milliseconds >= 0, got {msg.ts}")
+    if msg.ts > now_ms + MAX_FUTURE_SKEW_MS:
+        raise InvalidMessage(
+            "bad_timestamp", f"`ts` {msg.ts} is more than a day ahead of now ({now_ms})"
+        )
+    return Event(msg.event_id, msg.user_id, msg.item_id, msg.type, msg.ts, msg.context)
+
+
+def decode_item(raw: bytes, *, max_bytes: int) -> Item:
+    """Decode one ``streamrec.items`` message.
+
+    Raises:
+        InvalidMessage: reason is one of too_large, invalid_json, schema.
+    """
+    msg: ItemMessage = _decode(_item_decoder, raw, max_bytes)
+    _check_id("item_id", msg.item_id)
+    for field in ("title", "category", "description"):
+        value = getattr(msg, field)
+        if value is not None and len(value) > MAX_TEXT_LENGTH:
+            raise InvalidMessage("schema", f"`{field}` is longer than {MAX_TEXT_LENGTH} characters")
+    if not msg.title.strip():
+        raise InvalidMessage("schema", "`title` must be a non-empty string")
+    if len(msg.tags) > MAX_TAGS:
+        raise InvalidMessage("schema", f"`tags` has {len(msg.tags)} entries, limit is {MAX_TAGS}")
+    if msg.price is not None and (not math.isfinite(msg.price) or msg.price < 0):
+        raise InvalidMessage("schema", f"`price` must be a finite number >= 0, got {msg.price}")
+    return Item(
+        msg.item_id,
+        msg.title,
+        msg.category,
+        tuple(msg.tags),
+        msg.price,
+        msg.description,
+        msg.available,
+    )
+
+
+def recommendation_to_dict(rec: Recommendation) -> dict[str, Any]:
+    return {
+        "user_id": rec.user_id,
+        "trigger_event_id": rec.trigger_event_id,
+        "generated_at": rec.generated_at,
+        "model_version": rec.model_version,
+        "items": [
+            {
+                "item_id": it.item_id,
+                "rank": it.rank,
+                "score": it.score,
+                "reason": it.reason,
+                "reason_code": it.reason_code,
+                "evidence": dict(it.evidence),
+            }
+            for it in rec.items
+        ],
+    }
+
+
+def encode_recommendation(rec: Recommendation) -> bytes:
+    return _encoder.encode(recommendation_to_dict(rec))
+
+
+def item_to_dict(item: Item) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "title": item.title,
+        "category": item.category,
+        "tags": list(item.tags),
+        "price": item.price,
+        "description": item.description,
+        "available": item.available,
+    }
+
+
+def encode_item(item: Item) -> bytes:
+    return _encoder.encode(item_to_dict(item))
+
+
+def encode_event(event: Event) -> bytes:
+    body: dict[str, Any] = {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "type": event.type,
+        "ts": event.ts,
+    }
+    if event.context is not None:
+        body["context"] = dict(event.context)
+    return _encoder.encode(body)
+
+
+def encode_dead_letter(
+    raw: bytes,
+    *,
+    reason: str,
+    error: str,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    failed_at: int,
+) -> bytes:
+    """A ``streamrec.events.dlq`` record: the original bytes (base64) and the error."""
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return _encoder.encode(
+        {
+            "reason": reason,
+            "error": error[:2000],
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "failed_at": failed_at,
+            "original_b64": base64.b64encode(raw).decode("ascii"),
+            "original_text": text if text is not None and len(text) <= 65536 else None,
+        }
+    )

@@ -1,0 +1,60 @@
+"""Start and stop the local Kafka broker and redis-server through deploy/local's scripts.
+
+Used by ``streamrec demo`` and by the test fixtures; production points the worker at
+real clusters with STREAMREC_KAFKA_BOOTSTRAP / STREAMREC_REDIS_URL instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "deploy" / "local"
+
+
+class LocalInfraError(RuntimeError):
+    """A local service failed to start; the message carries the script's error output."""
+
+
+@dataclass
+class LocalService:
+    """A running local service: its script, state directory and address."""
+
+    script: str
+    state_dir: Path
+    address: str
+
+    def stop(self) -> None:
+        _run(self.script, "stop", self.state_dir)
+
+
+def _run(script: str, action: str, state_dir: Path, env: dict[str, str] | None = None) -> str:
+    path = SCRIPTS / script
+    if not path.is_file():
+        msg = f"{path} not found: run from a source checkout of streamrec"
+        raise LocalInfraError(msg)
+    proc = subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        ["bash", str(path), action, str(state_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    if proc.returncode != 0:
+        msg = f"{script} {action} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        raise LocalInfraError(msg)
+    return proc.stdout.strip()
+
+
+def start_kafka(state_dir: Path, env: dict[str, str] | None = None) -> LocalService:
+    """Start a fresh single-node KRaft broker; address is host:port."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return LocalService("kafka.sh", state_dir, _run("kafka.sh", "start", state_dir, env))
+
+
+def start_redis(state_dir: Path, env: dict[str, str] | None = None) -> LocalService:
+    """Start a redis-server without persistence; address is a redis:// URL."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return LocalService("redis.sh", state_dir, _run("redis.sh", "start", state_dir, env))

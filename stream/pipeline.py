@@ -1,0 +1,207 @@
+"""What the agents do with a micro-batch, independent of Faust so it can be driven directly.
+
+Events: decode -> DLQ the bad ones -> apply to user state (Redis, one round-trip) ->
+rank in a worker thread (one index search per batch) -> store latest lists -> hand
+back the messages to publish. Items: decode -> shared catalog in Redis -> local index.
+Every worker follows the catalog change log in Redis, so all of them index every item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from engine.recommender import Ranked, Recommender
+from engine.types import Event, Item
+from stream.contracts import (
+    InvalidMessage,
+    decode_event,
+    decode_item,
+    encode_dead_letter,
+    encode_recommendation,
+)
+from stream.metrics import Metrics
+from stream.redis_store import RedisStore
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed Kafka record."""
+
+    value: bytes
+    key: bytes | None = None
+    topic: str = ""
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchResult:
+    """Messages to publish for one batch, and the event timestamps behind the lists."""
+
+    recommendations: list[Outgoing] = field(default_factory=list)
+    event_ts: list[int] = field(default_factory=list)
+    dead_letters: list[Outgoing] = field(default_factory=list)
+
+
+class Pipeline:
+    """Event and item processing shared by the Faust agents, tests and benchmarks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        recommender: Recommender,
+        store: RedisStore,
+        metrics: Metrics,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.recommender = recommender
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        # One thread owns the recommender: ranking and index updates never overlap, and
+        # FAISS/numpy work stays off the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank")
+        self._catalog_position: str | None = None
+        self._catalog_lock = asyncio.Lock()
+        metrics.set_model(recommender.model_version)
+        metrics.index_items.set(len(recommender.index))
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    async def _in_thread(self, fn: Callable[[], object]) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    # -- catalog ------------------------------------------------------------------
+
+    async def sync_catalog(self) -> int:
+        """Apply catalog changes made by any worker since the last sync; returns how many."""
+        async with self._catalog_lock:
+            if self._catalog_position is None:
+                items, self._catalog_position = await self.store.catalog_snapshot()
+                log.info("catalog snapshot: %d items", len(items))
+            else:
+                items, self._catalog_position = await self.store.catalog_changes(
+                    self._catalog_position
+                )
+            if items:
+                await self._apply_items(items)
+            return len(items)
+
+    async def _apply_items(self, items: Sequence[Item]) -> None:
+        def apply() -> list[str]:
+            return [self.recommender.apply_item(item).action for item in items]
+
+        actions = await self._in_thread(apply)
+        for action in actions:  # type: ignore[attr-defined]
+            self.metrics.items_updated.labels(action=action).inc()
+        self.metrics.index_items.set(len(self.recommender.index))
+
+    async def handle_items(self, messages: Sequence[RawMessage]) -> list[Outgoing]:
+        """Validate item messages, publish them to the shared catalog, apply them locally."""
+        items: list[Item] = []
+        dead: list[Outgoing] = []
+        for msg in messages:
+            try:
+                items.append(decode_item(msg.value, max_bytes=self.settings.max_message_bytes))
+            except InvalidMessage as exc:
+                dead.append(self._dead(msg, exc.reason, exc.detail))
+        await self.store.put_items(items)
+        await self.sync_catalog()
+        return dead
+
+    # -- events -------------------------------------------------------------------
+
+    async def handle_events(self, messages: Sequence[RawMessage]) -> BatchResult:
+        """Process one micro-batch of event messages."""
+        result = BatchResult()
+        self.metrics.batch_size.observe(len(messages))
+        if self._catalog_position is None:
+            await self.sync_catalog()
+        now = self.clock()
+        decoded: list[tuple[int, RawMessage, Event]] = []
+        dead: dict[int, Outgoing] = {}  # by position, so the DLQ keeps the input order
+        for position, msg in enumerate(messages):
+            try:
+                event = decode_event(msg.value, max_bytes=self.settings.max_message_bytes, now_ms=now)
+            except InvalidMessage as exc:
+                dead[position] = self._dead(msg, exc.reason, exc.detail)
+                continue
+            decoded.append((position, msg, event))
+
+        catalog = self.recommender.catalog
+        if any(event.item_id not in catalog for _, _, event in decoded):
+            await self.sync_catalog()  # the item may have just arrived through another worker
+        events: list[Event] = []
+        for position, msg, event in decoded:
+            if event.item_id in catalog:
+                events.append(event)
+            else:
+                detail = f"`item_id` {event.item_id!r} is not in the catalog"
+                dead[position] = self._dead(msg, "unknown_item", detail)
+        result.dead_letters = [dead[p] for p in sorted(dead)]
+        if not events:
+            return result
+
+        applied = await self.store.apply(events)
+        for event, outcome in zip(events, applied, strict=True):
+            self.metrics.events_consumed.labels(type=event.type).inc()
+            if not outcome.applied:
+                self.metrics.duplicate_events.inc()
+
+        states = [a.state for a in applied]
+        trigger_ids = [e.event_id for e in events]
+        started = time.perf_counter()
+        ranked: list[Ranked] = await self._in_thread(  # type: ignore[assignment]
+            lambda: self.recommender.recommend(states, trigger_ids, self.clock())
+        )
+        self.metrics.retrieval.observe(time.perf_counter() - started)
+        await self.store.save_results([(r.recommendation, r.user_vector) for r in ranked])
+        for event, r in zip(events, ranked, strict=True):
+            result.recommendations.append(
+                Outgoing(event.user_id.encode(), encode_recommendation(r.recommendation))
+            )
+            result.event_ts.append(event.ts)
+        return result
+
+    def record_published(self, result: BatchResult) -> None:
+        """Count published lists and their event-to-publish latency (after Kafka acked)."""
+        now = self.clock()
+        for ts in result.event_ts:
+            self.metrics.event_to_publish.observe(max(0, now - ts) / 1000.0)
+        self.metrics.recommendations_published.inc(len(result.recommendations))
+
+    def _dead(self, msg: RawMessage, reason: str, detail: str) -> Outgoing:
+        self.metrics.dlq_events.labels(reason=reason).inc()
+        log.info(
+            "dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason
+        )
+        value = encode_dead_letter(
+            msg.value,
+            reason=reason,
+            error=detail,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            failed_at=self.clock(),
+        )
+        return Outgoing(msg.key, value)

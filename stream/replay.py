@@ -1,0 +1,98 @@
+"""Produce a catalog and an interaction log to Kafka, as a shop's services would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pandas as pd
+
+from engine.types import Event, Item
+from stream.contracts import encode_event, encode_item
+from stream.kafka_io import producer, send_all
+from stream.settings import Settings
+
+Progress = Callable[[int], None]
+
+
+def catalog_items(catalog: pd.DataFrame) -> list[Item]:
+    """Catalog rows (engine.datasets schema) as items."""
+    items = []
+    for row in catalog.itertuples(index=False):
+        price = getattr(row, "price", None)
+        description = getattr(row, "description", None)
+        tags = row.tags
+        if isinstance(tags, str):
+            tags = json.loads(tags) if tags.startswith("[") else [t for t in tags.split("|") if t]
+        items.append(
+            Item(
+                item_id=str(row.item_id),
+                title=str(row.title),
+                category=str(row.category or ""),
+                tags=tuple(str(t) for t in (tags if tags is not None else ())),
+                price=None if price is None or (isinstance(price, float) and math.isnan(price))
+                else float(price),
+                description=None if not isinstance(description, str) or not description
+                else description,
+                available=bool(getattr(row, "available", True)),
+            )
+        )
+    return items
+
+
+def replay_events(events: pd.DataFrame, *, live_ts: bool, clock: Callable[[], int]) -> Iterator[Event]:
+    """Rows (event schema) as events; with ``live_ts`` the ts is now and the logged ts
+    goes to ``context.logged_ts``, so latency is measured from production time."""
+    for row in events.itertuples(index=False):
+        context: dict[str, Any] | None = None
+        ts = int(row.ts)
+        if live_ts:
+            context = {"logged_ts": ts}
+            ts = clock()
+        yield Event(str(row.event_id), str(row.user_id), str(row.item_id), row.type, ts, context)
+
+
+async def publish_catalog(settings: Settings, items: list[Item]) -> int:
+    async with producer(settings, linger_ms=5) as prod:
+        return await send_all(
+            prod, settings.topic_items, ((i.item_id.encode(), encode_item(i)) for i in items)
+        )
+
+
+async def publish_events(
+    settings: Settings,
+    events: pd.DataFrame,
+    *,
+    rate: float | None,
+    live_ts: bool = True,
+    progress: Progress | None = None,
+) -> int:
+    """Send events in log order, at ``rate`` events/s (None: as fast as possible)."""
+    sent = 0
+    started = time.perf_counter()
+    async with producer(settings, linger_ms=2) as prod:
+        pending = []
+        clock = lambda: time.time_ns() // 1_000_000  # noqa: E731
+        for event in replay_events(events, live_ts=live_ts, clock=clock):
+            if rate:
+                due = started + sent / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    event = Event(event.event_id, event.user_id, event.item_id, event.type,
+                                  clock() if live_ts else event.ts, event.context)
+            pending.append(
+                await prod.send(settings.topic_events, encode_event(event), key=event.user_id.encode())
+            )
+            sent += 1
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if progress is not None:
+                progress(1)
+        await asyncio.gather(*pending)
+    return sent

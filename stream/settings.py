@@ -1,0 +1,79 @@
+"""All configuration, from ``STREAMREC_``-prefixed environment variables (see README).
+
+The one settings object for the whole process. It builds the small frozen parameter
+objects that ``engine/`` and ``index/`` take; they never read the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.recommender import RankingParams
+
+
+class Settings(BaseSettings):
+    """streamrec settings. Every field is read from ``STREAMREC_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka host:port list, comma-separated.")
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="redis:// URL (may hold a password)."
+    )
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port (0: off).")
+    model_dir: Path = Field(Path("models/current"), description="Trained model + index directory.")
+    app_id: str = Field("streamrec", description="Kafka consumer group / Faust app id.")
+    topic_events: str = "streamrec.events"
+    topic_items: str = "streamrec.items"
+    topic_recommendations: str = "streamrec.recommendations"
+    topic_dlq: str = "streamrec.events.dlq"
+    topic_partitions: int = Field(4, ge=1, description="Partitions when the worker creates topics.")
+    num_recommendations: int = Field(10, ge=1, le=200, description="Items per recommendation.")
+    candidate_fan_out: int = Field(200, ge=10, description="ANN candidates fetched per user.")
+    exclude_seen: bool = Field(True, description="Never recommend items in the user's history.")
+    history_length: int = Field(50, ge=1, le=10_000, description="Interactions kept per user.")
+    batch_size: int = Field(64, ge=1, description="Max events per micro-batch.")
+    batch_within_ms: int = Field(5, ge=1, description="Max wait to fill a micro-batch.")
+    max_message_bytes: int = Field(65536, ge=256, description="Larger events go to the DLQ.")
+    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long event_ids are remembered.")
+    recommendation_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="TTL of stored lists.")
+    redis_retry_max_s: float = Field(5.0, gt=0, description="Max backoff between Redis retries.")
+    catalog_sync_interval_s: float = Field(0.5, gt=0, description="Catalog poll period.")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where FAISS runs.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts or any(":" not in h for h in hosts):
+            msg = f"STREAMREC_KAFKA_BOOTSTRAP must be host:port[,host:port...], got {value!r}"
+            raise ValueError(msg)
+        return ",".join(hosts)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            msg = "STREAMREC_REDIS_URL must start with redis://, rediss:// or unix://"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return self.kafka_bootstrap.split(",")
+
+    @property
+    def index_dir(self) -> Path:
+        return self.model_dir / "index"
+
+    def ranking_params(self) -> RankingParams:
+        return RankingParams(
+            k=self.num_recommendations,
+            fan_out=self.candidate_fan_out,
+            exclude_seen=self.exclude_seen,
+        )

@@ -1,0 +1,83 @@
+"""Assemble and run a worker: settings -> model, index, Redis, metrics -> Faust."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import faust
+from prometheus_client import CollectorRegistry, start_http_server
+
+from engine.catalog import Catalog
+from engine.model import ItemModel
+from engine.recommender import Recommender
+from index.device import choose_device
+from index.faiss_index import FaissItemIndex
+from stream.app import create_app
+from stream.kafka_io import ensure_topics
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline
+from stream.redis_store import RedisStore
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(RuntimeError):
+    """A setting points at something that is not there; the message names the setting."""
+
+
+def load_recommender(settings: Settings) -> Recommender:
+    """Load the trained model and its index from ``STREAMREC_MODEL_DIR``."""
+    model_dir = settings.model_dir
+    if not (model_dir / "model.json").is_file():
+        msg = (
+            f"no trained model in {model_dir.resolve()} (model.json missing): run "
+            "`streamrec train` and `streamrec index build`, or set STREAMREC_MODEL_DIR"
+        )
+        raise ConfigurationError(msg)
+    model = ItemModel.load(model_dir)
+    device = choose_device(settings.device)
+    if not (settings.index_dir / "items.ids.json").is_file():
+        msg = (
+            f"no index in {settings.index_dir.resolve()}: run "
+            f"`streamrec index build --model-dir {model_dir}`"
+        )
+        raise ConfigurationError(msg)
+    index = FaissItemIndex.load(settings.index_dir, device)
+    log.info(
+        "loaded model %s (%d items, d=%d) and %s index on %s",
+        model.version, len(model.item_ids), index.dim, index.factory, device.kind,
+    )
+    return Recommender(model, index, Catalog(), settings.ranking_params())
+
+
+def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
+    metrics = Metrics(registry)
+    store = RedisStore.from_url(
+        settings.redis_url.get_secret_value(),
+        history_length=settings.history_length,
+        dedupe_ttl_s=settings.dedupe_ttl_s,
+        recommendation_ttl_s=settings.recommendation_ttl_s,
+        retry_max_s=settings.redis_retry_max_s,
+        on_error=lambda op, exc: metrics.redis_errors.labels(op=op).inc(),
+    )
+    return Pipeline(settings, load_recommender(settings), store, metrics)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until SIGINT/SIGTERM."""
+    asyncio.run(ensure_topics(settings))
+    registry = CollectorRegistry()
+    pipeline = build_pipeline(settings, registry)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+    app = create_app(settings, pipeline)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def model_exists(model_dir: Path) -> bool:
+    return (model_dir / "model.json").is_file() and (model_dir / "index" / "items.ids.json").is_file()

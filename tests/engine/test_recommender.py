@@ -1,0 +1,178 @@
+"""The recommender, specified on a shop whose right answers are known (tests/shop.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.catalog import Catalog
+from engine.recommender import RankingParams, Recommender
+from engine.types import Interaction, Item, UserState
+from index.exact import ExactIndex
+from index.faiss_index import FaissItemIndex
+from stream.replay import catalog_items
+from tests import shop
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> shop.TrainedShop:
+    return shop.train(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(params=["faiss", "exact"])
+def recommender(request: pytest.FixtureRequest, trained: shop.TrainedShop) -> Recommender:
+    model = trained.model
+    index = FaissItemIndex(model.dim) if request.param == "faiss" else ExactIndex(model.dim)
+    index.upsert(list(model.item_ids), model.vectors)
+    rec = Recommender(model, index, Catalog(), RankingParams(k=10))
+    for item in catalog_items(shop.catalog()):
+        rec.apply_item(item)
+    return rec
+
+
+def state(user: str, *items: str, kind: str = "view", purchased: tuple[str, ...] = ()) -> UserState:
+    history = tuple(Interaction(i, kind, 1000 + n) for n, i in enumerate(items))  # type: ignore[arg-type]
+    return UserState(user, history, frozenset(purchased))
+
+
+def recommend(rec: Recommender, s: UserState):
+    return rec.recommend([s], ["trigger"], now_ms=5000)[0].recommendation
+
+
+def departments(items) -> list[str]:
+    return [i.item_id.split("-")[0] for i in items]
+
+
+def test_a_runner_gets_running_items(recommender):
+    rec = recommend(recommender, state("u", "running-1", "running-2", "running-3"))
+    assert len(rec.items) == 10
+    assert departments(rec.items) == ["running"] * 10
+
+
+def test_the_next_event_changes_the_recommendations(recommender):
+    before = recommend(recommender, state("u", "running-1", "running-2"))
+    after = recommend(recommender, state("u", "running-1", "running-2", "kitchen-1", "kitchen-2",
+                                         "kitchen-3"))
+    assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
+    assert departments(after.items).count("kitchen") > departments(before.items).count("kitchen")
+
+
+def test_purchased_and_seen_items_are_never_recommended(recommender):
+    s = state("u", "books-0", "books-1", purchased=("books-2", "books-3"))
+    ids = {i.item_id for i in recommend(recommender, s).items}
+    assert ids.isdisjoint({"books-0", "books-1", "books-2", "books-3"})
+
+
+def test_unavailable_items_drop_out_and_come_back(recommender):
+    s = state("u", "outdoor-1", "outdoor-2")
+    top = recommend(recommender, s).items[0]
+    item = recommender.catalog.get(top.item_id)
+    recommender.apply_item(Item(item.item_id, item.title, item.category, item.tags, None, None, False))
+    assert top.item_id not in {i.item_id for i in recommend(recommender, s).items}
+    recommender.apply_item(item)
+    assert top.item_id in {i.item_id for i in recommend(recommender, s).items}
+
+
+def test_a_new_user_gets_popular_items_said_honestly(recommender):
+    rec = recommend(recommender, state("new"))
+    assert len(rec.items) == 10
+    assert {i.reason_code for i in rec.items} == {"popular"}
+    pops = [i.evidence["interactions"] for i in rec.items]
+    assert pops == sorted(pops, reverse=True)
+    assert all("Popular with other users" in i.reason for i in rec.items)
+
+
+def test_similarity_reasons_cite_the_users_own_items_by_title(recommender):
+    history = ("running-1", "running-7")
+    rec = recommend(recommender, state("u", *history))
+    similar = [i for i in rec.items if i.reason_code == "similar_to_recent"]
+    assert similar
+    titles = {recommender.catalog.get(i).title for i in history}
+    for item in similar:
+        cited = item.evidence["items"]
+        assert {c["item_id"] for c in cited} <= set(history)
+        assert all(c["title"] in item.reason for c in cited)
+        assert any(t in item.reason for t in titles)
+        assert item.reason.startswith("Because you viewed ")
+
+
+def test_online_and_offline_user_vectors_are_identical(recommender, trained):
+    items = ["running-1", "books-3", "running-4", "kitchen-9", "running-1"]
+    kinds = ["view", "purchase", "click", "add_to_cart", "view"]
+    s = UserState("u", tuple(Interaction(i, k, n) for n, (i, k) in enumerate(zip(items, kinds, strict=True))))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(recommender.user_vector(s), trained.model.embed_user(items, kinds))
+
+
+def test_a_new_item_is_indexed_from_its_content(recommender):
+    recommender.apply_item(Item("fresh-1", "Trail Runner 9", "running", ("running", "trail"),
+                                99.0, "Trail Runner for running"))
+    assert "fresh-1" in recommender.index
+    rec = recommend(recommender, state("u", "fresh-1"))
+    # Its content vector landed in the running neighbourhood of the learned space.
+    assert departments(rec.items).count("running") >= 8
+
+
+def test_cold_start_items_are_labelled_new_arrivals(recommender):
+    recommender.apply_item(Item("fresh-2", "Road Racer 9", "running", ("running", "road"),
+                                None, "Road Racer for running"))
+    s = state("u", "running-0", "running-5", "running-10", "running-15", "running-20")
+    wide = Recommender(recommender.model, recommender.index, recommender.catalog,
+                       RankingParams(k=100))
+    found = [i for i in recommend(wide, s).items if i.item_id == "fresh-2"]
+    assert found
+    assert found[0].reason_code == "new_arrival"
+    assert found[0].reason.startswith("New in running")
+
+
+def test_near_duplicates_are_returned_once(trained):
+    model = trained.model
+    index = ExactIndex(model.dim)
+    index.upsert(list(model.item_ids), model.vectors)
+    rec = Recommender(model, index, Catalog(), RankingParams(k=10))
+    for item in catalog_items(shop.catalog()):
+        rec.apply_item(item)
+    top = recommend(rec, state("u", "kitchen-1", "kitchen-2")).items[0]
+    clone = rec.catalog.get(top.item_id)
+    rec.apply_item(Item("clone", clone.title + " ", clone.category, clone.tags))
+    index.upsert(["clone"], index.vector(top.item_id)[None, :])
+    ids = [i.item_id for i in recommend(rec, state("u", "kitchen-1", "kitchen-2")).items]
+    assert (top.item_id in ids) != ("clone" in ids)
+
+
+item_ids = st.sampled_from(list(shop.catalog()["item_id"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    history=st.lists(st.tuples(item_ids, st.sampled_from(["view", "click", "add_to_cart", "purchase"])),
+                     max_size=30),
+    k=st.integers(1, 30),
+)
+def test_every_list_is_short_unique_sorted_finite_and_filtered(trained, history, k):
+    model = trained.model
+    index = ExactIndex(model.dim)
+    index.upsert(list(model.item_ids), model.vectors)
+    rec = Recommender(model, index, Catalog(catalog_items(shop.catalog())), RankingParams(k=k))
+    s = UserState(
+        "u",
+        tuple(Interaction(i, t, n) for n, (i, t) in enumerate(history)),  # type: ignore[arg-type]
+        frozenset(i for i, t in history if t == "purchase"),
+    )
+    items = recommend(rec, s).items
+    ids = [i.item_id for i in items]
+    assert len(ids) <= k
+    assert len(set(ids)) == len(ids)
+    assert set(ids).isdisjoint(i for i, _ in history)
+    scores = [i.score for i in items]
+    assert all(np.isfinite(scores))
+    assert scores == sorted(scores, reverse=True)
+    assert [i.rank for i in items] == list(range(1, len(items) + 1))
+    assert all(i.reason for i in items)
+
+
+def test_model_dir_fixture_is_complete(trained):
+    assert (Path(trained.model_dir) / "index" / "items.ids.json").is_file()

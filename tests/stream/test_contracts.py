@@ -1,0 +1,160 @@
+"""Message contracts: what is accepted, what goes to the DLQ and why; never a crash."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.types import Event, Item, Recommendation, RecommendedItem
+from stream.contracts import (
+    InvalidMessage,
+    decode_event,
+    decode_item,
+    encode_dead_letter,
+    encode_event,
+    encode_item,
+    encode_recommendation,
+)
+
+NOW = 1_700_000_000_000
+SCHEMAS = Path(__file__).resolve().parents[2] / "stream" / "schemas"
+
+
+def schema(name: str) -> dict:
+    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+def event_bytes(**overrides: object) -> bytes:
+    body = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "view", "ts": NOW}
+    body.update(overrides)
+    return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
+
+
+def decode(raw: bytes) -> Event:
+    return decode_event(raw, max_bytes=65536, now_ms=NOW)
+
+
+class TestEvents:
+    def test_a_valid_event_decodes_with_context(self):
+        event = decode(event_bytes(context={"page": "home"}))
+        assert event == Event("e1", "u1", "i1", "view", NOW, {"page": "home"})
+
+    def test_unknown_extra_fields_are_tolerated(self):
+        assert decode(event_bytes(session="s9")).event_id == "e1"
+
+    @pytest.mark.parametrize(
+        ("raw", "reason", "names"),
+        [
+            (b"{not json", "invalid_json", ""),
+            (b"\xff\xfe\x00garbage", "invalid_json", ""),
+            (event_bytes(user_id=...), "schema", "user_id"),
+            (event_bytes(ts="yesterday"), "schema", "ts"),
+            (event_bytes(ts=1.5), "schema", "ts"),
+            (event_bytes(type="like"), "schema", "type"),
+            (event_bytes(item_id=42), "schema", "item_id"),
+            (event_bytes(user_id=""), "schema", "user_id"),
+            (event_bytes(user_id="x" * 300), "schema", "user_id"),
+            (event_bytes(ts=-5), "bad_timestamp", "ts"),
+            (event_bytes(ts=NOW + 3 * 86_400_000), "bad_timestamp", "ts"),
+            (b"[1, 2, 3]", "schema", ""),
+        ],
+    )
+    def test_bad_events_are_rejected_with_a_reason_naming_the_field(self, raw, reason, names):
+        with pytest.raises(InvalidMessage) as err:
+            decode(raw)
+        assert err.value.reason == reason
+        assert names in err.value.detail
+
+    def test_oversized_messages_are_rejected_before_parsing(self):
+        with pytest.raises(InvalidMessage) as err:
+            decode_event(event_bytes(context={"x": "y" * 1000}), max_bytes=256, now_ms=NOW)
+        assert err.value.reason == "too_large"
+
+    def test_deeply_nested_context_does_not_crash(self):
+        deep = b'{"context":' * 5000 + b"1" + b"}" * 5000
+        with pytest.raises(InvalidMessage):
+            decode_event(deep, max_bytes=1 << 20, now_ms=NOW)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=512))
+    def test_arbitrary_bytes_never_crash_the_decoder(self, raw):
+        try:
+            decode(raw)
+        except InvalidMessage as exc:
+            assert exc.reason in {"invalid_json", "schema", "bad_timestamp", "too_large"}
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.dictionaries(
+            st.sampled_from(["event_id", "user_id", "item_id", "type", "ts", "context"]),
+            st.one_of(st.none(), st.integers(), st.floats(), st.text(), st.booleans(),
+                      st.lists(st.integers())),
+        )
+    )
+    def test_arbitrary_json_objects_decode_or_are_rejected(self, body):
+        try:
+            event = decode(json.dumps(body).encode())
+        except InvalidMessage:
+            return
+        assert event.type in {"view", "click", "add_to_cart", "purchase"}
+        assert 0 <= event.ts
+
+    def test_encoded_events_round_trip_and_match_the_schema(self):
+        event = Event("e7", "u7", "i7", "purchase", NOW, {"recommendation_id": "r1"})
+        raw = encode_event(event)
+        jsonschema.validate(json.loads(raw), schema("event"))
+        assert decode(raw) == event
+
+
+class TestItems:
+    def test_defaults_make_a_minimal_item_available(self):
+        item = decode_item(b'{"item_id":"i1","title":"Ridge Jacket","category":"outdoor"}',
+                           max_bytes=4096)
+        assert item == Item("i1", "Ridge Jacket", "outdoor", (), None, None, True)
+
+    def test_items_round_trip_and_match_the_schema(self):
+        item = Item("i2", "Trail Runner 3", "running", ("shoes", "trail"), 129.0, "Light.", False)
+        raw = encode_item(item)
+        jsonschema.validate(json.loads(raw), schema("item"))
+        assert decode_item(raw, max_bytes=4096) == item
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"item_id": "i", "title": "", "category": "c"},
+            {"item_id": "i", "title": "t", "category": "c", "price": -1},
+            {"item_id": "i", "title": "t", "category": "c", "tags": "notalist"},
+            {"item_id": "i", "title": "t", "category": "c", "tags": ["x"] * 100},
+            {"title": "t", "category": "c"},
+        ],
+    )
+    def test_bad_items_are_rejected(self, body):
+        with pytest.raises(InvalidMessage):
+            decode_item(json.dumps(body).encode(), max_bytes=65536)
+
+
+def test_recommendations_match_their_schema():
+    rec = Recommendation(
+        "u1", "e1", NOW, "item2vec-1",
+        (RecommendedItem("i1", 1, 0.9, "Because you viewed X", "similar_to_recent",
+                         {"items": [{"item_id": "i0", "title": "X", "event": "view",
+                                     "share": 1.0}]}),),
+    )
+    jsonschema.validate(json.loads(encode_recommendation(rec)), schema("recommendation"))
+
+
+def test_dead_letters_keep_the_original_bytes_and_match_their_schema():
+    raw = b"\xff not utf-8"
+    body = json.loads(
+        encode_dead_letter(raw, reason="invalid_json", error="bad", topic="t", partition=0,
+                           offset=5, failed_at=NOW)
+    )
+    jsonschema.validate(body, schema("dead_letter"))
+    assert base64.b64decode(body["original_b64"]) == raw
+    assert body["original_text"] is None
