@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from engine.ports import FloatArray
 from engine.types import Interaction, Item
 
 VERBS = {
@@ -51,7 +51,7 @@ class Reason:
 def similar_items_evidence(
     history: Sequence[Interaction],
     history_items: Sequence[Item | None],
-    contributions: FloatArray,
+    contributions: npt.NDArray[np.floating[Any]],
     params: ReasonParams,
 ) -> list[dict[str, Any]]:
     """The recent items that explain most of a candidate's score, strongest first.

@@ -73,7 +73,9 @@ class Recommender:
         self._row = {item_id: row for row, item_id in enumerate(model.item_ids)}
         self._content_vectors: dict[str, FloatArray] = {}
         self._log_popularity = normalised_log_popularity(model.popularity)
-        self._by_popularity = [model.item_ids[i] for i in np.argsort(-model.popularity, kind="stable")]
+        self._by_popularity = [
+            model.item_ids[i] for i in np.argsort(-model.popularity, kind="stable")
+        ]
 
     @property
     def model_version(self) -> str:
@@ -86,9 +88,10 @@ class Recommender:
     def item_vector(self, item_id: str) -> FloatArray | None:
         row = self._row.get(item_id)
         if row is not None:
-            return self.model.vectors[row]
-        vector = self._content_vectors.get(item_id)
-        return vector if vector is not None else self.index.vector(item_id)
+            vector: FloatArray = self.model.vectors[row]
+            return vector
+        content = self._content_vectors.get(item_id)
+        return content if content is not None else self.index.vector(item_id)
 
     def apply_item(self, item: Item) -> CatalogChange:
         """Take a new or changed catalog entry into account immediately.
@@ -198,8 +201,7 @@ class Recommender:
         categories = category_counts(hist_items)
         ranked = []
         for rank, (item_id, vector, score) in enumerate(chosen, start=1):
-            item = self.catalog.get(item_id)
-            assert item is not None  # filtered on availability above
+            item = self._item(item_id)
             shares = contributions(hist_vectors, weights, vector)
             cited = similar_items_evidence(usable, hist_items, shares, self.params.reasons)
             reason = build_reason(
@@ -212,8 +214,9 @@ class Recommender:
                 params=self.params.reasons,
             )
             ranked.append(
-                RecommendedItem(item_id, rank, float(score), reason.text, reason.code,
-                                reason.evidence)
+                RecommendedItem(
+                    item_id, rank, float(score), reason.text, reason.code, reason.evidence
+                )
             )
         return ranked
 
@@ -241,8 +244,7 @@ class Recommender:
         for item_id in self._by_popularity:
             if item_id in excluded or not self.catalog.is_available(item_id):
                 continue
-            item = self.catalog.get(item_id)
-            assert item is not None
+            item = self._item(item_id)
             reason = build_reason(
                 item,
                 cited=[],
@@ -254,12 +256,20 @@ class Recommender:
             )
             score = float(self._log_pop(item_id))
             items.append(
-                RecommendedItem(item_id, len(items) + 1, score, reason.text, reason.code,
-                                reason.evidence)
+                RecommendedItem(
+                    item_id, len(items) + 1, score, reason.text, reason.code, reason.evidence
+                )
             )
             if len(items) == self.params.k:
                 break
         return items
+
+    def _item(self, item_id: str) -> Item:
+        item = self.catalog.get(item_id)
+        if item is None:
+            msg = f"item {item_id!r} passed the availability filter but is not in the catalog"
+            raise KeyError(msg)
+        return item
 
     def _vector(self, item_id: str) -> FloatArray:
         vector = self.item_vector(item_id)

@@ -6,8 +6,10 @@
    self-pairs are skipped.
 2. The co-occurrence becomes shifted positive PMI (Levy & Goldberg, 2014):
    ``max(0, log(C_ij * Z / (r_i * c_j**α)) - log(shift))`` with context smoothing α = 0.75.
-3. A truncated SVD ``M ≈ U S Vᵀ`` (ARPACK with a start vector from the seeded generator;
-   exact dense SVD for small catalogs) gives item vectors ``U S**p``, L2-normalised.
+3. A truncated eigendecomposition of the symmetrised matrix, positive eigenvalues only,
+   ``(M + Mᵀ)/2 ≈ Q Λ Qᵀ`` (ARPACK with a start vector from the seeded generator; exact
+   dense for small catalogs), gives item vectors ``Q Λ**p``, L2-normalised. On a PSD matrix
+   this is the truncated SVD ``U S**p``; see :func:`factorise` for why not the SVD's ``U``.
 4. The window, shift, eigenvalue power p, the user embedding's recency decay and the scoring
    function's popularity weight are chosen on a validation split: each user's last training
    event is held out and ranked against all items (never sampled negatives); the grid point
@@ -37,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
-from scipy.sparse.linalg import svds
+from scipy.sparse.linalg import eigsh
 
 from engine.content import DEFAULT_N_FEATURES, ContentEncoder, ItemText
 from engine.evaluation import (
@@ -68,8 +70,8 @@ logger = logging.getLogger(__name__)
 #: ``progress(stage, done, total)``, called as the long steps advance.
 Progress = Callable[[str, int, int], None]
 
-#: Catalogs up to this many items are factorised by an exact dense SVD.
-DENSE_SVD_MAX_ITEMS = 256
+#: Catalogs up to this many items are factorised exactly (dense ``eigh``).
+DENSE_MAX_ITEMS = 256
 _CONTENT_HOLDOUT_MIN_ITEMS = 20
 
 
@@ -84,7 +86,7 @@ class TrainParams:
         dim: Vector dimension d.
         windows: Co-occurrence windows (in events) to try.
         shifts: PMI shifts to try (the ``k`` of SPPMI; 1 is plain PPMI).
-        eig_powers: Powers p of the singular values in ``U S**p`` to try.
+        eig_powers: Powers p of the eigenvalues in ``Q Λ**p`` to try.
         decays: User-embedding recency decays to try.
         popularity_weights: Scoring popularity weights to try.
         context_smoothing: Exponent α of the context counts in PMI.
@@ -197,7 +199,7 @@ class TrainReport:
         n_events: Training events.
         n_users: Users in the training events.
         n_items: Items in the model.
-        effective_rank: Non-zero singular values kept (<= dim; the rest is zero padding).
+        effective_rank: Positive eigenvalues kept (<= dim; the rest is zero padding).
         n_content_items: Items whose vector came from the content encoder.
         content_holdout_cosine: Mean cosine between held-out items' learned vectors and their
             content-encoded vectors (None without a catalog).
@@ -330,13 +332,19 @@ def shifted_ppmi(counts: sp.spmatrix, shift: float, smoothing: float = 0.75) -> 
 
 
 def factorise(
-    matrix: sp.csr_matrix, dim: int, rng: np.random.Generator
+    matrix: sp.spmatrix, dim: int, rng: np.random.Generator
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Truncated SVD: the top left singular vectors and values, zero components dropped.
+    """Truncated eigendecomposition of the symmetrised matrix, positive part only.
 
-    Uses ARPACK (``scipy.sparse.linalg.svds``) with a start vector drawn from ``rng``, or an
-    exact dense SVD when the matrix has at most ``DENSE_SVD_MAX_ITEMS`` rows or ``dim`` is
-    not below its size. Deterministic for a given ``rng`` state.
+    ``(M + Mᵀ) / 2 ≈ Q Λ Qᵀ`` keeping the ``dim`` largest eigenvalues that are > 0. For a
+    PSD matrix this is the truncated SVD; unlike the SVD's left vectors alone, it keeps
+    items that co-occur *directly* close (for "B always follows A", A and B share no
+    context, and ``U`` of an SVD would make them orthogonal, while ``Q`` makes them
+    parallel). It equals the ``W + C`` embedding of Levy & Goldberg.
+
+    Uses ARPACK (``scipy.sparse.linalg.eigsh``) with a start vector drawn from ``rng``, or an
+    exact dense ``eigh`` when the matrix has at most ``DENSE_MAX_ITEMS`` rows or ``dim``
+    is not below its size. Deterministic for a given ``rng`` state.
 
     Args:
         matrix: (n, n) matrix to factorise.
@@ -344,21 +352,24 @@ def factorise(
         rng: Source of the ARPACK start vector.
 
     Returns:
-        ``(U (n, r), S (r,))`` with r <= dim, singular values descending and > 0.
+        ``(Q (n, r), λ (r,))`` with r <= dim, eigenvalues descending and > 0.
     """
-    n = min(matrix.shape)
-    if n == 0 or matrix.nnz == 0:
-        return np.zeros((matrix.shape[0], 0)), np.zeros(0)
+    n = int(matrix.shape[0])
+    if matrix.shape[0] != matrix.shape[1]:
+        msg = f"matrix must be square, got shape {matrix.shape}"
+        raise ValueError(msg)
+    sym = sp.csr_matrix((matrix + matrix.T) * 0.5, dtype=np.float64)
+    if n == 0 or sym.nnz == 0:
+        return np.zeros((n, 0)), np.zeros(0)
     v0 = rng.standard_normal(n)
-    if n <= DENSE_SVD_MAX_ITEMS or dim >= n - 1:
-        u, s, _ = np.linalg.svd(matrix.toarray(), full_matrices=False)
-        u, s = u[:, :dim], s[:dim]
+    if n <= DENSE_MAX_ITEMS or dim >= n - 1:
+        lam, q = np.linalg.eigh(sym.toarray())
     else:
-        u, s, _ = svds(matrix.astype(np.float64), k=dim, v0=v0, solver="arpack")
-        order = np.argsort(-s, kind="stable")
-        u, s = u[:, order], s[order]
-    keep = s > (s[0] * 1e-8 if s.size else 0.0)
-    return np.ascontiguousarray(u[:, keep]), s[keep]
+        lam, q = eigsh(sym, k=dim, which="LA", v0=v0)
+    order = np.argsort(-lam, kind="stable")[:dim]
+    lam, q = lam[order], q[:, order]
+    keep = lam > (lam[0] * 1e-8 if lam.size and lam[0] > 0 else np.inf)
+    return np.ascontiguousarray(q[:, keep]), lam[keep]
 
 
 def _item_vectors(
@@ -465,7 +476,9 @@ def _tune(
                     done += 1
                     if progress is not None:
                         progress("validate", done, len(grid))
-    assert best is not None  # noqa: S101 - the grid is never empty
+    if best is None:  # pragma: no cover - TrainParams forbids an empty grid
+        msg = "the hyperparameter grid is empty"
+        raise RuntimeError(msg)
     logger.info("chose %s with validation %s %.4f", best[1], params.selection_metric, best[0])
     return best[1], best[2], pop_result, tuple(points)
 
@@ -532,7 +545,7 @@ def train_item_model(
         events: Training events (event schema; see :mod:`engine.datasets`).
         catalog: Item catalog for the content encoder and categories, or None.
         params: Grid and fixed settings.
-        seed: Seeds the SVD start vectors and the content hold-out; equal seeds and inputs
+        seed: Seeds the eigensolver start vector and the content hold-out; equal seeds and inputs
             give identical models.
         progress: Called as ``progress(stage, done, total)`` during the long steps.
         now: Creation time (timezone-aware) for the model version; default the time of the

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from engine.types import EVENT_TYPES
+
 __all__ = [
     "EVENT_TYPES",
     "EventWeights",
@@ -39,8 +41,6 @@ __all__ = [
     "user_embedding",
 ]
 
-#: The event types the engine understands, from weakest to strongest signal.
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class EventWeights:
                 msg = f"EventWeights.{name} must be a finite number >= 0, got {value!r}"
                 raise ValueError(msg)
 
-    def of(self, type: str) -> float:  # noqa: A002 - "type" is the event field's name
+    def of(self, type: str) -> float:
         """The weight of one event type.
 
         Args:

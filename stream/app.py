@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -38,8 +38,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         stream_buffer_maxsize=max(4 * settings.batch_size, 256),
         logging_config=None,
     )
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                           "value_serializer": "raw"}
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     events = app.topic(settings.topic_events, **raw)
     items = app.topic(settings.topic_items, **raw)
     recommendations = app.topic(settings.topic_recommendations, **raw)
@@ -53,7 +57,9 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     @app.agent(events, name="process_events")
     async def process_events(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=within):
+        async for batch in cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_size, within=within
+        ):
             result = await pipeline.handle_events([_raw(e) for e in batch])
             await publish(recommendations, result.recommendations)
             await publish(dlq, result.dead_letters)
@@ -61,11 +67,13 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     @app.agent(items, name="process_items")
     async def process_items(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=within):
+        async for batch in cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_size, within=within
+        ):
             dead = await pipeline.handle_items([_raw(e) for e in batch])
             await publish(dlq, dead)
 
-    @app.timer(settings.catalog_sync_interval_s)
+    @app.timer(settings.catalog_sync_interval_s)  # type: ignore[untyped-decorator]
     async def follow_catalog() -> None:
         await pipeline.sync_catalog()
 

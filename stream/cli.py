@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -44,7 +45,8 @@ def _settings() -> Settings:
             f"STREAMREC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
             for e in exc.errors()
         )
-        raise SystemExit(f"streamrec: invalid configuration: {problems}") from None
+        msg = f"streamrec: invalid configuration: {problems}"
+        raise SystemExit(msg) from None
 
 
 def _setup_logging(level: str) -> None:
@@ -60,7 +62,8 @@ def _load_training_data(args: argparse.Namespace):  # type: ignore[no-untyped-de
         data = datasets.load_movielens_100k()
         return data.events, data.catalog
     if args.events is None:
-        raise SystemExit("streamrec: give --events PATH (CSV/Parquet) or --dataset ml-100k")
+        msg = "streamrec: give --events PATH (CSV/Parquet) or --dataset ml-100k"
+        raise SystemExit(msg)
     events = datasets.load_event_log(Path(args.events))
     catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
     return events, catalog
@@ -79,7 +82,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"training on {len(events):,} events, {events['user_id'].nunique():,} users")
     with progress_callback(console) as progress:
         model, report = train_item_model(
-            events, catalog, TrainParams(dim=args.dim), seed=args.seed, progress=progress,
+            events,
+            catalog,
+            TrainParams(dim=args.dim),
+            seed=args.seed,
+            progress=progress,
             now=datetime.now(UTC),
         )
     out = Path(args.out)
@@ -104,7 +111,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     model_dir = Path(args.model_dir)
     if not (model_dir / "model.json").is_file():
-        raise SystemExit(f"streamrec: no model in {model_dir} (model.json missing); run `streamrec train`")
+        msg = f"streamrec: no model in {model_dir} (model.json missing); run `streamrec train`"
+        raise SystemExit(msg)
     model = ItemModel.load(model_dir)
     index = FaissItemIndex(model.vectors.shape[1], args.factory, choose_device(args.device))
     index.upsert(list(model.item_ids), model.vectors)
@@ -113,10 +121,18 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     if catalog_path.is_file():
         # Catalog items without interaction data are indexed from their content.
         catalog = pd.read_parquet(catalog_path)
-        cold = catalog[~catalog["item_id"].isin(set(model.item_ids))]
-        if len(cold):
-            texts = [(r.title, r.category, list(r.tags), r.description or "") for r in cold.itertuples()]
-            index.upsert(list(cold["item_id"]), model.content.encode_many(texts))
+        cold = catalog[~catalog["item_id"].isin(set(model.item_ids))].to_dict("records")
+        if cold and model.content is not None:
+            texts = [
+                (
+                    str(r["title"]),
+                    str(r["category"]),
+                    [str(t) for t in r["tags"]],
+                    str(r.get("description") or ""),
+                )
+                for r in cold
+            ]
+            index.upsert([str(r["item_id"]) for r in cold], model.content.encode_many(texts))
             added = len(cold)
     index.save(model_dir / "index")
     console.print(
@@ -134,7 +150,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         run_worker(settings)
     except ConfigurationError as exc:
-        raise SystemExit(f"streamrec: {exc}") from None
+        msg = f"streamrec: {exc}"
+        raise SystemExit(msg) from None
     return 0
 
 
@@ -147,12 +164,15 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    import pandas as pd
     from rich.progress import Progress
 
     from engine import datasets
     from stream.replay import catalog_items, publish_catalog, publish_events
 
     settings = _settings()
+    events: pd.DataFrame | None
+    catalog: pd.DataFrame | None
     if args.dataset == "ml-100k":
         data = datasets.load_movielens_100k()
         events, catalog = data.events, data.catalog
@@ -168,8 +188,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         with Progress() as bar:
             task = bar.add_task("events", total=len(events))
             n = asyncio.run(
-                publish_events(settings, events, rate=args.rate, live_ts=not args.keep_ts,
-                               progress=lambda k: bar.advance(task, k))
+                publish_events(
+                    settings,
+                    events,
+                    rate=args.rate,
+                    live_ts=not args.keep_ts,
+                    progress=lambda k: bar.advance(task, k),
+                )
             )
         print(f"published {n:,} events to {settings.topic_events}")  # noqa: T201
     return 0
@@ -182,18 +207,20 @@ def cmd_watch(args: argparse.Namespace) -> int:
     settings = _settings()
 
     async def run() -> int:
-        store = RedisStore.from_url(settings.redis_url.get_secret_value(), history_length=1,
-                                    dedupe_ttl_s=60, recommendation_ttl_s=60)
+        store = RedisStore.from_url(
+            settings.redis_url.get_secret_value(),
+            history_length=1,
+            dedupe_ttl_s=60,
+            recommendation_ttl_s=60,
+        )
         try:
             items, _ = await store.catalog_snapshot()
         finally:
             await store.close()
         return await watch(settings, {i.item_id: i.title for i in items}, stop_after=args.count)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -203,8 +230,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = _settings()
 
     async def run() -> bytes | None:
-        store = RedisStore.from_url(settings.redis_url.get_secret_value(), history_length=1,
-                                    dedupe_ttl_s=60, recommendation_ttl_s=60)
+        store = RedisStore.from_url(
+            settings.redis_url.get_secret_value(),
+            history_length=1,
+            dedupe_ttl_s=60,
+            recommendation_ttl_s=60,
+        )
         try:
             return await store.latest_recommendation(args.user_id)
         finally:

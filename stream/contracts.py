@@ -57,24 +57,28 @@ _encoder = msgspec.json.Encoder()
 
 def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes, max_bytes: int) -> Any:
     if len(raw) > max_bytes:
-        raise InvalidMessage("too_large", f"message is {len(raw)} bytes, limit is {max_bytes}")
+        msg = "too_large"
+        raise InvalidMessage(msg, f"message is {len(raw)} bytes, limit is {max_bytes}")
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise InvalidMessage("schema", str(exc)) from exc
+        msg = "schema"
+        raise InvalidMessage(msg, str(exc)) from exc
     except msgspec.DecodeError as exc:
-        raise InvalidMessage("invalid_json", str(exc)) from exc
+        msg = "invalid_json"
+        raise InvalidMessage(msg, str(exc)) from exc
     except RecursionError as exc:
-        raise InvalidMessage("invalid_json", "JSON is nested too deeply") from exc
+        msg = "invalid_json"
+        raise InvalidMessage(msg, "JSON is nested too deeply") from exc
 
 
 def _check_id(field: str, value: str) -> None:
     if not value.strip():
-        raise InvalidMessage("schema", f"`{field}` must be a non-empty string")
+        msg = "schema"
+        raise InvalidMessage(msg, f"`{field}` must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
-        raise InvalidMessage(
-            "schema", f"`{field}` is {len(value)} characters, limit is {MAX_ID_LENGTH}"
-        )
+        msg = "schema"
+        raise InvalidMessage(msg, f"`{field}` is {len(value)} characters, limit is {MAX_ID_LENGTH}")
 
 
 def decode_event(raw: bytes, *, max_bytes: int, now_ms: int) -> Event:
@@ -87,11 +91,11 @@ def decode_event(raw: bytes, *, max_bytes: int, now_ms: int) -> Event:
     for field in ("event_id", "user_id", "item_id"):
         _check_id(field, getattr(msg, field))
     if msg.ts < 0:
-        raise InvalidMessage("bad_timestamp", f"`ts` must be epoch milliseconds >= 0, got {msg.ts}")
+        msg_0 = "bad_timestamp"
+        raise InvalidMessage(msg_0, f"`ts` must be epoch milliseconds >= 0, got {msg.ts}")
     if msg.ts > now_ms + MAX_FUTURE_SKEW_MS:
-        raise InvalidMessage(
-            "bad_timestamp", f"`ts` {msg.ts} is more than a day ahead of now ({now_ms})"
-        )
+        msg_0 = "bad_timestamp"
+        raise InvalidMessage(msg_0, f"`ts` {msg.ts} is more than a day ahead of now ({now_ms})")
     return Event(msg.event_id, msg.user_id, msg.item_id, msg.type, msg.ts, msg.context)
 
 
@@ -106,13 +110,17 @@ def decode_item(raw: bytes, *, max_bytes: int) -> Item:
     for field in ("title", "category", "description"):
         value = getattr(msg, field)
         if value is not None and len(value) > MAX_TEXT_LENGTH:
-            raise InvalidMessage("schema", f"`{field}` is longer than {MAX_TEXT_LENGTH} characters")
+            msg_0 = "schema"
+            raise InvalidMessage(msg_0, f"`{field}` is longer than {MAX_TEXT_LENGTH} characters")
     if not msg.title.strip():
-        raise InvalidMessage("schema", "`title` must be a non-empty string")
+        msg_0 = "schema"
+        raise InvalidMessage(msg_0, "`title` must be a non-empty string")
     if len(msg.tags) > MAX_TAGS:
-        raise InvalidMessage("schema", f"`tags` has {len(msg.tags)} entries, limit is {MAX_TAGS}")
+        msg_0 = "schema"
+        raise InvalidMessage(msg_0, f"`tags` has {len(msg.tags)} entries, limit is {MAX_TAGS}")
     if msg.price is not None and (not math.isfinite(msg.price) or msg.price < 0):
-        raise InvalidMessage("schema", f"`price` must be a finite number >= 0, got {msg.price}")
+        msg_0 = "schema"
+        raise InvalidMessage(msg_0, f"`price` must be a finite number >= 0, got {msg.price}")
     return Item(
         msg.item_id,
         msg.title,

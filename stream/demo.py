@@ -51,13 +51,19 @@ def run_demo(args: argparse.Namespace) -> int:
         if not model_exists(model_dir):
             console.print("no model yet: training one on MovieLens-100K")
             cli = [sys.executable, "-m", "stream.cli"]
-            subprocess.run([*cli, "train", "--dataset", "ml-100k", "--out", str(model_dir)],  # noqa: S603
-                           env=env, check=True)
-            subprocess.run([*cli, "index", "build", "--model-dir", str(model_dir)],  # noqa: S603
-                           env=env, check=True)
+            subprocess.run(  # noqa: S603 - our own CLI
+                [*cli, "train", "--dataset", "ml-100k", "--out", str(model_dir)],
+                env=env,
+                check=True,
+            )
+            subprocess.run(  # noqa: S603 - our own CLI
+                [*cli, "index", "build", "--model-dir", str(model_dir)],
+                env=env,
+                check=True,
+            )
         settings = Settings(
             kafka_bootstrap=services[0].address,
-            redis_url=services[1].address,  # type: ignore[arg-type]
+            redis_url=services[1].address,
             model_dir=model_dir,
             metrics_port=args.metrics_port,
         )
@@ -66,7 +72,10 @@ def run_demo(args: argparse.Namespace) -> int:
         with log_path.open("ab") as log_file:
             worker = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "stream.cli", "worker"],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         console.print(
             f"[green]worker[/] pid {worker.pid}, log {log_path}, "
@@ -89,20 +98,28 @@ def run_demo(args: argparse.Namespace) -> int:
 async def _live(settings, catalog, events, rate, worker, console) -> None:  # type: ignore[no-untyped-def]
     items = catalog_items(catalog)
     await publish_catalog(settings, items)
-    console.print(f"published {len(items):,} catalog items; replaying {len(events):,} events "
-                  f"at {rate:g}/s")
+    console.print(
+        f"published {len(items):,} catalog items; replaying {len(events):,} events at {rate:g}/s"
+    )
     sent = {"n": 0}
 
     def status() -> str:
-        alive = "worker running" if worker.poll() is None else f"worker EXITED ({worker.returncode})"
+        alive = (
+            "worker running" if worker.poll() is None else f"worker EXITED ({worker.returncode})"
+        )
         return f"{sent['n']:,}/{len(events):,} events sent · {alive}"
 
     def bump(k: int) -> None:
         sent["n"] += k
 
     producer_task = asyncio.create_task(publish_events(settings, events, rate=rate, progress=bump))
-    await watch(settings, {i.item_id: i.title for i in items}, stop_after=len(events),
-                status=status, console=console)
+    await watch(
+        settings,
+        {i.item_id: i.title for i in items},
+        stop_after=len(events),
+        status=status,
+        console=console,
+    )
     await producer_task
 
 

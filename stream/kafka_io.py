@@ -97,7 +97,10 @@ async def send_all(
 
 @asynccontextmanager
 async def consumer(
-    settings: Settings, topics: Sequence[str], *, from_beginning: bool = False,
+    settings: Settings,
+    topics: Sequence[str],
+    *,
+    from_beginning: bool = False,
     group_id: str | None = None,
 ) -> AsyncIterator[AIOKafkaConsumer]:
     cons = AIOKafkaConsumer(

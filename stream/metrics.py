@@ -5,8 +5,23 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -16,48 +31,65 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events_consumed = Counter(
-            "streamrec_events_consumed", "Valid events consumed, by type.", ["type"],
+            "streamrec_events_consumed",
+            "Valid events consumed, by type.",
+            ["type"],
             registry=registry,
         )
         self.recommendations_published = Counter(
-            "streamrec_recommendations_published", "Recommendation lists published.",
+            "streamrec_recommendations_published",
+            "Recommendation lists published.",
             registry=registry,
         )
         self.dlq_events = Counter(
-            "streamrec_dlq_events", "Messages sent to the dead-letter topic, by reason.",
-            ["reason"], registry=registry,
+            "streamrec_dlq_events",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
         )
         self.duplicate_events = Counter(
-            "streamrec_duplicate_events", "Events already applied (replays), not re-applied.",
+            "streamrec_duplicate_events",
+            "Events already applied (replays), not re-applied.",
             registry=registry,
         )
         self.event_to_publish = Histogram(
             "streamrec_event_to_publish_seconds",
             "From the event's ts to its recommendation being acknowledged by Kafka.",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.retrieval = Histogram(
-            "streamrec_retrieval_seconds", "Ranking time per micro-batch (index search included).",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            "streamrec_retrieval_seconds",
+            "Ranking time per micro-batch (index search included).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.batch_size = Histogram(
-            "streamrec_batch_size", "Events per micro-batch.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=registry,
+            "streamrec_batch_size",
+            "Events per micro-batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=registry,
         )
         self.index_items = Gauge(
             "streamrec_index_items", "Items in the candidate index.", registry=registry
         )
         self.redis_errors = Counter(
-            "streamrec_redis_errors", "Redis operations that failed and were retried, by op.",
-            ["op"], registry=registry,
+            "streamrec_redis_errors",
+            "Redis operations that failed and were retried, by op.",
+            ["op"],
+            registry=registry,
         )
         self.items_updated = Counter(
-            "streamrec_items_updated", "Catalog changes applied, by action.", ["action"],
+            "streamrec_items_updated",
+            "Catalog changes applied, by action.",
+            ["action"],
             registry=registry,
         )
         self.model_info = Gauge(
-            "streamrec_model_info", "The model version being served (value 1).",
-            ["model_version"], registry=registry,
+            "streamrec_model_info",
+            "The model version being served (value 1).",
+            ["model_version"],
+            registry=registry,
         )
 
     def set_model(self, version: str) -> None:

@@ -142,7 +142,9 @@ class Pipeline:
         dead: dict[int, Outgoing] = {}  # by position, so the DLQ keeps the input order
         for position, msg in enumerate(messages):
             try:
-                event = decode_event(msg.value, max_bytes=self.settings.max_message_bytes, now_ms=now)
+                event = decode_event(
+                    msg.value, max_bytes=self.settings.max_message_bytes, now_ms=now
+                )
             except InvalidMessage as exc:
                 dead[position] = self._dead(msg, exc.reason, exc.detail)
                 continue
@@ -192,9 +194,7 @@ class Pipeline:
 
     def _dead(self, msg: RawMessage, reason: str, detail: str) -> Outgoing:
         self.metrics.dlq_events.labels(reason=reason).inc()
-        log.info(
-            "dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason
-        )
+        log.info("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
         value = encode_dead_letter(
             msg.value,
             reason=reason,

@@ -13,8 +13,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 def progress_callback(console: Console) -> Iterator[Callable[[str, int, int], None]]:
     """Yields ``progress(step, done, total)`` that draws one bar per step name."""
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
     ) as bar:
         tasks: dict[str, TaskID] = {}
 

@@ -79,7 +79,9 @@ class RedisStore:
         retry_max_s: float = 5.0,
         on_error: Callable[[str, BaseException], None] | None = None,
     ) -> None:
-        self.client = client
+        # redis-py's stubs type every reply as bytes | str | None; replies here are bytes
+        # (decode_responses is off), so the client is used untyped.
+        self.client: Any = client
         self.history_length = history_length
         self.dedupe_ttl_s = dedupe_ttl_s
         self.recommendation_ttl_s = recommendation_ttl_s
@@ -104,7 +106,9 @@ class RedisStore:
             except RETRYABLE as exc:
                 if self._on_error is not None:
                     self._on_error(op, exc)
-                log.warning("redis %s failed (%s); retrying in %.2fs", op, type(exc).__name__, delay)
+                log.warning(
+                    "redis %s failed (%s); retrying in %.2fs", op, type(exc).__name__, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
 
@@ -236,5 +240,7 @@ def _state(user_id: str, history: Sequence[bytes], purchased: Any) -> UserState:
         item_id, type_, ts = _decode_entry(raw)
         interactions.append(Interaction(item_id, type_, ts))  # type: ignore[arg-type]
     return UserState(
-        user_id, tuple(interactions), frozenset(p.decode() if isinstance(p, bytes) else p for p in purchased)
+        user_id,
+        tuple(interactions),
+        frozenset(p.decode() if isinstance(p, bytes) else p for p in purchased),
     )

@@ -19,41 +19,52 @@ from stream.settings import Settings
 Progress = Callable[[int], None]
 
 
+def clock() -> int:
+    """Wall-clock epoch milliseconds (event timestamps are wall-clock by contract)."""
+    return time.time_ns() // 1_000_000
+
+
 def catalog_items(catalog: pd.DataFrame) -> list[Item]:
     """Catalog rows (engine.datasets schema) as items."""
     items = []
-    for row in catalog.itertuples(index=False):
-        price = getattr(row, "price", None)
-        description = getattr(row, "description", None)
-        tags = row.tags
+    for row in catalog.to_dict("records"):
+        price = row.get("price")
+        description = row.get("description")
+        tags = row.get("tags")
         if isinstance(tags, str):
             tags = json.loads(tags) if tags.startswith("[") else [t for t in tags.split("|") if t]
         items.append(
             Item(
-                item_id=str(row.item_id),
-                title=str(row.title),
-                category=str(row.category or ""),
+                item_id=str(row["item_id"]),
+                title=str(row["title"]),
+                category=str(row.get("category") or ""),
                 tags=tuple(str(t) for t in (tags if tags is not None else ())),
-                price=None if price is None or (isinstance(price, float) and math.isnan(price))
+                price=None
+                if price is None or (isinstance(price, float) and math.isnan(price))
                 else float(price),
-                description=None if not isinstance(description, str) or not description
+                description=None
+                if not isinstance(description, str) or not description
                 else description,
-                available=bool(getattr(row, "available", True)),
+                available=bool(row.get("available", True)),
             )
         )
     return items
 
 
-def replay_events(events: pd.DataFrame, *, live_ts: bool, clock: Callable[[], int]) -> Iterator[Event]:
+def replay_events(
+    events: pd.DataFrame, *, live_ts: bool, clock: Callable[[], int]
+) -> Iterator[Event]:
     """Rows (event schema) as events; with ``live_ts`` the ts is now and the logged ts
     goes to ``context.logged_ts``, so latency is measured from production time."""
-    for row in events.itertuples(index=False):
+    for row in events.to_dict("records"):
         context: dict[str, Any] | None = None
-        ts = int(row.ts)
+        ts = int(row["ts"])
         if live_ts:
             context = {"logged_ts": ts}
             ts = clock()
-        yield Event(str(row.event_id), str(row.user_id), str(row.item_id), row.type, ts, context)
+        yield Event(
+            str(row["event_id"]), str(row["user_id"]), str(row["item_id"]), row["type"], ts, context
+        )
 
 
 async def publish_catalog(settings: Settings, items: list[Item]) -> int:
@@ -76,17 +87,24 @@ async def publish_events(
     started = time.perf_counter()
     async with producer(settings, linger_ms=2) as prod:
         pending = []
-        clock = lambda: time.time_ns() // 1_000_000  # noqa: E731
         for event in replay_events(events, live_ts=live_ts, clock=clock):
             if rate:
                 due = started + sent / rate
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                    event = Event(event.event_id, event.user_id, event.item_id, event.type,
-                                  clock() if live_ts else event.ts, event.context)
+                    event = Event(
+                        event.event_id,
+                        event.user_id,
+                        event.item_id,
+                        event.type,
+                        clock() if live_ts else event.ts,
+                        event.context,
+                    )
             pending.append(
-                await prod.send(settings.topic_events, encode_event(event), key=event.user_id.encode())
+                await prod.send(
+                    settings.topic_events, encode_event(event), key=event.user_id.encode()
+                )
             )
             sent += 1
             if len(pending) >= 1000:

@@ -20,11 +20,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
 
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka host:port list, comma-separated.")
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka host:port list, comma-separated."
+    )
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"), description="redis:// URL (may hold a password)."
     )
-    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port (0: off).")
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Prometheus /metrics port (0: off)."
+    )
     model_dir: Path = Field(Path("models/current"), description="Trained model + index directory.")
     app_id: str = Field("streamrec", description="Kafka consumer group / Faust app id.")
     topic_events: str = "streamrec.events"
@@ -39,7 +43,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(64, ge=1, description="Max events per micro-batch.")
     batch_within_ms: int = Field(5, ge=1, description="Max wait to fill a micro-batch.")
     max_message_bytes: int = Field(65536, ge=256, description="Larger events go to the DLQ.")
-    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long event_ids are remembered.")
+    dedupe_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long event_ids are remembered."
+    )
     recommendation_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="TTL of stored lists.")
     redis_retry_max_s: float = Field(5.0, gt=0, description="Max backoff between Redis retries.")
     catalog_sync_interval_s: float = Field(0.5, gt=0, description="Catalog poll period.")

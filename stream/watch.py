@@ -19,8 +19,12 @@ from stream.settings import Settings
 
 
 def render(
-    recent: deque[dict[str, Any]], titles: Mapping[str, str], received: int, rate: float,
-    status: str, show: int,
+    recent: deque[dict[str, Any]],
+    titles: Mapping[str, str],
+    received: int,
+    rate: float,
+    status: str,
+    show: int,
 ) -> Group:
     table = Table(expand=True, show_lines=True, title="latest recommendations")
     table.add_column("user", no_wrap=True, width=8)
@@ -34,8 +38,9 @@ def render(
             lines.append(f"  {item['reason']}", style="green")
             lines.append(f"  [{item['reason_code']}]\n", style="dim")
         table.add_row(rec["user_id"], rec["trigger_event_id"], lines)
+    model = recent[-1]["model_version"] if recent else "-"
     header = Text(
-        f"{received} lists received, {rate:.1f}/s  ·  model {recent[-1]['model_version'] if recent else '-'}"
+        f"{received} lists received, {rate:.1f}/s  ·  model {model}"
         f"  ·  {status}  ·  Ctrl-C to stop",
         style="cyan",
     )
@@ -58,8 +63,9 @@ async def watch(
     received = 0
     started = time.perf_counter()
     async with consumer(settings, [settings.topic_recommendations]) as cons:
-        with Live(render(recent, titles, 0, 0.0, status(), show), console=console,
-                  refresh_per_second=4) as live:
+        with Live(
+            render(recent, titles, 0, 0.0, status(), show), console=console, refresh_per_second=4
+        ) as live:
             while stop_after is None or received < stop_after:
                 batch = await cons.getmany(timeout_ms=250, max_records=500)
                 for records in batch.values():

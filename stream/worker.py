@@ -48,7 +48,11 @@ def load_recommender(settings: Settings) -> Recommender:
     index = FaissItemIndex.load(settings.index_dir, device)
     log.info(
         "loaded model %s (%d items, d=%d) and %s index on %s",
-        model.version, len(model.item_ids), index.dim, index.factory, device.kind,
+        model.version,
+        len(model.item_ids),
+        index.dim,
+        index.factory,
+        device.kind,
     )
     return Recommender(model, index, Catalog(), settings.ranking_params())
 
@@ -80,4 +84,6 @@ def run_worker(settings: Settings) -> None:
 
 
 def model_exists(model_dir: Path) -> bool:
-    return (model_dir / "model.json").is_file() and (model_dir / "index" / "items.ids.json").is_file()
+    return (model_dir / "model.json").is_file() and (
+        model_dir / "index" / "items.ids.json"
+    ).is_file()

@@ -94,7 +94,10 @@ class WorkerProcess:
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream.cli", "worker"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def metrics(self) -> str:
@@ -104,7 +107,9 @@ class WorkerProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample, 0.0 when absent."""
-        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        want = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+        )
         for line in self.metrics().splitlines():
             if line.startswith(want + " "):
                 return float(line.split()[-1])
@@ -117,9 +122,10 @@ class WorkerProcess:
                 pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 self.metrics()
-                return
             except OSError:
                 time.sleep(0.2)
+            else:
+                return
         pytest.fail(f"worker metrics did not come up:\n{self.log()}")
 
     def log(self) -> str:

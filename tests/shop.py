@@ -78,7 +78,11 @@ class TrainedShop:
 def train(model_dir: Path) -> TrainedShop:
     """Train a small model on the synthetic shop and build its Flat index in model_dir."""
     params = TrainParams(
-        dim=16, windows=(10,), shifts=(1.0,), eig_powers=(0.5,), decays=(0.75,),
+        dim=16,
+        windows=(10,),
+        shifts=(1.0,),
+        eig_powers=(0.5,),
+        decays=(0.75,),
         popularity_weights=(0.0,),
     )
     cat = catalog()

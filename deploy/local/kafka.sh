@@ -138,6 +138,7 @@ EOF
 
   cat >"$dir/log4j2.properties" <<EOF
 status = warn
+shutdownHook = disable
 appender.file.type = File
 appender.file.name = FILE
 appender.file.fileName = $dir/kafka.log

@@ -55,8 +55,9 @@ def test_a_runner_gets_running_items(recommender):
 
 def test_the_next_event_changes_the_recommendations(recommender):
     before = recommend(recommender, state("u", "running-1", "running-2"))
-    after = recommend(recommender, state("u", "running-1", "running-2", "kitchen-1", "kitchen-2",
-                                         "kitchen-3"))
+    after = recommend(
+        recommender, state("u", "running-1", "running-2", "kitchen-1", "kitchen-2", "kitchen-3")
+    )
     assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
     assert departments(after.items).count("kitchen") > departments(before.items).count("kitchen")
 
@@ -71,7 +72,9 @@ def test_unavailable_items_drop_out_and_come_back(recommender):
     s = state("u", "outdoor-1", "outdoor-2")
     top = recommend(recommender, s).items[0]
     item = recommender.catalog.get(top.item_id)
-    recommender.apply_item(Item(item.item_id, item.title, item.category, item.tags, None, None, False))
+    recommender.apply_item(
+        Item(item.item_id, item.title, item.category, item.tags, None, None, False)
+    )
     assert top.item_id not in {i.item_id for i in recommend(recommender, s).items}
     recommender.apply_item(item)
     assert top.item_id in {i.item_id for i in recommend(recommender, s).items}
@@ -103,13 +106,25 @@ def test_similarity_reasons_cite_the_users_own_items_by_title(recommender):
 def test_online_and_offline_user_vectors_are_identical(recommender, trained):
     items = ["running-1", "books-3", "running-4", "kitchen-9", "running-1"]
     kinds = ["view", "purchase", "click", "add_to_cart", "view"]
-    s = UserState("u", tuple(Interaction(i, k, n) for n, (i, k) in enumerate(zip(items, kinds, strict=True))))  # type: ignore[arg-type]
-    np.testing.assert_array_equal(recommender.user_vector(s), trained.model.embed_user(items, kinds))
+    s = UserState(
+        "u", tuple(Interaction(i, k, n) for n, (i, k) in enumerate(zip(items, kinds, strict=True)))
+    )  # type: ignore[arg-type]
+    np.testing.assert_array_equal(
+        recommender.user_vector(s), trained.model.embed_user(items, kinds)
+    )
 
 
 def test_a_new_item_is_indexed_from_its_content(recommender):
-    recommender.apply_item(Item("fresh-1", "Trail Runner 9", "running", ("running", "trail"),
-                                99.0, "Trail Runner for running"))
+    recommender.apply_item(
+        Item(
+            "fresh-1",
+            "Trail Runner 9",
+            "running",
+            ("running", "trail"),
+            99.0,
+            "Trail Runner for running",
+        )
+    )
     assert "fresh-1" in recommender.index
     rec = recommend(recommender, state("u", "fresh-1"))
     # Its content vector landed in the running neighbourhood of the learned space.
@@ -117,11 +132,20 @@ def test_a_new_item_is_indexed_from_its_content(recommender):
 
 
 def test_cold_start_items_are_labelled_new_arrivals(recommender):
-    recommender.apply_item(Item("fresh-2", "Road Racer 9", "running", ("running", "road"),
-                                None, "Road Racer for running"))
+    recommender.apply_item(
+        Item(
+            "fresh-2",
+            "Road Racer 9",
+            "running",
+            ("running", "road"),
+            None,
+            "Road Racer for running",
+        )
+    )
     s = state("u", "running-0", "running-5", "running-10", "running-15", "running-20")
-    wide = Recommender(recommender.model, recommender.index, recommender.catalog,
-                       RankingParams(k=100))
+    wide = Recommender(
+        recommender.model, recommender.index, recommender.catalog, RankingParams(k=100)
+    )
     found = [i for i in recommend(wide, s).items if i.item_id == "fresh-2"]
     assert found
     assert found[0].reason_code == "new_arrival"
@@ -146,10 +170,14 @@ def test_near_duplicates_are_returned_once(trained):
 item_ids = st.sampled_from(list(shop.catalog()["item_id"]))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
-    history=st.lists(st.tuples(item_ids, st.sampled_from(["view", "click", "add_to_cart", "purchase"])),
-                     max_size=30),
+    history=st.lists(
+        st.tuples(item_ids, st.sampled_from(["view", "click", "add_to_cart", "purchase"])),
+        max_size=30,
+    ),
     k=st.integers(1, 30),
 )
 def test_every_list_is_short_unique_sorted_finite_and_filtered(trained, history, k):

@@ -26,9 +26,17 @@ def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, b
     asyncio.run(run())
 
 
-def event(event_id: str, user: str, item: str, kind: str = "view", **extra: Any) -> tuple[bytes, bytes]:
-    body = {"event_id": event_id, "user_id": user, "item_id": item, "type": kind,
-            "ts": time.time_ns() // 1_000_000, **extra}
+def event(
+    event_id: str, user: str, item: str, kind: str = "view", **extra: Any
+) -> tuple[bytes, bytes]:
+    body = {
+        "event_id": event_id,
+        "user_id": user,
+        "item_id": item,
+        "type": kind,
+        "ts": time.time_ns() // 1_000_000,
+        **extra,
+    }
     return user.encode(), json.dumps(body).encode()
 
 
@@ -46,8 +54,10 @@ class Collector:
     ) -> list[dict[str, Any]]:
         async def run() -> None:
             cons = AIOKafkaConsumer(
-                self.topic, bootstrap_servers=self.settings.bootstrap_servers,
-                auto_offset_reset="earliest", enable_auto_commit=False,
+                self.topic,
+                bootstrap_servers=self.settings.bootstrap_servers,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
             )
             await cons.start()
             try:

@@ -11,7 +11,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from engine.types import Item
 from stream.contracts import encode_item
 from stream.kafka_io import ensure_topics
 from stream.replay import catalog_items
@@ -48,12 +47,20 @@ def dept(item_ids: list[str], name: str) -> int:
     return sum(i.startswith(name + "-") for i in item_ids)
 
 
-def test_each_event_gets_ranked_items_with_reasons_that_cite_real_evidence(settings, running, shop_model):
+def test_each_event_gets_ranked_items_with_reasons_that_cite_real_evidence(
+    settings, running, shop_model
+):
     recs = Collector(settings, settings.topic_recommendations)
     history = ["running-1", "running-2", "running-7"]
-    produce(settings, settings.topic_events, [event(f"a{n}", "alice", i) for n, i in enumerate(history)])
+    produce(
+        settings, settings.topic_events, [event(f"a{n}", "alice", i) for n, i in enumerate(history)]
+    )
     produce(settings, settings.topic_events, [event("a3", "alice", "running-4", "purchase")])
-    produce(settings, settings.topic_events, [event("b0", "bob", "books-1"), event("b1", "bob", "books-2", "click")])
+    produce(
+        settings,
+        settings.topic_events,
+        [event("b0", "bob", "books-1"), event("b1", "bob", "books-2", "click")],
+    )
     got = recs.by_trigger("a0", "a1", "a2", "a3", "b0", "b1")
 
     for rec in got.values():
@@ -88,27 +95,22 @@ def test_a_users_next_event_changes_their_recommendations(settings, running):
     assert "kitchen-2" not in ids(second)
 
 
-def test_a_new_user_gets_popular_items_labelled_as_such(settings, running):
-    recs = Collector(settings, settings.topic_recommendations)
-    # An item whose text the content encoder knows nothing about gets no usable vector,
-    # so a user whose only event is on it has no profile yet.
-    plain = Item("plain", "Zzyzx Qwv", "", ())
-    produce(settings, settings.topic_items, [(b"plain", encode_item(plain))])
-    produce(settings, settings.topic_events, [event("n0", "newbie", "plain")])
-    rec = recs.by_trigger("n0")["n0"]
-    assert len(rec["items"]) == 10
-    assert {i["reason_code"] for i in rec["items"]} == {"popular"}
-    counts = [i["evidence"]["interactions"] for i in rec["items"]]
-    assert counts == sorted(counts, reverse=True)
-    assert all(i["reason"].startswith("Popular with other users") for i in rec["items"])
-
-
 def test_malformed_events_go_to_the_dead_letter_topic_and_the_worker_goes_on(settings, running):
     bad = [
         (b"u1", b"{this is not json"),
         (b"u1", json.dumps({"event_id": "x1", "user_id": "u1", "type": "view", "ts": 1}).encode()),
-        (b"u1", json.dumps({"event_id": "x2", "user_id": "u1", "item_id": "running-1",
-                            "type": "view", "ts": "now"}).encode()),
+        (
+            b"u1",
+            json.dumps(
+                {
+                    "event_id": "x2",
+                    "user_id": "u1",
+                    "item_id": "running-1",
+                    "type": "view",
+                    "ts": "now",
+                }
+            ).encode(),
+        ),
         event("x3", "u1", "no-such-item"),
         (b"u1", b"\xff\xfe\xfa"),
     ]
@@ -118,7 +120,13 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_worker_goes_on(set
     dead = Collector(settings, settings.topic_dlq).wait_for(lambda r: len(r) >= 5)
     for record in dead:
         jsonschema.validate(record, DLQ_SCHEMA)
-    assert [d["reason"] for d in dead] == ["invalid_json", "schema", "schema", "unknown_item", "invalid_json"]
+    assert [d["reason"] for d in dead] == [
+        "invalid_json",
+        "schema",
+        "schema",
+        "unknown_item",
+        "invalid_json",
+    ]
     assert [base64.b64decode(d["original_b64"]) for d in dead] == [v for _, v in bad]
     assert "item_id" in dead[1]["error"]
     assert "no-such-item" in dead[3]["error"]
@@ -133,8 +141,13 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_worker_goes_on(set
 
 def test_catalog_changes_take_effect_without_a_restart(settings, running):
     recs = Collector(settings, settings.topic_recommendations)
-    fresh = {"item_id": "fresh-1", "title": "Trail Runner 9", "category": "running",
-             "tags": ["running", "trail"], "description": "Trail Runner for running"}
+    fresh = {
+        "item_id": "fresh-1",
+        "title": "Trail Runner 9",
+        "category": "running",
+        "tags": ["running", "trail"],
+        "description": "Trail Runner for running",
+    }
     produce(settings, settings.topic_items, [(b"fresh-1", json.dumps(fresh).encode())])
     deadline = time.monotonic() + 30
     while running.metric("streamrec_index_items") < 101:
@@ -147,7 +160,12 @@ def test_catalog_changes_take_effect_without_a_restart(settings, running):
 
     gone = rec["items"][0]["item_id"]
     item = shop.catalog().set_index("item_id").loc[gone]
-    body = {"item_id": gone, "title": item["title"], "category": item["category"], "available": False}
+    body = {
+        "item_id": gone,
+        "title": item["title"],
+        "category": item["category"],
+        "available": False,
+    }
     produce(settings, settings.topic_items, [(gone.encode(), json.dumps(body).encode())])
     deadline = time.monotonic() + 30
     while running.metric("streamrec_index_items") > 100:
@@ -158,7 +176,9 @@ def test_catalog_changes_take_effect_without_a_restart(settings, running):
 
 
 def test_metrics_cover_throughput_latency_and_the_model(settings, running, shop_model):
-    produce(settings, settings.topic_events, [event(f"m{n}", f"u{n}", "books-3") for n in range(20)])
+    produce(
+        settings, settings.topic_events, [event(f"m{n}", f"u{n}", "books-3") for n in range(20)]
+    )
     Collector(settings, settings.topic_recommendations).wait_for(lambda r: len(r) >= 20)
     deadline = time.monotonic() + 10
     while running.metric("streamrec_recommendations_published_total") < 20:

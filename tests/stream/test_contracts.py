@@ -84,17 +84,25 @@ class TestEvents:
     @settings(max_examples=300, deadline=None)
     @given(st.binary(max_size=512))
     def test_arbitrary_bytes_never_crash_the_decoder(self, raw):
+        reason = "accepted"
         try:
             decode(raw)
         except InvalidMessage as exc:
-            assert exc.reason in {"invalid_json", "schema", "bad_timestamp", "too_large"}
+            reason = exc.reason
+        assert reason in {"accepted", "invalid_json", "schema", "bad_timestamp", "too_large"}
 
     @settings(max_examples=200, deadline=None)
     @given(
         st.dictionaries(
             st.sampled_from(["event_id", "user_id", "item_id", "type", "ts", "context"]),
-            st.one_of(st.none(), st.integers(), st.floats(), st.text(), st.booleans(),
-                      st.lists(st.integers())),
+            st.one_of(
+                st.none(),
+                st.integers(),
+                st.floats(),
+                st.text(),
+                st.booleans(),
+                st.lists(st.integers()),
+            ),
         )
     )
     def test_arbitrary_json_objects_decode_or_are_rejected(self, body):
@@ -103,7 +111,7 @@ class TestEvents:
         except InvalidMessage:
             return
         assert event.type in {"view", "click", "add_to_cart", "purchase"}
-        assert 0 <= event.ts
+        assert event.ts >= 0
 
     def test_encoded_events_round_trip_and_match_the_schema(self):
         event = Event("e7", "u7", "i7", "purchase", NOW, {"recommendation_id": "r1"})
@@ -114,8 +122,9 @@ class TestEvents:
 
 class TestItems:
     def test_defaults_make_a_minimal_item_available(self):
-        item = decode_item(b'{"item_id":"i1","title":"Ridge Jacket","category":"outdoor"}',
-                           max_bytes=4096)
+        item = decode_item(
+            b'{"item_id":"i1","title":"Ridge Jacket","category":"outdoor"}', max_bytes=4096
+        )
         assert item == Item("i1", "Ridge Jacket", "outdoor", (), None, None, True)
 
     def test_items_round_trip_and_match_the_schema(self):
@@ -141,10 +150,20 @@ class TestItems:
 
 def test_recommendations_match_their_schema():
     rec = Recommendation(
-        "u1", "e1", NOW, "item2vec-1",
-        (RecommendedItem("i1", 1, 0.9, "Because you viewed X", "similar_to_recent",
-                         {"items": [{"item_id": "i0", "title": "X", "event": "view",
-                                     "share": 1.0}]}),),
+        "u1",
+        "e1",
+        NOW,
+        "item2vec-1",
+        (
+            RecommendedItem(
+                "i1",
+                1,
+                0.9,
+                "Because you viewed X",
+                "similar_to_recent",
+                {"items": [{"item_id": "i0", "title": "X", "event": "view", "share": 1.0}]},
+            ),
+        ),
     )
     jsonschema.validate(json.loads(encode_recommendation(rec)), schema("recommendation"))
 
@@ -152,8 +171,9 @@ def test_recommendations_match_their_schema():
 def test_dead_letters_keep_the_original_bytes_and_match_their_schema():
     raw = b"\xff not utf-8"
     body = json.loads(
-        encode_dead_letter(raw, reason="invalid_json", error="bad", topic="t", partition=0,
-                           offset=5, failed_at=NOW)
+        encode_dead_letter(
+            raw, reason="invalid_json", error="bad", topic="t", partition=0, offset=5, failed_at=NOW
+        )
     )
     jsonschema.validate(body, schema("dead_letter"))
     assert base64.b64decode(body["original_b64"]) == raw

@@ -1,0 +1,257 @@
+"""Specification of the data loaders: MovieLens-100K, event logs, catalogs, session logs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.datasets import (
+    CATALOG_COLUMNS,
+    EVENT_COLUMNS,
+    DatasetError,
+    load_catalog,
+    load_event_log,
+    load_movielens_100k,
+    load_session_log,
+    movielens_100k_dir,
+)
+
+
+def _has_movielens() -> bool:
+    try:
+        movielens_100k_dir()
+    except DatasetError:
+        return False
+    return True
+
+
+needs_movielens = pytest.mark.skipif(
+    not _has_movielens(),
+    reason="MovieLens-100K comes with recbole: run `pip install --no-deps recbole`",
+)
+
+
+# --- MovieLens-100K --------------------------------------------------------------------------
+
+
+@needs_movielens
+def test_movielens_events_have_the_engine_schema_and_size() -> None:
+    events = load_movielens_100k().events
+    assert tuple(events.columns) == EVENT_COLUMNS
+    assert len(events) == 100_000
+    assert events["user_id"].nunique() == 943
+    assert events["item_id"].nunique() == 1682
+    assert events["event_id"].is_unique
+    assert events["event_id"].str.match(r"^ml100k-\d+$").all()
+    assert events["ts"].dtype == np.int64
+    assert events["ts"].is_monotonic_increasing
+
+
+@needs_movielens
+def test_movielens_ratings_map_to_event_types_by_strength() -> None:
+    counts = load_movielens_100k().events["type"].value_counts().to_dict()
+    # ratings 1+2 -> view, 3 -> click, 4 -> add_to_cart, 5 -> purchase
+    assert counts == {"view": 6110 + 11370, "click": 27145, "add_to_cart": 34174, "purchase": 21201}
+
+
+@needs_movielens
+def test_movielens_first_rating_row_is_kept_verbatim() -> None:
+    events = load_movielens_100k().events.set_index("event_id")
+    first = events.loc["ml100k-0"]  # 196  242  3  881250949
+    assert (first["user_id"], first["item_id"], first["type"], first["ts"]) == (
+        "196",
+        "242",
+        "click",
+        881250949000,
+    )
+
+
+@needs_movielens
+def test_movielens_timestamp_ties_keep_file_order() -> None:
+    events = load_movielens_100k().events
+    rows = events["event_id"].str.removeprefix("ml100k-").astype(int)
+    same_ts = events["ts"].to_numpy()[1:] == events["ts"].to_numpy()[:-1]
+    assert same_ts.any()
+    assert (np.diff(rows.to_numpy())[same_ts] > 0).all()
+
+
+@needs_movielens
+def test_movielens_catalog_has_genres_and_year() -> None:
+    catalog = load_movielens_100k().catalog.set_index("item_id")
+    assert len(catalog) == 1682
+    assert tuple(["item_id", *catalog.columns]) == CATALOG_COLUMNS
+    toy = catalog.loc["1"]
+    assert toy["title"] == "Toy Story"
+    assert toy["category"] == "Animation"
+    assert toy["tags"] == ["Animation", "Children's", "Comedy", "1995"]
+    assert toy["description"] == "1995"
+    assert np.isnan(toy["price"])
+    assert toy["available"]
+    unknown = catalog.loc["267"]  # title and year are "unkonwn" in the file
+    assert unknown["tags"] == ["unknown"]
+    assert unknown["description"] == ""
+
+
+@needs_movielens
+def test_locating_movielens_does_not_import_recbole() -> None:
+    code = (
+        "import sys; from engine.datasets import movielens_100k_dir; movielens_100k_dir(); "
+        "print('recbole' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_missing_recbole_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DatasetError, match="pip install --no-deps recbole"):
+        movielens_100k_dir()
+
+
+# --- event logs ------------------------------------------------------------------------------
+
+
+def _event_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "event_id": ["e1", "e2", "e3"],
+            "user_id": ["u1", "u2", "u1"],
+            "item_id": ["007", "b", "c"],
+            "type": ["view", "purchase", "click"],
+            "ts": [300, 100, 200],
+            "extra": [1, 2, 3],
+        }
+    )
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_event_log_loads_csv_and_parquet_sorted_by_time(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"events{suffix}"
+    frame = _event_frame()
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+    events = load_event_log(path)
+    assert tuple(events.columns) == EVENT_COLUMNS
+    assert events["event_id"].tolist() == ["e2", "e3", "e1"]
+    assert events["item_id"].tolist() == ["b", "c", "007"]  # ids stay strings
+    assert events["ts"].dtype == np.int64
+
+
+def test_event_log_names_a_missing_column(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    _event_frame().drop(columns=["type"]).to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="missing column.*type"):
+        load_event_log(path)
+
+
+def test_event_log_names_an_unknown_event_type_and_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    frame = _event_frame()
+    frame.loc[1, "type"] = "like"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="row 1 has 'like'"):
+        load_event_log(path)
+
+
+def test_event_log_rejects_non_integer_timestamps(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    frame = _event_frame().astype({"ts": str})
+    frame.loc[2, "ts"] = "yesterday"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="'ts' must be integer epoch milliseconds"):
+        load_event_log(path)
+
+
+def test_event_log_rejects_unknown_file_kinds_and_missing_files(tmp_path: Path) -> None:
+    path = tmp_path / "events.json"
+    path.write_text("[]")
+    with pytest.raises(DatasetError, match="expected .csv or .parquet"):
+        load_event_log(path)
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_event_log(tmp_path / "nope.csv")
+
+
+# --- catalogs --------------------------------------------------------------------------------
+
+
+def test_catalog_csv_accepts_json_and_pipe_separated_tags(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "title": ["Red shoe", "Blue hat", "Plain"],
+            "category": ["shoes", "hats", ""],
+            "tags": [json.dumps(["red", "leather"]), "blue|wool", ""],
+            "price": ["19.9", "", "5"],
+            "description": ["A red shoe", "", ""],
+            "available": ["true", "false", "1"],
+        }
+    ).to_csv(path, index=False)
+    catalog = load_catalog(path)
+    assert tuple(catalog.columns) == CATALOG_COLUMNS
+    assert catalog["tags"].tolist() == [["red", "leather"], ["blue", "wool"], []]
+    assert catalog["price"].iloc[0] == pytest.approx(19.9)
+    assert np.isnan(catalog["price"].iloc[1])
+    assert catalog["available"].tolist() == [True, False, True]
+
+
+def test_catalog_parquet_with_list_tags_and_defaults_for_missing_columns(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.parquet"
+    pd.DataFrame({"item_id": ["a"], "title": ["T"], "tags": [["x", "y"]]}).to_parquet(path)
+    catalog = load_catalog(path)
+    row = catalog.iloc[0]
+    assert row["tags"] == ["x", "y"]
+    assert (row["category"], row["description"], bool(row["available"])) == ("", "", True)
+    assert np.isnan(row["price"])
+
+
+def test_catalog_rejects_duplicate_ids_and_bad_values(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    pd.DataFrame({"item_id": ["a", "a"], "title": ["x", "y"]}).to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="'item_id' must be unique"):
+        load_catalog(path)
+    pd.DataFrame({"item_id": ["a"], "title": ["x"], "price": ["cheap"]}).to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="'price' must be a number, row 0 has 'cheap'"):
+        load_catalog(path)
+    pd.DataFrame({"item_id": ["a"], "name": ["x"]}).to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="missing column.*title"):
+        load_catalog(path)
+
+
+# --- session logs ----------------------------------------------------------------------------
+
+
+def test_session_log_becomes_view_events(tmp_path: Path) -> None:
+    path = tmp_path / "train-item-views.csv"
+    path.write_text(
+        "session_id;user_id;item_id;timeframe;eventdate\n"
+        "1;NA;81766;526309;2016-05-09\n"
+        "1;NA;31331;1031018;2016-05-09\n"
+        "2;7;32118;243569;2016-05-08\n"
+    )
+    events = load_session_log(path)
+    assert tuple(events.columns) == EVENT_COLUMNS
+    assert set(events["type"]) == {"view"}
+    midnight = int(datetime(2016, 5, 9, tzinfo=UTC).timestamp() * 1000)
+    by_id = events.set_index("event_id")
+    assert by_id.loc["train-item-views-0", "ts"] == midnight + 526309
+    assert by_id.loc["train-item-views-0", "user_id"] == "session-1"  # anonymous session
+    assert by_id.loc["train-item-views-2", "user_id"] == "7"
+    assert events["event_id"].iloc[0] == "train-item-views-2"  # the earliest day comes first
+
+
+def test_session_log_names_a_bad_date(tmp_path: Path) -> None:
+    path = tmp_path / "views.csv"
+    path.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;;5;10;09/05/2016\n")
+    with pytest.raises(DatasetError, match="'eventdate' must be YYYY-MM-DD, row 0"):
+        load_session_log(path)

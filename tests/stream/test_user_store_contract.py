@@ -1,0 +1,133 @@
+"""One specification of user state, run against Redis (real server) and the in-memory twin."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+
+from engine.state import InMemoryUserStore, UserStore
+from engine.types import Event, Interaction
+from stream.local_infra import start_redis
+from stream.redis_store import RedisStore
+
+HISTORY = 5
+
+
+_loop = asyncio.new_event_loop()
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    """One event loop for the whole module: async Redis connections belong to a loop."""
+    return _loop.run_until_complete(coro)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest) -> Iterator[UserStore]:
+    if request.param == "memory":
+        yield InMemoryUserStore(HISTORY)
+        return
+    url = request.getfixturevalue("redis_url")
+    s = RedisStore.from_url(url, history_length=HISTORY, dedupe_ttl_s=600, recommendation_ttl_s=600)
+    yield s
+    run(s.close())
+
+
+def ev(n: int, user: str = "u1", item: str | None = None, kind: str = "view") -> Event:
+    return Event(f"e{n}", user, item or f"i{n}", kind, 1000 + n)  # type: ignore[arg-type]
+
+
+class TestUserStoreContract:
+    def test_history_is_kept_oldest_first(self, store):
+        out = run(store.apply([ev(1), ev(2), ev(3)]))
+        assert out[-1].state.history == (
+            Interaction("i1", "view", 1001),
+            Interaction("i2", "view", 1002),
+            Interaction("i3", "view", 1003),
+        )
+
+    def test_each_result_is_the_state_right_after_its_event(self, store):
+        out = run(store.apply([ev(1), ev(2)]))
+        assert [len(o.state.history) for o in out] == [1, 2]
+
+    def test_history_is_bounded(self, store):
+        out = run(store.apply([ev(n) for n in range(12)]))
+        assert [i.item_id for i in out[-1].state.history] == [f"i{n}" for n in range(7, 12)]
+
+    def test_purchases_are_remembered_beyond_the_history_window(self, store):
+        run(store.apply([ev(0, item="bought", kind="purchase")]))
+        run(store.apply([ev(n) for n in range(1, 12)]))
+        assert run(store.get("u1")).purchased == frozenset({"bought"})
+
+    def test_a_replayed_event_has_no_second_effect(self, store):
+        first = run(store.apply([ev(1), ev(2)]))
+        again = run(store.apply([ev(2), ev(1)]))
+        assert [o.applied for o in first] == [True, True]
+        assert [o.applied for o in again] == [False, False]
+        assert len(run(store.get("u1")).history) == 2
+
+    def test_users_do_not_share_state(self, store):
+        run(store.apply([ev(1, "a"), ev(2, "b", kind="purchase")]))
+        assert [i.item_id for i in run(store.get("a")).history] == ["i1"]
+        assert run(store.get("a")).purchased == frozenset()
+
+    def test_forget_removes_everything_of_a_user(self, store):
+        run(store.apply([ev(1, "a", kind="purchase"), ev(2, "b")]))
+        run(store.forget("a"))
+        assert run(store.get("a")).history == ()
+        assert run(store.get("a")).purchased == frozenset()
+        assert len(run(store.get("b")).history) == 1
+        # forgotten event ids may be sent again and count as new
+        assert run(store.apply([ev(1, "a")]))[0].applied
+
+
+@pytest.mark.integration
+def test_forget_leaves_no_key_of_the_user_in_redis(redis_url):
+    store = RedisStore.from_url(
+        redis_url, history_length=5, dedupe_ttl_s=600, recommendation_ttl_s=600
+    )
+    run(store.apply([ev(1, "gone", kind="purchase"), ev(2, "kept")]))
+    run(store.forget("gone"))
+    run(store.close())
+    keys = [k.decode() for k in redis_sync.Redis.from_url(redis_url).keys("*")]
+    assert keys
+    assert not any("gone" in k for k in keys)
+
+
+@pytest.mark.integration
+def test_redis_outage_is_retried_counted_and_nothing_is_lost(tmp_path: Path):
+    """Redis goes away mid-stream; apply() waits, counts errors and completes when it is back."""
+    service = start_redis(tmp_path / "r")
+    port = service.address.rsplit(":", 1)[1].split("/")[0]
+    errors: list[str] = []
+    store = RedisStore.from_url(
+        service.address,
+        history_length=10,
+        dedupe_ttl_s=600,
+        recommendation_ttl_s=600,
+        retry_max_s=0.2,
+        on_error=lambda op, exc: errors.append(op),
+    )
+
+    async def scenario() -> list[bool]:
+        await store.apply([ev(1)])
+        service.stop()
+        pending = asyncio.create_task(store.apply([ev(2), ev(3)]))
+        await asyncio.sleep(1.0)
+        assert not pending.done()
+        restarted = await asyncio.to_thread(start_redis, tmp_path / "r", {"REDIS_PORT": port})
+        try:
+            out = await asyncio.wait_for(pending, 20)
+            # The server came back empty (no persistence): what was sent after the outage
+            # is all there, in order, exactly once.
+            return [o.applied for o in out] + [len(out[-1].state.history) == 2]
+        finally:
+            await store.close()
+            await asyncio.to_thread(restarted.stop)
+
+    assert run(scenario()) == [True, True, True]
+    assert errors
+    assert set(errors) == {"apply"}
