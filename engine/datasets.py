@@ -90,7 +90,7 @@ class DatasetError(ValueError):
     """A data file is missing, of an unsupported kind, or not in the expected schema."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Dataset:
     """Events and catalog of one data set.
 
@@ -262,7 +262,8 @@ def validate_events(frame: pd.DataFrame, source: Path | str = "events") -> pd.Da
 
     Returns:
         The events with exactly :data:`EVENT_COLUMNS`, string ids, int64 ``ts``, sorted by
-        (ts, original order).
+        (ts, original order). A datetime ``ts`` column (e.g. from Parquet) becomes epoch
+        milliseconds; naive datetimes are read as UTC.
 
     Raises:
         DatasetError: A column is missing, an id is empty, a type is unknown, or a ``ts``
@@ -280,7 +281,12 @@ def validate_events(frame: pd.DataFrame, source: Path | str = "events") -> pd.Da
         )
         raise DatasetError(msg)
     out["type"] = types
-    ts_num = pd.to_numeric(frame["ts"], errors="coerce")
+    raw_ts = frame["ts"]
+    if pd.api.types.is_datetime64_any_dtype(raw_ts):
+        if getattr(raw_ts.dt, "tz", None) is None:
+            raw_ts = raw_ts.dt.tz_localize("UTC")
+        raw_ts = (raw_ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    ts_num = pd.to_numeric(raw_ts, errors="coerce")
     bad_ts = ts_num.isna() | (ts_num != np.floor(ts_num))
     if bad_ts.any():
         row = int(np.flatnonzero(bad_ts.to_numpy())[0])

@@ -58,7 +58,7 @@ def _in_time_order(events: pd.DataFrame) -> pd.DataFrame:
     return events.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Split:
     """A train/test split of an event log with one held-out target per test user.
 

@@ -48,44 +48,66 @@ class Reason:
     text: str
 
 
-def similar_items_evidence(
-    history: Sequence[Interaction],
-    history_items: Sequence[Item | None],
-    contributions: npt.NDArray[np.floating[Any]],
-    params: ReasonParams,
-) -> list[dict[str, Any]]:
-    """The recent items that explain most of a candidate's score, strongest first.
+class CitableHistory:
+    """A user's recent items prepared once per list, to cite the ones behind each item.
 
     Args:
-        history: the user's recent interactions, oldest first (h,).
+        history: the user's recent interactions with a vector, oldest first (h,).
         history_items: catalog entries of those interactions (None when unknown) (h,).
-        contributions: each history entry's share of the candidate's score (h,).
-        params: citation thresholds.
     """
-    total = float(np.clip(contributions, 0.0, None).sum())
-    if total <= 0.0:
-        return []
-    best: dict[str, dict[str, Any]] = {}
-    for interaction, item, contribution in zip(history, history_items, contributions, strict=True):
-        if item is None or contribution <= 0.0:
-            continue
-        share = float(contribution) / total
-        entry = best.get(item.item_id)
-        if entry is None:
-            best[item.item_id] = {
-                "item_id": item.item_id,
-                "title": item.title,
-                "event": interaction.type,
-                "share": share,
-            }
-        else:
-            entry["share"] += share
-            entry["event"] = interaction.type  # the most recent action on it
-    cited = sorted(best.values(), key=lambda e: -e["share"])
-    cited = [e for e in cited if e["share"] >= params.min_share][: params.max_cited]
-    for entry in cited:
-        entry["share"] = round(entry["share"], 3)
-    return cited
+
+    def __init__(self, history: Sequence[Interaction], history_items: Sequence[Item | None]):
+        ids: dict[str, int] = {}
+        codes = np.empty(len(history), dtype=np.intp)
+        last_event: dict[str, str] = {}
+        titles: dict[str, str | None] = {}
+        for n, (interaction, item) in enumerate(zip(history, history_items, strict=True)):
+            codes[n] = ids.setdefault(interaction.item_id, len(ids))
+            last_event[interaction.item_id] = interaction.type  # the most recent action
+            titles[interaction.item_id] = None if item is None else item.title
+        self._codes = codes
+        self._ids = list(ids)
+        self._last_event = last_event
+        self._titles = titles
+
+    def cite(
+        self, contributions: npt.NDArray[np.floating[Any]], params: ReasonParams
+    ) -> list[dict[str, Any]]:
+        """The recent items that explain most of a candidate's score, strongest first.
+
+        Args:
+            contributions: each history entry's part of the candidate's score (h,); the
+                parts of repeated items add up.
+            params: citation thresholds.
+
+        Returns:
+            Up to ``params.max_cited`` entries {item_id, title, event, share} whose share of
+            the positive contributions is at least ``params.min_share``; items without a
+            catalog title are never cited.
+        """
+        positive = np.clip(np.asarray(contributions, dtype=np.float64), 0.0, None)
+        total = float(positive.sum())
+        if total <= 0.0:
+            return []
+        shares = np.bincount(self._codes, weights=positive, minlength=len(self._ids)) / total
+        cited = []
+        for code in np.argsort(-shares, kind="stable"):
+            share = float(shares[code])
+            if share < params.min_share or len(cited) == params.max_cited:
+                break
+            item_id = self._ids[code]
+            title = self._titles[item_id]
+            if title is None:
+                continue
+            cited.append(
+                {
+                    "item_id": item_id,
+                    "title": title,
+                    "event": self._last_event[item_id],
+                    "share": round(share, 3),
+                }
+            )
+        return cited
 
 
 def category_counts(history_items: Sequence[Item | None]) -> Counter[str]:

@@ -1,10 +1,12 @@
 """The recommender: user state in, ranked items with reasons out. Pure, no I/O.
 
 Per user: the user vector is computed from the vectors of their recent items
-(:mod:`engine.user_embedding`, the same code as offline evaluation), candidates come from
-the index, are filtered (purchased, unavailable, already seen), scored
-(:mod:`engine.scoring`), de-duplicated and explained (:mod:`engine.reasons`).
-Users without usable history get the most popular available items, labelled as such.
+(:mod:`engine.user_embedding`, the same code as offline evaluation). The index holds item
+vectors augmented with the popularity prior (:func:`engine.scoring.augment_items`), so
+its inner product *is* the final score and candidates arrive in final order. Candidates
+are filtered (purchased, unavailable, already seen), de-duplicated and explained
+(:mod:`engine.reasons`). Users without usable history, and short lists, are filled with
+the most popular available items, labelled as such.
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ import numpy.typing as npt
 
 from engine.catalog import Catalog, CatalogChange
 from engine.model import ItemModel
-from engine.ports import CandidateIndex, FloatArray
-from engine.reasons import ReasonParams, build_reason, category_counts, similar_items_evidence
-from engine.scoring import normalised_log_popularity, score_items
+from engine.ports import CandidateIndex, FloatArray, Hits
+from engine.reasons import CitableHistory, ReasonParams, build_reason, category_counts
+from engine.scoring import augment_items, augment_user, normalised_log_popularity, score_items
 from engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
 from engine.user_embedding import contributions, history_weights, user_embedding
 
 _TITLE_NOISE = re.compile(r"[^a-z0-9]+")
+# (interactions with a vector, their (h, d) vectors, their (h,) weights)
+_History = tuple[list[Interaction], FloatArray, npt.NDArray[np.float64]]
+
+
+class IndexMismatchError(ValueError):
+    """The index was not built for this model (wrong dimension)."""
 
 
 @dataclass(frozen=True)
@@ -33,13 +41,14 @@ class RankingParams:
 
     Attributes:
         k: items per recommendation list.
-        fan_out: ANN candidates fetched per user before filtering.
+        fan_out: extra candidates fetched beyond k and the user's excluded items, to
+            survive availability and near-duplicate filtering.
         exclude_seen: drop items already in the user's recent history.
         near_duplicate_cosine: a candidate this similar to an already-chosen item is skipped.
     """
 
     k: int = 10
-    fan_out: int = 200
+    fan_out: int = 50
     exclude_seen: bool = True
     near_duplicate_cosine: float = 0.985
     reasons: ReasonParams = field(default_factory=ReasonParams)
@@ -53,10 +62,19 @@ class Ranked:
     user_vector: FloatArray
 
 
+def index_entries(model: ItemModel) -> tuple[list[str], FloatArray]:
+    """The ids and (n, d + 1) index vectors of every item the model knows."""
+    vectors = augment_items(model.vectors, model.log_popularity, model.scoring)
+    return list(model.item_ids), vectors
+
+
 class Recommender:
     """Ranks items for users from a trained :class:`ItemModel`, an index and the catalog.
 
     Single-threaded: the stream layer calls it from one executor thread.
+
+    Raises:
+        IndexMismatchError: the index dimension is not the model's d + 1.
     """
 
     def __init__(
@@ -66,11 +84,17 @@ class Recommender:
         catalog: Catalog,
         params: RankingParams | None = None,
     ) -> None:
+        if index.dim != model.dim + 1:
+            msg = (
+                f"index dimension {index.dim} does not match model {model.version} "
+                f"(expected {model.dim + 1}); rebuild it with `streamrec index build`"
+            )
+            raise IndexMismatchError(msg)
         self.model = model
         self.index = index
         self.catalog = catalog
         self.params = params or RankingParams()
-        self._row = {item_id: row for row, item_id in enumerate(model.item_ids)}
+        self._row = model.index
         self._content_vectors: dict[str, FloatArray] = {}
         self._log_popularity = normalised_log_popularity(model.popularity)
         self._by_popularity = [
@@ -82,16 +106,22 @@ class Recommender:
         return self.model.version
 
     def is_cold_start(self, item_id: str) -> bool:
-        """True for items indexed from their content (no interaction data in the model)."""
-        return item_id not in self._row
+        """True for items whose vector comes from their content, not from interactions:
+        items the model has never seen, and catalog-only items it was trained with."""
+        row = self._row.get(item_id)
+        return row is None or self.model.popularity[row] == 0
 
     def item_vector(self, item_id: str) -> FloatArray | None:
+        """The (d,) vector of an item: learned, or from its content for new items."""
         row = self._row.get(item_id)
         if row is not None:
             vector: FloatArray = self.model.vectors[row]
             return vector
         content = self._content_vectors.get(item_id)
-        return content if content is not None else self.index.vector(item_id)
+        if content is not None:
+            return content
+        indexed = self.index.vector(item_id)
+        return None if indexed is None else indexed[: self.model.dim]
 
     def apply_item(self, item: Item) -> CatalogChange:
         """Take a new or changed catalog entry into account immediately.
@@ -104,18 +134,21 @@ class Recommender:
         if not item.available:
             self.index.remove([item.item_id])
             return change
-        if item.item_id not in self._row:
+        row = self._row.get(item.item_id)
+        if row is None:
             if self.model.content is None:
                 return change  # no content encoder: the item waits for interaction data
             vector = self.model.content.encode(
                 item.title, item.category, list(item.tags), item.description or ""
             )
             self._content_vectors[item.item_id] = vector
+            pop = np.zeros(1, dtype=np.float32)
         elif change.action == "unchanged" and item.item_id in self.index:
             return change
-        vector_or_none = self.item_vector(item.item_id)
-        if vector_or_none is not None:
-            self.index.upsert([item.item_id], vector_or_none[None, :])
+        else:
+            vector = self.model.vectors[row]
+            pop = self._log_popularity[row : row + 1]
+        self.index.upsert([item.item_id], augment_items(vector[None, :], pop, self.model.scoring))
         return change
 
     def user_vector(self, state: UserState) -> FloatArray:
@@ -124,42 +157,41 @@ class Recommender:
         Identical to ``ItemModel.embed_user`` (offline evaluation) for items the model
         knows; cold-start items count with their content vectors.
         """
-        _, vectors, weights = self._history(state)
+        return self._embed(self._history(state))
+
+    def _embed(self, history: _History) -> FloatArray:
+        _, vectors, weights = history
         if not len(weights):
-            return np.zeros(self.index.dim, dtype=np.float32)
+            return np.zeros(self.model.dim, dtype=np.float32)
         return user_embedding(vectors, weights)
 
     def recommend(
         self, states: Sequence[UserState], trigger_event_ids: Sequence[str], now_ms: int
     ) -> list[Ranked]:
         """One ranked list per user state, with one index search for the whole batch."""
-        vectors = [self.user_vector(state) for state in states]
+        histories = [self._history(state) for state in states]
+        vectors = [self._embed(h) for h in histories]
         personal = [i for i, v in enumerate(vectors) if np.any(v)]
-        hits = {}
+        hits: dict[int, Hits] = {}
         if personal:
-            longest = max(len(states[i].history) + len(states[i].purchased) for i in personal)
-            fetch = self.params.fan_out + longest
-            found = self.index.search(np.stack([vectors[i] for i in personal]), fetch)
-            hits = dict(zip(personal, found, strict=True))
+            fetch = self.params.k + self.params.fan_out
+            fetch += max(len(self._excluded(states[i])) for i in personal)
+            queries = augment_user(np.stack([vectors[i] for i in personal]))
+            hits = dict(zip(personal, self.index.search(queries, fetch), strict=True))
         out = []
         for i, state in enumerate(states):
-            if i in hits:
-                items = self._rank_personal(state, vectors[i], list(hits[i].item_ids))
-            else:
-                items = self._rank_popular(state)
+            found = hits.get(i, Hits((), ()))
             rec = Recommendation(
                 user_id=state.user_id,
                 trigger_event_id=trigger_event_ids[i],
                 generated_at=now_ms,
                 model_version=self.model.version,
-                items=tuple(items),
+                items=tuple(self._rank(state, histories[i], vectors[i], found)),
             )
             out.append(Ranked(rec, vectors[i]))
         return out
 
-    def _history(
-        self, state: UserState
-    ) -> tuple[list[Interaction], FloatArray, npt.NDArray[np.float64]]:
+    def _history(self, state: UserState) -> _History:
         """The last ``max_history`` interactions that have a vector, their (h, d) vectors
         and (h,) weights. Weights are computed over all of the last ``max_history``
         events before unknown items are dropped, exactly as ``ItemModel.history`` does."""
@@ -173,7 +205,7 @@ class Recommender:
                 rows.append(vector)
                 kept_weights.append(weight)
         if not rows:
-            empty = np.zeros((0, self.index.dim), dtype=np.float32)
+            empty = np.zeros((0, self.model.dim), dtype=np.float32)
             return [], empty, np.zeros(0, dtype=np.float64)
         return kept, np.stack(rows).astype(np.float32), np.asarray(kept_weights, dtype=np.float64)
 
@@ -183,30 +215,36 @@ class Recommender:
             excluded.update(i.item_id for i in state.history)
         return excluded
 
-    def _rank_personal(
-        self, state: UserState, user_vec: FloatArray, candidates: list[str]
+    def _rank(
+        self, state: UserState, history: _History, user_vec: FloatArray, hits: Hits
     ) -> list[RecommendedItem]:
         excluded = self._excluded(state)
-        keep = [c for c in candidates if c not in excluded and self.catalog.is_available(c)]
-        if not keep:
-            return self._rank_popular(state)
-        cand_vectors = np.stack([self._vector(c) for c in keep])
-        log_pop = np.array([self._log_pop(c) for c in keep], dtype=np.float32)
-        scores = score_items(user_vec, cand_vectors, log_pop, self.model.scoring)
-        order = np.argsort(-scores, kind="stable")
-        chosen = self._dedupe([keep[j] for j in order], cand_vectors[order], scores[order])
+        chosen: list[tuple[str, float]] = []
+        chosen_vectors: list[FloatArray] = []
+        titles: set[str] = set()
+        for item_id, score in zip(hits.item_ids, hits.scores, strict=True):
+            if len(chosen) == self.params.k:
+                break
+            if item_id in excluded or not self.catalog.is_available(item_id):
+                continue
+            vector = self.item_vector(item_id)
+            title = _normalised_title(self._item(item_id))
+            if vector is None or title in titles or self._near_duplicate(vector, chosen_vectors):
+                continue
+            chosen.append((item_id, score))
+            chosen_vectors.append(vector)
+            titles.add(title)
 
-        usable, hist_vectors, weights = self._history(state)
+        usable, hist_vectors, weights = history
         hist_items = [self.catalog.get(i.item_id) for i in usable]
         categories = category_counts(hist_items)
-        ranked = []
-        for rank, (item_id, vector, score) in enumerate(chosen, start=1):
-            item = self._item(item_id)
+        citable = CitableHistory(usable, hist_items)
+        ranked: list[RecommendedItem] = []
+        for (item_id, score), vector in zip(chosen, chosen_vectors, strict=True):
             shares = contributions(hist_vectors, weights, vector)
-            cited = similar_items_evidence(usable, hist_items, shares, self.params.reasons)
             reason = build_reason(
-                item,
-                cited=cited,
+                self._item(item_id),
+                cited=citable.cite(shares, self.params.reasons),
                 categories=categories,
                 history_length=len(usable),
                 cold_start_item=self.is_cold_start(item_id),
@@ -215,38 +253,29 @@ class Recommender:
             )
             ranked.append(
                 RecommendedItem(
-                    item_id, rank, float(score), reason.text, reason.code, reason.evidence
+                    item_id, len(ranked) + 1, score, reason.text, reason.code, reason.evidence
                 )
             )
+        if len(ranked) < self.params.k:
+            taken = excluded | {i for i, _ in chosen}
+            ranked += self._popular(state, user_vec, taken, len(ranked))
         return ranked
 
-    def _dedupe(
-        self, ids: list[str], vectors: FloatArray, scores: FloatArray
-    ) -> list[tuple[str, FloatArray, float]]:
-        chosen: list[tuple[str, FloatArray, float]] = []
-        titles: set[str] = set()
-        for item_id, vector, score in zip(ids, vectors, scores, strict=True):
-            item = self.catalog.get(item_id)
-            title = _TITLE_NOISE.sub(" ", item.title.lower()).strip() if item else item_id
-            if title in titles:
-                continue
-            if any(float(vector @ v) >= self.params.near_duplicate_cosine for _, v, _ in chosen):
-                continue
-            chosen.append((item_id, vector, float(score)))
-            titles.add(title)
-            if len(chosen) == self.params.k:
-                break
-        return chosen
+    def _popular(
+        self, state: UserState, user_vec: FloatArray, excluded: set[str], start: int
+    ) -> list[RecommendedItem]:
+        """Most popular available items not in ``excluded``, ranked from ``start + 1``.
 
-    def _rank_popular(self, state: UserState) -> list[RecommendedItem]:
-        excluded = self._excluded(state)
+        Their score is the scoring function's (popularity alone for a user without
+        history), never a made-up number."""
         items: list[RecommendedItem] = []
         for item_id in self._by_popularity:
+            if start + len(items) == self.params.k:
+                break
             if item_id in excluded or not self.catalog.is_available(item_id):
                 continue
-            item = self._item(item_id)
             reason = build_reason(
-                item,
+                self._item(item_id),
                 cited=[],
                 categories=category_counts([]),
                 history_length=len(state.history),
@@ -254,15 +283,26 @@ class Recommender:
                 popularity=self._popularity(item_id),
                 params=self.params.reasons,
             )
-            score = float(self._log_pop(item_id))
-            items.append(
-                RecommendedItem(
-                    item_id, len(items) + 1, score, reason.text, reason.code, reason.evidence
-                )
+            row = self._row[item_id]
+            score = float(
+                score_items(
+                    user_vec,
+                    self.model.vectors[row : row + 1],
+                    self._log_popularity[row : row + 1],
+                    self.model.scoring,
+                )[0]
             )
-            if len(items) == self.params.k:
-                break
+            rank = start + len(items) + 1
+            items.append(
+                RecommendedItem(item_id, rank, score, reason.text, reason.code, reason.evidence)
+            )
         return items
+
+    def _near_duplicate(self, vector: FloatArray, chosen: list[FloatArray]) -> bool:
+        if not chosen:
+            return False
+        sims = np.stack(chosen) @ vector
+        return bool(np.any(sims >= self.params.near_duplicate_cosine))
 
     def _item(self, item_id: str) -> Item:
         item = self.catalog.get(item_id)
@@ -271,17 +311,10 @@ class Recommender:
             raise KeyError(msg)
         return item
 
-    def _vector(self, item_id: str) -> FloatArray:
-        vector = self.item_vector(item_id)
-        if vector is None:
-            msg = f"item {item_id!r} is indexed but has no vector"
-            raise KeyError(msg)
-        return vector
-
     def _popularity(self, item_id: str) -> int:
         row = self._row.get(item_id)
         return 0 if row is None else int(self.model.popularity[row])
 
-    def _log_pop(self, item_id: str) -> float:
-        row = self._row.get(item_id)
-        return 0.0 if row is None else float(self._log_popularity[row])
+
+def _normalised_title(item: Item) -> str:
+    return _TITLE_NOISE.sub(" ", item.title.lower()).strip()

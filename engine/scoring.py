@@ -24,7 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ScoringParams", "normalised_log_popularity", "score_items", "score_items_batch"]
+__all__ = [
+    "ScoringParams",
+    "augment_items",
+    "augment_user",
+    "normalised_log_popularity",
+    "score_items",
+    "score_items_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -142,3 +149,38 @@ def score_items(
         user[None, :], item_vectors, log_popularity, params
     )[0]
     return scores
+
+
+def augment_items(
+    item_vectors: npt.NDArray[np.floating],
+    log_popularity: npt.NDArray[np.floating],
+    params: ScoringParams,
+) -> npt.NDArray[np.float32]:
+    """Item vectors for the index, with the popularity prior as one extra coordinate.
+
+    ``augment_user(u) @ augment_items(V, pop, params).T == score_items(u, V, pop, params)``
+    for any non-zero user, so a maximum-inner-product index returns candidates in exactly
+    the order of the full scoring function (no re-ranking gap between ANN and scoring).
+
+    Args:
+        item_vectors: (n, d) unit-norm (or zero) item vectors.
+        log_popularity: (n,) from :func:`normalised_log_popularity`.
+        params: Scoring parameters.
+
+    Returns:
+        (n, d + 1) float32.
+    """
+    items = np.asarray(item_vectors, dtype=np.float32)
+    pop = np.asarray(log_popularity, dtype=np.float32).reshape(-1, 1)
+    if items.ndim != 2 or pop.shape[0] != items.shape[0]:
+        msg = f"expected (n, d) vectors and (n,) popularity, got {items.shape} and {pop.shape}"
+        raise ValueError(msg)
+    extra = np.float32(params.popularity_weight) * pop
+    return np.ascontiguousarray(np.hstack([items, extra]), dtype=np.float32)
+
+
+def augment_user(user_vecs: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    """User vectors for querying an :func:`augment_items` index: (u, d) -> (u, d + 1)."""
+    users = np.atleast_2d(np.asarray(user_vecs, dtype=np.float32))
+    ones = np.ones((users.shape[0], 1), dtype=np.float32)
+    return np.ascontiguousarray(np.hstack([users, ones]), dtype=np.float32)

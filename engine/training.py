@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
 from engine.content import DEFAULT_N_FEATURES, ContentEncoder, ItemText
+from engine.datasets import validate_catalog
 from engine.evaluation import (
     EvalResult,
     PopularityRecommender,
@@ -485,13 +486,10 @@ def _tune(
 
 def _catalog_texts(catalog: pd.DataFrame) -> dict[str, tuple[ItemText, str]]:
     out: dict[str, tuple[ItemText, str]] = {}
-    for row in catalog.itertuples(index=False):
-        tags: list[str] = (
-            [str(t) for t in row.tags] if isinstance(row.tags, list | tuple | np.ndarray) else []
-        )
-        category = str(row.category) if isinstance(row.category, str) else ""
-        text: ItemText = (str(row.title), category, tags, str(row.description or ""))
-        out[str(row.item_id)] = (text, category)
+    columns = (catalog[c].tolist() for c in ("item_id", "title", "category", "tags", "description"))
+    for item_id, title, category, tags, description in zip(*columns, strict=True):
+        text: ItemText = (str(title), str(category), [str(t) for t in tags], str(description))
+        out[str(item_id)] = (text, str(category))
     return out
 
 
@@ -557,6 +555,7 @@ def train_item_model(
 
     Raises:
         ValueError: No events, an unknown event type, or a naive ``now``.
+        engine.datasets.DatasetError: The catalog is not in the catalog schema.
     """
     if events.empty:
         msg = "events must not be empty"
@@ -578,7 +577,7 @@ def train_item_model(
 
     t0 = clock()
     train_items = set(events["item_id"].astype(str))
-    texts = _catalog_texts(catalog) if catalog is not None else {}
+    texts = _catalog_texts(validate_catalog(catalog)) if catalog is not None else {}
     item_ids = sorted(train_items | set(texts))
     codes = _codes(events, item_ids, params.event_weights)
     total_steps = 3 if texts else 2

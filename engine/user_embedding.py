@@ -17,7 +17,7 @@ Example:
     [0.5, 4.0]
     >>> vecs = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     >>> u = user_embedding(vecs, w)
-    >>> float(np.linalg.norm(u))
+    >>> round(float(np.linalg.norm(u)), 6)
     1.0
 """
 
@@ -40,7 +40,6 @@ __all__ = [
     "history_weights",
     "user_embedding",
 ]
-
 
 
 @dataclass(frozen=True)

@@ -104,9 +104,12 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     import pandas as pd
     from rich.console import Console
 
+    from engine.catalog import Catalog
     from engine.model import ItemModel
+    from engine.recommender import Recommender, index_entries
     from index.device import choose_device
     from index.faiss_index import FaissItemIndex
+    from stream.replay import catalog_items
 
     console = Console(stderr=True)
     model_dir = Path(args.model_dir)
@@ -114,26 +117,19 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         msg = f"streamrec: no model in {model_dir} (model.json missing); run `streamrec train`"
         raise SystemExit(msg)
     model = ItemModel.load(model_dir)
-    index = FaissItemIndex(model.vectors.shape[1], args.factory, choose_device(args.device))
-    index.upsert(list(model.item_ids), model.vectors)
+    ids, vectors = index_entries(model)
+    index = FaissItemIndex(vectors.shape[1], args.factory, choose_device(args.device))
+    index.upsert(ids, vectors)
     catalog_path = model_dir / "catalog.parquet"
     added = 0
     if catalog_path.is_file():
-        # Catalog items without interaction data are indexed from their content.
-        catalog = pd.read_parquet(catalog_path)
-        cold = catalog[~catalog["item_id"].isin(set(model.item_ids))].to_dict("records")
-        if cold and model.content is not None:
-            texts = [
-                (
-                    str(r["title"]),
-                    str(r["category"]),
-                    [str(t) for t in r["tags"]],
-                    str(r.get("description") or ""),
-                )
-                for r in cold
-            ]
-            index.upsert([str(r["item_id"]) for r in cold], model.content.encode_many(texts))
-            added = len(cold)
+        # Catalog items the model never saw are indexed from their content, as the
+        # worker does for new items.
+        recommender = Recommender(model, index, Catalog())
+        for item in catalog_items(pd.read_parquet(catalog_path)):
+            if item.item_id not in model.index:
+                recommender.apply_item(item)
+                added += 1
     index.save(model_dir / "index")
     console.print(
         f"indexed {len(index):,} items ({added:,} from content) with {args.factory} "
@@ -168,7 +164,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from engine import datasets
-    from stream.replay import catalog_items, publish_catalog, publish_events
+    from stream.replay import catalog_items, publish_catalog, publish_events, wait_for_catalog
 
     settings = _settings()
     events: pd.DataFrame | None
@@ -180,8 +176,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         events = datasets.load_event_log(Path(args.events)) if args.events else None
         catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
     if catalog is not None and not args.events_only:
-        n = asyncio.run(publish_catalog(settings, catalog_items(catalog)))
+        items = catalog_items(catalog)
+        n = asyncio.run(publish_catalog(settings, items))
         print(f"published {n:,} items to {settings.topic_items}")  # noqa: T201
+        if events is not None and not args.catalog_only:
+            # Events on items the worker has not taken in yet would be dead-lettered.
+            asyncio.run(wait_for_catalog(settings, {i.item_id for i in items}))
     if events is not None and not args.catalog_only:
         if args.limit:
             events = events.iloc[-args.limit :] if args.tail else events.iloc[: args.limit]

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from stream.kafka_io import ensure_topics
 from stream.local_infra import LocalService, start_kafka, start_redis
-from stream.replay import catalog_items, publish_catalog, publish_events
+from stream.replay import catalog_items, publish_catalog, publish_events, wait_for_catalog
 from stream.settings import Settings
 from stream.watch import watch
 from stream.worker import model_exists
@@ -98,6 +98,8 @@ def run_demo(args: argparse.Namespace) -> int:
 async def _live(settings, catalog, events, rate, worker, console) -> None:  # type: ignore[no-untyped-def]
     items = catalog_items(catalog)
     await publish_catalog(settings, items)
+    with console.status("waiting for the worker to take in the catalog..."):
+        await wait_for_catalog(settings, {i.item_id for i in items})
     console.print(
         f"published {len(items):,} catalog items; replaying {len(events):,} events at {rate:g}/s"
     )

@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
+import redis.asyncio as aioredis
 
 from engine.types import Event, Item
 from stream.contracts import encode_event, encode_item
 from stream.kafka_io import producer, send_all
+from stream.redis_store import CATALOG
 from stream.settings import Settings
 
 Progress = Callable[[int], None]
@@ -114,3 +116,32 @@ async def publish_events(
                 progress(1)
         await asyncio.gather(*pending)
     return sent
+
+
+async def wait_for_catalog(
+    settings: Settings, item_ids: set[str], timeout_s: float = 120.0
+) -> None:
+    """Wait until a worker has taken every item in ``item_ids`` into the shared catalog.
+
+    Events on items the catalog does not know go to the DLQ, so replays wait for this.
+
+    Raises:
+        TimeoutError: the items did not all arrive in time (is a worker running?).
+    """
+    client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            known = await client.hmget(CATALOG, sorted(item_ids)) if item_ids else []
+            missing = sum(v is None for v in known)
+            if missing == 0:
+                return
+            if time.monotonic() > deadline:
+                msg = (
+                    f"{missing} of {len(item_ids)} catalog items not taken in after "
+                    f"{timeout_s:.0f}s; is a worker consuming the items topic?"
+                )
+                raise TimeoutError(msg)
+            await asyncio.sleep(0.25)
+    finally:
+        await client.aclose()

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from engine.model import ItemModel
+from engine.recommender import index_entries
 from engine.training import TrainParams, train_item_model
 from index.faiss_index import FaissItemIndex
 
@@ -89,7 +90,8 @@ def train(model_dir: Path) -> TrainedShop:
     model, _ = train_item_model(events(), cat, params, seed=1, now=datetime(2026, 1, 1, tzinfo=UTC))
     model.save(model_dir)
     cat.to_parquet(model_dir / "catalog.parquet")
-    index = FaissItemIndex(model.dim)
-    index.upsert(list(model.item_ids), model.vectors)
+    ids, vectors = index_entries(model)
+    index = FaissItemIndex(vectors.shape[1])
+    index.upsert(ids, vectors)
     index.save(model_dir / "index")
     return TrainedShop(model, model_dir)

@@ -255,3 +255,14 @@ def test_session_log_names_a_bad_date(tmp_path: Path) -> None:
     path.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;;5;10;09/05/2016\n")
     with pytest.raises(DatasetError, match="'eventdate' must be YYYY-MM-DD, row 0"):
         load_session_log(path)
+
+
+def test_event_log_converts_datetime_timestamps_to_epoch_ms(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    frame = _event_frame()
+    start = pd.Timestamp("2024-01-01")
+    frame["ts"] = [start + pd.Timedelta(milliseconds=ms) for ms in (300, 0, 1000)]
+    frame.to_parquet(path)
+    events = load_event_log(path)
+    midnight = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    assert events["ts"].tolist() == [midnight, midnight + 300, midnight + 1000]

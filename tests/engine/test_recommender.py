@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.catalog import Catalog
-from engine.recommender import RankingParams, Recommender
+from engine.recommender import RankingParams, Recommender, index_entries
 from engine.types import Interaction, Item, UserState
 from index.exact import ExactIndex
 from index.faiss_index import FaissItemIndex
@@ -26,8 +26,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> shop.TrainedShop:
 @pytest.fixture(params=["faiss", "exact"])
 def recommender(request: pytest.FixtureRequest, trained: shop.TrainedShop) -> Recommender:
     model = trained.model
-    index = FaissItemIndex(model.dim) if request.param == "faiss" else ExactIndex(model.dim)
-    index.upsert(list(model.item_ids), model.vectors)
+    ids, vectors = index_entries(model)
+    index = FaissItemIndex(model.dim + 1) if request.param == "faiss" else ExactIndex(model.dim + 1)
+    index.upsert(ids, vectors)
     rec = Recommender(model, index, Catalog(), RankingParams(k=10))
     for item in catalog_items(shop.catalog()):
         rec.apply_item(item)
@@ -154,8 +155,8 @@ def test_cold_start_items_are_labelled_new_arrivals(recommender):
 
 def test_near_duplicates_are_returned_once(trained):
     model = trained.model
-    index = ExactIndex(model.dim)
-    index.upsert(list(model.item_ids), model.vectors)
+    index = ExactIndex(model.dim + 1)
+    index.upsert(*index_entries(model))
     rec = Recommender(model, index, Catalog(), RankingParams(k=10))
     for item in catalog_items(shop.catalog()):
         rec.apply_item(item)
@@ -182,8 +183,8 @@ item_ids = st.sampled_from(list(shop.catalog()["item_id"]))
 )
 def test_every_list_is_short_unique_sorted_finite_and_filtered(trained, history, k):
     model = trained.model
-    index = ExactIndex(model.dim)
-    index.upsert(list(model.item_ids), model.vectors)
+    index = ExactIndex(model.dim + 1)
+    index.upsert(*index_entries(model))
     rec = Recommender(model, index, Catalog(catalog_items(shop.catalog())), RankingParams(k=k))
     s = UserState(
         "u",
@@ -204,3 +205,41 @@ def test_every_list_is_short_unique_sorted_finite_and_filtered(trained, history,
 
 def test_model_dir_fixture_is_complete(trained):
     assert (Path(trained.model_dir) / "index" / "items.ids.json").is_file()
+
+
+def test_online_ranking_equals_the_offline_full_ranking(recommender, trained):
+    """The index returns candidates in final-score order: the served list is the top-k of
+    the full scoring used in offline evaluation (seen items excluded)."""
+    model = trained.model
+    items = ["kitchen-1", "books-4", "kitchen-7", "running-2"]
+    kinds = ["view", "click", "purchase", "view"]
+    s = UserState(
+        "u", tuple(Interaction(i, k, n) for n, (i, k) in enumerate(zip(items, kinds, strict=True)))
+    )  # type: ignore[arg-type]
+    # Near-duplicate filtering off: it is the one deliberate departure from score order.
+    plain = Recommender(
+        model, recommender.index, recommender.catalog, RankingParams(near_duplicate_cosine=2.0)
+    )
+    served = recommend(plain, s).items
+    full = model.score(model.embed_user(items, kinds))
+    offline = [
+        model.item_ids[j]
+        for j in np.argsort(-full, kind="stable")
+        if model.item_ids[j] not in items
+    ]
+    assert [i.item_id for i in served] == offline[:10]
+    np.testing.assert_allclose(
+        [i.score for i in served], [full[model.index[i.item_id]] for i in served], rtol=1e-5
+    )
+
+
+def test_augmented_inner_product_is_the_scoring_function(trained):
+    from engine.scoring import augment_items, augment_user, score_items
+
+    model = trained.model
+    user = model.embed_user(["books-1", "books-2"], ["view", "purchase"])
+    direct = score_items(user, model.vectors, model.log_popularity, model.scoring)
+    via_index = (
+        augment_user(user) @ augment_items(model.vectors, model.log_popularity, model.scoring).T
+    )
+    np.testing.assert_allclose(via_index[0], direct, rtol=1e-5, atol=1e-6)

@@ -158,7 +158,8 @@ def test_report_holds_validation_metrics_of_model_and_popularity() -> None:
     model, report = train_item_model(
         _two_clusters(), None, SMALL, seed=0, now=NOW, progress=lambda *a: calls.append(a)
     )
-    assert report.validation is not None and report.validation_popularity is not None
+    assert report.validation is not None
+    assert report.validation_popularity is not None
     assert report.validation.n_users == 80
     assert len(report.grid) == 2
     assert report.chosen in [p.hyperparameters for p in report.grid]
@@ -205,9 +206,11 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert loaded.scoring == model.scoring
     assert loaded.created_at == NOW
     assert loaded.metrics.keys() == model.metrics.keys()
-    assert loaded.content is not None and model.content is not None
+    assert loaded.content is not None
+    assert model.content is not None
     np.testing.assert_array_equal(
-        loaded.content.encode("space", "Sci-Fi", [], ""), model.content.encode("space", "Sci-Fi", [], "")
+        loaded.content.encode("space", "Sci-Fi", [], ""),
+        model.content.encode("space", "Sci-Fi", [], ""),
     )
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert (meta["version"], meta["dim"], meta["n_items"]) == (model.version, 16, 21)
@@ -287,7 +290,16 @@ def test_content_encoder_large_catalog_path_matches_exact_ridge(
 
 def test_content_tokens_cover_words_category_and_tags() -> None:
     tokens = content_tokens("Toy Story", "Animation", ["Comedy"], "A 1995 film")
-    assert tokens == ["toy", "story", "a", "1995", "film", "cat:animation", "tag:comedy", "__bias__"]
+    assert tokens == [
+        "toy",
+        "story",
+        "a",
+        "1995",
+        "film",
+        "cat:animation",
+        "tag:comedy",
+        "__bias__",
+    ]
 
 
 def test_feature_hashing_does_not_depend_on_pythons_hash_seed() -> None:
@@ -333,4 +345,5 @@ def test_beats_popularity_on_movielens_leave_last_out() -> None:
         assert gap > ours[metric].half_width, table
         assert gap > popular[metric].half_width, table
     assert report.validation is not None
-    assert report.validation["ndcg@10"].mean > report.validation_popularity["ndcg@10"].mean  # type: ignore[index]
+    assert report.validation_popularity is not None
+    assert report.validation["ndcg@10"].mean > report.validation_popularity["ndcg@10"].mean

@@ -1,0 +1,239 @@
+"""End-to-end benchmark on the local broker: events/s and event-to-recommendation latency.
+
+Starts its own Kafka (KRaft) and redis-server through deploy/local, runs one
+`streamrec worker` process, publishes the catalog, then for each phase produces events
+(MovieLens-100K users and items, ts = send time) and consumes the recommendations,
+measuring latency from the event's ts to the moment the recommendation is consumed.
+
+    python benchmarks/e2e.py                     # throughput phase + 500 ev/s latency phase
+    python benchmarks/e2e.py --events 50000 --rates max,1000
+
+Needs a trained ML-100K model (make demo trains one, or `streamrec train --dataset ml-100k`
+then `streamrec index build`). Writes benchmarks/results/e2e-<timestamp>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.datasets import load_movielens_100k  # noqa: E402
+from stream.contracts import encode_item  # noqa: E402
+from stream.kafka_io import ensure_topics  # noqa: E402
+from stream.local_infra import start_kafka, start_redis  # noqa: E402
+from stream.replay import catalog_items, wait_for_catalog  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(cpu seconds, rss bytes) of a process."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(stat[11]) + int(stat[12])) / ticks
+    rss = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss
+
+
+async def phase(
+    settings: Settings, events: list[tuple[str, str, str]], rate: float | None, worker_pid: int
+) -> dict[str, float]:
+    consumer = AIOKafkaConsumer(
+        settings.topic_recommendations,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()  # reads from the start; only this phase's trigger ids count
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=2, acks=1)
+    await producer.start()
+    sent_ts: dict[str, int] = {}
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def consume() -> None:
+        while len(latencies) < len(events):
+            batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.time_ns() / 1e6
+            for records in batch.values():
+                for r in records:
+                    trigger = json.loads(r.value)["trigger_event_id"]
+                    if trigger in sent_ts:
+                        latencies.append(now - sent_ts.pop(trigger))
+        done.set()
+
+    cpu0, _ = proc_stats(worker_pid)
+    reader = asyncio.create_task(consume())
+    t0 = time.perf_counter()
+    for n, (event_id, user, item) in enumerate(events):
+        if rate:
+            delay = t0 + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        ts = time.time_ns() // 1_000_000
+        sent_ts[event_id] = ts
+        body = json.dumps(
+            {"event_id": event_id, "user_id": user, "item_id": item, "type": "view", "ts": ts}
+        ).encode()
+        await producer.send(settings.topic_events, body, key=user.encode())
+    await producer.flush()
+    send_s = time.perf_counter() - t0
+    await asyncio.wait_for(done.wait(), timeout=600)
+    total_s = time.perf_counter() - t0
+    cpu1, rss = proc_stats(worker_pid)
+    await producer.stop()
+    await consumer.stop()
+    reader.cancel()
+    lat = np.array(latencies)
+    return {
+        "target_rate": rate or 0.0,
+        "events": len(events),
+        "send_seconds": round(send_s, 3),
+        "seconds": round(total_s, 3),
+        "events_per_s": round(len(events) / total_s, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "worker_cpu_percent": round(100 * (cpu1 - cpu0) / total_s, 1),
+        "worker_rss_mb": round(rss / 2**20, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=20000, help="events per phase")
+    parser.add_argument(
+        "--rates", default="max,500", help="comma list of ev/s; 'max' = unthrottled"
+    )
+    parser.add_argument("--model-dir", default=str(ROOT / "models" / "current"))
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    model_dir = Path(args.model_dir).resolve()
+    if not (model_dir / "index" / "items.ids.json").is_file():
+        print(f"no model+index in {model_dir}: run `make demo` once or streamrec train/index build")
+        return 2
+
+    data = load_movielens_100k()
+    rng = np.random.default_rng(0)
+    log = data.events.to_dict("records")
+    state = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    kafka = start_kafka(state / "kafka")
+    redis = start_redis(state / "redis")
+    worker = None
+    try:
+        settings = Settings(
+            kafka_bootstrap=kafka.address,
+            redis_url=redis.address,
+            model_dir=model_dir,
+            metrics_port=0,
+            batch_size=args.batch_size,
+        )
+        asyncio.run(ensure_topics(settings))
+        env = {
+            **os.environ,
+            "STREAMREC_KAFKA_BOOTSTRAP": kafka.address,
+            "STREAMREC_REDIS_URL": redis.address,
+            "STREAMREC_MODEL_DIR": str(model_dir),
+            "STREAMREC_METRICS_PORT": "0",
+            "STREAMREC_BATCH_SIZE": str(args.batch_size),
+            "STREAMREC_LOG_LEVEL": "WARNING",
+        }
+        worker_log = (state / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+        )
+
+        async def publish_catalog() -> None:
+            prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+            await prod.start()
+            for item in catalog_items(data.catalog):
+                await prod.send(settings.topic_items, encode_item(item), key=item.item_id.encode())
+            await prod.stop()
+
+        asyncio.run(publish_catalog())
+        asyncio.run(wait_for_catalog(settings, {str(i) for i in data.catalog["item_id"]}))
+        # Warm-up: wait until the worker answers (group joined, catalog loaded).
+        warm = [(f"warm-{n}", str(log[n]["user_id"]), str(log[n]["item_id"])) for n in range(200)]
+        asyncio.run(phase(settings, warm, 200.0, worker.pid))
+        results = []
+        for rate_s in args.rates.split(","):
+            rate = None if rate_s == "max" else float(rate_s)
+            picks = rng.integers(len(log), size=args.events)
+            events = [
+                (f"b{rate_s}-{n}", str(log[i]["user_id"]), str(log[i]["item_id"]))
+                for n, i in enumerate(picks)
+            ]
+            result = asyncio.run(phase(settings, events, rate, worker.pid))
+            print(json.dumps(result))
+            results.append(result)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        kafka.stop()
+        redis.stop()
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": machine(),
+        "model_dir": str(model_dir),
+        "batch_size": args.batch_size,
+        "phases": results,
+        "at": stamp,
+    }
+    (out / f"e2e-{stamp}.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"End-to-end on the local broker ({report['machine']}), batch_size={args.batch_size}",
+        "",
+        "| target rate | events | events/s | p50 ms | p95 ms | p99 ms | worker CPU % "
+        "| worker RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        target = "max" if not r["target_rate"] else f"{r['target_rate']:g}/s"
+        lines.append(
+            f"| {target} | {r['events']} | {r['events_per_s']} | {r['p50_ms']} | "
+            f"{r['p95_ms']} | {r['p99_ms']} | {r['worker_cpu_percent']} | {r['worker_rss_mb']} |"
+        )
+    (out / f"e2e-{stamp}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

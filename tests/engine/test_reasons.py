@@ -1,0 +1,164 @@
+"""Reasons: evidence from the scoring numbers, text from the evidence alone."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.reasons import CitableHistory, ReasonParams, build_reason, render
+from engine.types import Interaction, Item
+
+SHOE = Item("s1", "Trail Runner 3", "running", ("shoes",))
+JACKET = Item("j1", "Ridge Jacket", "outdoor")
+PAN = Item("p1", "Cast Pan", "kitchen")
+PARAMS = ReasonParams()
+
+
+def history(*pairs: tuple[Item, str]) -> tuple[list[Interaction], list[Item]]:
+    return [Interaction(i.item_id, t, n) for n, (i, t) in enumerate(pairs)], [i for i, _ in pairs]  # type: ignore[misc]
+
+
+def test_the_items_that_explain_the_score_are_cited_by_title_and_action():
+    hist, items = history((SHOE, "view"), (JACKET, "purchase"), (PAN, "view"))
+    cited = CitableHistory(hist, items).cite(np.array([0.5, 0.3, 0.05]), PARAMS)
+    assert [c["title"] for c in cited] == ["Trail Runner 3", "Ridge Jacket"]
+    reason = build_reason(
+        Item("x", "Road Racer", "running"),
+        cited=cited,
+        categories=Counter(),
+        history_length=3,
+        cold_start_item=False,
+        popularity=5,
+        params=PARAMS,
+    )
+    assert reason.code == "similar_to_recent"
+    assert reason.text == "Because you viewed Trail Runner 3 and bought Ridge Jacket"
+
+
+def test_a_user_who_viewed_only_running_shoes_is_told_about_those_shoes():
+    other = Item("s2", "Road Racer 2", "running")
+    hist, items = history((SHOE, "view"), (other, "view"))
+    cited = CitableHistory(hist, items).cite(np.array([0.6, 0.4]), PARAMS)
+    text = build_reason(
+        Item("s3", "Tempo Short", "running"),
+        cited=cited,
+        categories=Counter(),
+        history_length=2,
+        cold_start_item=False,
+        popularity=1,
+        params=PARAMS,
+    ).text
+    assert text == "Because you viewed Trail Runner 3 and Road Racer 2"
+
+
+def test_repeated_items_add_up_and_are_cited_once_with_their_latest_action():
+    hist, items = history((SHOE, "view"), (PAN, "view"), (SHOE, "add_to_cart"))
+    cited = CitableHistory(hist, items).cite(np.array([0.3, 0.2, 0.3]), PARAMS)
+    assert cited[0] == {
+        "item_id": "s1",
+        "title": "Trail Runner 3",
+        "event": "add_to_cart",
+        "share": 0.75,
+    }
+    assert len(cited) == 2
+
+
+def test_weak_or_negative_contributions_are_not_cited():
+    hist, items = history((SHOE, "view"), (PAN, "view"))
+    assert CitableHistory(hist, items).cite(np.array([-0.2, -0.1]), PARAMS) == []
+    assert [
+        c["item_id"] for c in CitableHistory(hist, items).cite(np.array([0.95, 0.05]), PARAMS)
+    ] == ["s1"]
+
+
+def test_category_affinity_states_the_count():
+    reason = build_reason(
+        PAN,
+        cited=[],
+        categories=Counter({"kitchen": 3}),
+        history_length=5,
+        cold_start_item=False,
+        popularity=0,
+        params=PARAMS,
+    )
+    assert reason.code == "category_affinity"
+    assert reason.text == "Because 3 of your last 5 items were in kitchen"
+
+
+def test_users_without_history_are_told_it_is_popularity():
+    reason = build_reason(
+        PAN,
+        cited=[],
+        categories=Counter(),
+        history_length=0,
+        cold_start_item=False,
+        popularity=42,
+        params=PARAMS,
+    )
+    assert reason.code == "popular"
+    assert "42 interactions" in reason.text
+    assert "learn your taste" in reason.text
+
+
+def test_new_arrivals_say_so_and_cite_what_they_are_close_to():
+    cited = [{"item_id": "s1", "title": "Trail Runner 3", "event": "click", "share": 1.0}]
+    reason = build_reason(
+        Item("n", "Trail Runner 4", "running"),
+        cited=cited,
+        categories=Counter(),
+        history_length=1,
+        cold_start_item=True,
+        popularity=0,
+        params=PARAMS,
+    )
+    assert reason.code == "new_arrival"
+    assert reason.text == "New in running, close to what you clicked on Trail Runner 3"
+
+
+def test_unknown_reason_codes_are_refused():
+    with pytest.raises(ValueError, match="unknown reason code"):
+        render("because", {})
+
+
+words = st.text(alphabet=st.characters(categories=("L", "N")), min_size=3, max_size=12)
+
+
+@given(
+    titles=st.lists(words, min_size=1, max_size=6, unique=True),
+    shares=st.lists(st.floats(-1, 1, allow_nan=False), min_size=6, max_size=6),
+    category=words,
+    other_category=words,
+    count=st.integers(0, 10),
+    cold=st.booleans(),
+)
+def test_text_is_rendered_from_evidence_that_names_only_real_facts(
+    titles, shares, category, other_category, count, cold
+):
+    items = [Item(f"i{n}", t, other_category) for n, t in enumerate(titles)]
+    hist = [Interaction(i.item_id, "view", n) for n, i in enumerate(items)]
+    cited = CitableHistory(hist, items).cite(np.array(shares[: len(items)]), PARAMS)
+    target = Item("t", "Target", category)
+    reason = build_reason(
+        target,
+        cited=cited,
+        categories=Counter({category: count}),
+        history_length=len(items),
+        cold_start_item=cold,
+        popularity=3,
+        params=PARAMS,
+    )
+    # The sentence is a function of the evidence alone...
+    assert render(reason.code, reason.evidence) == reason.text
+    # ...and the evidence names only the user's own items, with their real titles,
+    cited_items = reason.evidence.get("items", reason.evidence.get("similar_items", []))
+    by_id = {i.item_id: i.title for i in items}
+    assert all(by_id[c["item_id"]] == c["title"] for c in cited_items)
+    # and only the recommended item's own category, with the user's real count.
+    if "category" in reason.evidence:
+        assert reason.evidence["category"] == category
+    if "count" in reason.evidence:
+        assert reason.evidence["count"] == count
