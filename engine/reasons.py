@@ -90,7 +90,7 @@ class CitableHistory:
         if total <= 0.0:
             return []
         shares = np.bincount(self._codes, weights=positive, minlength=len(self._ids)) / total
-        cited = []
+        cited: list[dict[str, Any]] = []
         for code in np.argsort(-shares, kind="stable"):
             share = float(shares[code])
             if share < params.min_share or len(cited) == params.max_cited:

@@ -139,13 +139,14 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from stream.kafka_io import KafkaUnavailableError
     from stream.worker import ConfigurationError, run_worker
 
     settings = _settings()
     _setup_logging(settings.log_level)
     try:
         run_worker(settings)
-    except ConfigurationError as exc:
+    except (ConfigurationError, KafkaUnavailableError) as exc:
         msg = f"streamrec: {exc}"
         raise SystemExit(msg) from None
     return 0

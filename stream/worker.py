@@ -72,9 +72,9 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
 
 def run_worker(settings: Settings) -> None:
     """Run one worker until SIGINT/SIGTERM."""
-    asyncio.run(ensure_topics(settings))
     registry = CollectorRegistry()
-    pipeline = build_pipeline(settings, registry)
+    pipeline = build_pipeline(settings, registry)  # fails fast on a missing model or index
+    asyncio.run(ensure_topics(settings))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
         log.info("metrics on :%d/metrics", settings.metrics_port)

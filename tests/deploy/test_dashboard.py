@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+
+from stream.metrics import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_FILE = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "streamrec.json"
@@ -23,32 +26,23 @@ DATASOURCES_FILE = (
 )
 DATASOURCE_UID = "prometheus"
 
-# Metric families the worker exports, as prometheus_client names them in `# TYPE` lines:
-# counters end in _total, histograms are listed by their base name and are queried through
-# their _bucket/_sum/_count series.
-# The lead will later replace this hand-written set with the names scraped from a running
-# worker's /metrics endpoint.
-EXPECTED_METRICS = frozenset(
-    {
-        "streamrec_events_consumed_total",
-        "streamrec_recommendations_published_total",
-        "streamrec_dlq_events_total",
-        "streamrec_event_to_publish_seconds",
-        "streamrec_retrieval_seconds",
-        "streamrec_index_items",
-        "streamrec_redis_errors_total",
-        "streamrec_model_info",
-        "streamrec_items_updated_total",
-        "streamrec_batch_size",
-    }
-)
-HISTOGRAM_METRICS = frozenset(
-    {
-        "streamrec_event_to_publish_seconds",
-        "streamrec_retrieval_seconds",
-        "streamrec_batch_size",
-    }
-)
+
+def exported_families() -> tuple[frozenset[str], frozenset[str]]:
+    """(every family, the histogram families) the worker's Metrics object registers, as
+    prometheus_client names them in `# TYPE` lines (counters end in _total)."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    names, histograms = set(), set()
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        names.add(name)
+        if family.type == "histogram":
+            histograms.add(name)
+    return frozenset(names), frozenset(histograms)
+
+
+# The integration suite checks the same names against a running worker's /metrics.
+EXPECTED_METRICS, HISTOGRAM_METRICS = exported_families()
 HISTOGRAM_SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
 METRIC_NAME = re.compile(r"\bstreamrec_[a-z_]+")
 

@@ -190,3 +190,14 @@ def test_metrics_cover_throughput_latency_and_the_model(settings, running, shop_
     assert running.metric("streamrec_retrieval_seconds_count") >= 1
     assert running.metric("streamrec_index_items") == 100
     assert f'streamrec_model_info{{model_version="{shop_model.model.version}"}} 1.0' in text
+
+
+def test_every_metric_on_the_dashboard_is_exported_by_a_running_worker(settings, running):
+    from tests.deploy.test_dashboard import DASHBOARD_FILE, METRIC_NAME, metric_family
+
+    exported = {
+        line.split()[2] for line in running.metrics().splitlines() if line.startswith("# TYPE ")
+    }
+    used = {metric_family(n) for n in METRIC_NAME.findall(DASHBOARD_FILE.read_text())}
+    assert used
+    assert used <= exported
