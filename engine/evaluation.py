@@ -11,6 +11,8 @@ Metrics per user, averaged over users with a 95% normal-approximation confidence
 (``1.96 * std / sqrt(n)``): ``recall@k`` (the hit rate, one target per user),
 ``ndcg@k`` (``1 / log2(rank + 2)`` for a 0-based rank below k), ``mrr@K`` for the largest k.
 ``coverage@k`` is the share of all items that appear in at least one user's top k.
+With ``keep_top=k`` the result also holds every user's top-k columns (``top_items``), for
+list metrics such as :mod:`engine.list_metrics`.
 
 Example:
     >>> split = leave_last_out(events)  # doctest: +SKIP
@@ -177,6 +179,8 @@ class EvalResult:
         n_items: Items ranked for each user.
         n_seen_targets: Users whose target was already in their history (counted as misses
             when seen items are excluded).
+        top_items: (n_users, keep_top) columns of each user's top items, best first, -1 where
+            fewer were rankable; None unless asked for. Not compared by ``==``.
     """
 
     metrics: Mapping[str, MetricEstimate]
@@ -184,6 +188,7 @@ class EvalResult:
     n_users: int
     n_items: int
     n_seen_targets: int = 0
+    top_items: npt.NDArray[np.intp] | None = field(default=None, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> MetricEstimate:
         return self.metrics[name]
@@ -219,6 +224,19 @@ def _top_k_mask(scores: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.bool_
     return result
 
 
+def _top_k_columns(scores: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.intp]:
+    """(u, n) -> (u, k) columns of each row's top k, best first, ties by column; -1 pads."""
+    mask = _top_k_mask(scores, k)
+    rows, cols = np.nonzero(mask)  # row-major, columns ascending within a row
+    starts = np.concatenate([[0], np.cumsum(mask.sum(axis=1))[:-1]])
+    out = np.full((scores.shape[0], k), -1, dtype=np.intp)
+    out[rows, np.arange(rows.size) - starts[rows]] = cols
+    picked = np.where(out >= 0, np.take_along_axis(scores, np.maximum(out, 0), 1), -np.inf)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    result: npt.NDArray[np.intp] = np.take_along_axis(out, order, 1)
+    return result
+
+
 def evaluate_full_ranking(
     recommend: Recommender,
     split: Split,
@@ -227,6 +245,7 @@ def evaluate_full_ranking(
     *,
     exclude_seen: bool = True,
     batch_size: int = 512,
+    keep_top: int = 0,
 ) -> EvalResult:
     """Rank every test user's target against all items and aggregate the metrics.
 
@@ -238,6 +257,7 @@ def evaluate_full_ranking(
         ks: Cut-offs for recall, NDCG and coverage; MRR uses the largest.
         exclude_seen: Remove each user's history items from their ranking.
         batch_size: Users scored per call of ``recommend`` (bounds memory).
+        keep_top: Keep each user's top ``keep_top`` columns in ``top_items`` (0: don't).
 
     Returns:
         The metrics.
@@ -265,6 +285,7 @@ def evaluate_full_ranking(
     ranks = np.empty(n_users, dtype=np.int64)
     covered = {k: np.zeros(n_items, dtype=bool) for k in ks}
     n_seen = 0
+    top = np.full((n_users, keep_top), -1, dtype=np.intp) if keep_top > 0 else None
     for start in range(0, n_users, batch_size):
         stop = min(start + batch_size, n_users)
         raw = recommend(histories[start:stop], types[start:stop])
@@ -291,6 +312,8 @@ def evaluate_full_ranking(
         ranks[start:stop] = batch_ranks
         for k in ks:
             covered[k] |= _top_k_mask(scores, k).any(axis=0)
+        if top is not None:
+            top[start:stop] = _top_k_columns(scores, keep_top)
     metrics: dict[str, MetricEstimate] = {}
     for k in ks:
         hit = ranks < k
@@ -306,6 +329,7 @@ def evaluate_full_ranking(
         n_users=n_users,
         n_items=n_items,
         n_seen_targets=n_seen,
+        top_items=top,
     )
 
 

@@ -9,6 +9,7 @@ Every worker follows the catalog change log in Redis, so all of them index every
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -117,10 +118,19 @@ class Pipeline:
         self.metrics.index_items.set(len(self.recommender.index))
 
     async def handle_items(self, messages: Sequence[RawMessage]) -> list[Outgoing]:
-        """Validate item messages, publish them to the shared catalog, apply them locally."""
+        """Validate item messages, publish them to the shared catalog, apply them locally.
+
+        A tombstone (empty value, the compacted topic's delete) makes a known item
+        unavailable; for an unknown item it is ignored.
+        """
         items: list[Item] = []
         dead: list[Outgoing] = []
         for msg in messages:
+            if not msg.value and msg.key:
+                known = self.recommender.catalog.get(msg.key.decode("utf-8", "replace"))
+                if known is not None:
+                    items.append(dataclasses.replace(known, available=False))
+                continue
             try:
                 items.append(decode_item(msg.value, max_bytes=self.settings.max_message_bytes))
             except InvalidMessage as exc:

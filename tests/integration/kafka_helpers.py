@@ -13,7 +13,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from stream.settings import Settings
 
 
-def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+def produce(
+    settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes | None]]
+) -> None:
     async def run() -> None:
         prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
         await prod.start()

@@ -201,3 +201,18 @@ def test_every_metric_on_the_dashboard_is_exported_by_a_running_worker(settings,
     used = {metric_family(n) for n in METRIC_NAME.findall(DASHBOARD_FILE.read_text())}
     assert used
     assert used <= exported
+
+
+def test_an_item_tombstone_makes_the_item_unavailable(settings, running):
+    recs = Collector(settings, settings.topic_recommendations)
+    produce(settings, settings.topic_events, [event("t0", "tina", "books-3")])
+    first = recs.by_trigger("t0")["t0"]
+    gone = first["items"][0]["item_id"]
+    produce(settings, settings.topic_items, [(gone.encode(), None)])  # a real tombstone
+    deadline = time.monotonic() + 30
+    while running.metric("streamrec_items_updated_total", action="unavailable") < 1:
+        assert time.monotonic() < deadline, running.log()
+        time.sleep(0.2)
+    produce(settings, settings.topic_events, [event("t1", "tina", "books-3", "click")])
+    assert gone not in ids(recs.by_trigger("t1")["t1"])
+    assert running.metric("streamrec_dlq_events_total", reason="invalid_json") == 0
