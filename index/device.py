@@ -57,3 +57,12 @@ def choose_device(choice: DeviceChoice = "auto") -> Device:
     if choice == "cpu" or gpus == 0:
         return Device("cpu")
     return Device("gpu", 0)
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Threads FAISS may use on the CPU (OpenMP). One per worker process avoids idle
+    OpenMP threads spinning on small batches; scale out with more worker processes."""
+    if threads < 1:
+        msg = f"FAISS thread count must be >= 1, got {threads}"
+        raise ValueError(msg)
+    faiss.omp_set_num_threads(threads)

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     redis_retry_max_s: float = Field(5.0, gt=0, description="Max backoff between Redis retries.")
     catalog_sync_interval_s: float = Field(0.5, gt=0, description="Catalog poll period.")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where FAISS runs.")
+    faiss_threads: int = Field(1, ge=1, le=256, description="OpenMP threads for FAISS on CPU.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap")

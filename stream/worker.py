@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from engine.catalog import Catalog
 from engine.model import ItemModel
 from engine.recommender import Recommender
-from index.device import choose_device
+from index.device import choose_device, set_cpu_threads
 from index.faiss_index import FaissItemIndex
 from stream.app import create_app
 from stream.kafka_io import ensure_topics
@@ -39,6 +39,7 @@ def load_recommender(settings: Settings) -> Recommender:
         raise ConfigurationError(msg)
     model = ItemModel.load(model_dir)
     device = choose_device(settings.device)
+    set_cpu_threads(settings.faiss_threads)
     if not (settings.index_dir / "items.ids.json").is_file():
         msg = (
             f"no index in {settings.index_dir.resolve()}: run "
