@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from engine.recommender import Ranked, Recommender
-from engine.types import Event, Item
+from engine.types import Event, Item, UserState
 from stream.contracts import (
     InvalidMessage,
     decode_event,
@@ -30,6 +31,7 @@ from stream.redis_store import RedisStore
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def wall_clock_ms() -> int:
@@ -89,7 +91,7 @@ class Pipeline:
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    async def _in_thread(self, fn: Callable[[], object]) -> object:
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     # -- catalog ------------------------------------------------------------------
@@ -113,7 +115,7 @@ class Pipeline:
             return [self.recommender.apply_item(item).action for item in items]
 
         actions = await self._in_thread(apply)
-        for action in actions:  # type: ignore[attr-defined]
+        for action in actions:
             self.metrics.items_updated.labels(action=action).inc()
         self.metrics.index_items.set(len(self.recommender.index))
 
@@ -164,9 +166,11 @@ class Pipeline:
         if any(event.item_id not in catalog for _, _, event in decoded):
             await self.sync_catalog()  # the item may have just arrived through another worker
         events: list[Event] = []
+        sources: list[RawMessage] = []
         for position, msg, event in decoded:
             if event.item_id in catalog:
                 events.append(event)
+                sources.append(msg)
             else:
                 detail = f"`item_id` {event.item_id!r} is not in the catalog"
                 dead[position] = self._dead(msg, "unknown_item", detail)
@@ -180,20 +184,38 @@ class Pipeline:
             if not outcome.applied:
                 self.metrics.duplicate_events.inc()
 
-        states = [a.state for a in applied]
-        trigger_ids = [e.event_id for e in events]
         started = time.perf_counter()
-        ranked: list[Ranked] = await self._in_thread(  # type: ignore[assignment]
-            lambda: self.recommender.recommend(states, trigger_ids, self.clock())
-        )
+        ranked = await self._in_thread(lambda: self._rank_each([a.state for a in applied], events))
         self.metrics.retrieval.observe(time.perf_counter() - started)
-        await self.store.save_results([(r.recommendation, r.user_vector) for r in ranked])
-        for event, r in zip(events, ranked, strict=True):
-            result.recommendations.append(
-                Outgoing(event.user_id.encode(), encode_recommendation(r.recommendation))
-            )
-            result.event_ts.append(event.ts)
+        await self.store.save_results(
+            [(r.recommendation, r.user_vector) for r in ranked if isinstance(r, Ranked)]
+        )
+        for event, msg, r in zip(events, sources, ranked, strict=True):
+            if isinstance(r, Ranked):
+                result.recommendations.append(
+                    Outgoing(event.user_id.encode(), encode_recommendation(r.recommendation))
+                )
+                result.event_ts.append(event.ts)
+            else:
+                result.dead_letters.append(self._dead(msg, "processing_error", r))
         return result
+
+    def _rank_each(self, states: list[UserState], events: list[Event]) -> list[Ranked | str]:
+        """Rank the batch; if that fails, rank event by event so one bad event cannot take
+        the others down. Failures come back as their error text (for the DLQ)."""
+        ids = [e.event_id for e in events]
+        try:
+            return list(self.recommender.recommend(states, ids, self.clock()))
+        except Exception:  # noqa: BLE001 - isolate the failing event below
+            log.warning("ranking a batch of %d failed; retrying event by event", len(events))
+        out: list[Ranked | str] = []
+        for state, event_id in zip(states, ids, strict=True):
+            try:
+                out.extend(self.recommender.recommend([state], [event_id], self.clock()))
+            except Exception as exc:
+                log.exception("ranking failed for event %s", event_id)
+                out.append(f"ranking failed: {type(exc).__name__}: {exc}")
+        return out
 
     def record_published(self, result: BatchResult) -> None:
         """Count published lists and their event-to-publish latency (after Kafka acked)."""

@@ -78,6 +78,8 @@ def settings(kafka: LocalService, redis_url: str, shop_model: shop.TrainedShop) 
 def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
     for name, value in settings.model_dump().items():
+        if value is None:
+            continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
         env[f"STREAMREC_{name.upper()}"] = str(value)
