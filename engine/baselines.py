@@ -16,15 +16,8 @@ among u's events on i; ``weights=None`` makes it binary. Items with no training 
   its ``k`` most similar items; ``score(u, i) = sum_j x_uj * s_ji``.
 * :class:`EASERecommender` (Steck, 2019): ``B = I - P / diag(P)`` (column j divided by
   ``P_jj``), ``P = (XᵀX + λI)⁻¹``, so ``diag(B) = 0``; ``score(u) = x_u B``.
-* :class:`ALSRecommender`: implicit-feedback ALS (Hu, Koren & Volinsky, 2008) from PyPI
-  ``implicit``'s CPU model, confidence ``alpha * x``; a history's user factors come from
-  implicit's exact least-squares user step (``recalculate_user``).
 
-:func:`tune` picks hyperparameters by validation NDCG@10 (full ranking, seen excluded).
-
-Errors::
-
-    BaselineUnavailableError (RuntimeError)   an optional dependency (implicit) is missing
+Implicit ALS, the one baseline with an optional dependency, is in :mod:`engine.als`.
 
 Example:
     >>> knn = ItemKNNRecommender.fit(split.train, items, k=50)  # doctest: +SKIP
@@ -33,9 +26,8 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,18 +36,16 @@ import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
-from engine.evaluation import Recommender, Split, evaluate_full_ranking
 from engine.user_embedding import EventWeights
 
 __all__ = [
-    "ALSRecommender",
-    "BaselineGrids",
-    "BaselineUnavailableError",
     "EASERecommender",
     "ItemKNNRecommender",
     "RecentPopularityRecommender",
-    "Tuned",
-    "tune",
+    "Scores",
+    "finish_scores",
+    "fit_matrix",
+    "item_cosine_top_k",
     "user_item_matrix",
 ]
 
@@ -64,44 +54,6 @@ logger = logging.getLogger(__name__)
 _DAY_MS = 86_400_000
 _BLOCK = 1024
 Scores = npt.NDArray[np.float64]
-
-
-class BaselineUnavailableError(RuntimeError):
-    """A baseline's optional dependency is not installed."""
-
-
-@dataclass(frozen=True)
-class BaselineGrids:
-    """What :func:`tune` tries on validation for each tuned baseline.
-
-    Attributes:
-        knn_neighbours: Neighbours k kept per item.
-        ease_lambdas: L2 penalties λ.
-        als_factors: Latent dimensions.
-        als_regularizations: L2 penalties.
-        als_iterations: ALS sweeps.
-        als_alphas: Confidence scales (``c = alpha * x``).
-        weights: Event-type weights of X, or None for a binary X.
-        ease_max_items: EASE inverts an (n, n) matrix; larger catalogs are refused.
-    """
-
-    knn_neighbours: tuple[int, ...] = (20, 50, 100, 200)
-    ease_lambdas: tuple[float, ...] = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
-    als_factors: tuple[int, ...] = (32, 64, 128)
-    als_regularizations: tuple[float, ...] = (0.01, 0.1, 1.0)
-    als_iterations: tuple[int, ...] = (15, 30)
-    als_alphas: tuple[float, ...] = (1.0, 10.0)
-    weights: EventWeights | None = field(default_factory=EventWeights)
-    ease_max_items: int = 20_000
-
-    def als_grid(self) -> list[dict[str, float]]:
-        """Every ALS grid point, in search order."""
-        return [
-            {"factors": f, "regularization": r, "iterations": i, "alpha": a}
-            for f, r, i, a in itertools.product(
-                self.als_factors, self.als_regularizations, self.als_iterations, self.als_alphas
-            )
-        ]
 
 
 def user_item_matrix(
@@ -156,22 +108,262 @@ def _training_matrix(
     return user_item_matrix(items, kinds, index, weights)
 
 
+def fit_matrix(
+    events: pd.DataFrame, item_ids: Sequence[str], weights: EventWeights | None
+) -> tuple[tuple[str, ...], dict[str, int], sp.csr_matrix, npt.NDArray[np.bool_]]:
+    """Columns, column index, training X (users sorted by id) and which items have events.
+
+    Args:
+        events: Training events.
+        item_ids: The n items, in column order.
+        weights: Event-type weights of X, or None for binary.
+
+    Returns:
+        ``(item_ids, index, X (m, n) CSR, trained (n,))``.
+
+    Raises:
+        ValueError: No events.
+    """
+    if events.empty:
+        msg = "events must not be empty to fit a baseline"
+        raise ValueError(msg)
+    ids = tuple(str(i) for i in item_ids)
+    index = {item: i for i, item in enumerate(ids)}
+    x = _training_matrix(events, index, weights)
+    trained = np.asarray(x.getnnz(axis=0) > 0, dtype=np.bool_)
+    return ids, index, x, trained
+
+
+def finish_scores(scores: Any, trained: npt.NDArray[np.bool_]) -> Scores:
+    """(u, n) dense float64 copy of ``scores`` with -inf where ``trained`` is False."""
+    out: Scores = np.array(scores.toarray() if sp.issparse(scores) else scores, dtype=np.float64)
+    out[:, ~trained] = -np.inf
+    return out
+
+
 @dataclass(frozen=True, eq=False)
-class _MatrixModel:
-    """Shared parts of the models that score a history's row of X."""
+class RecentPopularityRecommender:
+    """Most interactions in the last ``window_days`` of training; same list for everyone.
+
+    Attributes:
+        item_ids: The items, in score-column order.
+        scores: (n,) recent count plus ``all-time count / (max all-time count + 1)``, so
+            all-time popularity only breaks ties.
+        window_days: Length of the window, ending at the last training event.
+    """
 
     item_ids: tuple[str, ...]
-    weights: EventWeights | None
+    scores: Scores = field(repr=False)
+    window_days: float = 7.0
+
+    @classmethod
+    def fit(
+        cls, events: pd.DataFrame, item_ids: Sequence[str], window_days: float = 7.0
+    ) -> RecentPopularityRecommender:
+        """Count the events of the window and of all time.
+
+        Args:
+            events: Training events.
+            item_ids: The items to score, in column order.
+            window_days: Window length in days.
+
+        Returns:
+            The baseline.
+
+        Raises:
+            ValueError: No events, or a non-positive window.
+        """
+        if events.empty or not window_days > 0:
+            msg = f"need events and window_days > 0, got {len(events)} events, {window_days!r}"
+            raise ValueError(msg)
+        ids = tuple(str(i) for i in item_ids)
+        end = int(events["ts"].max())
+        recent = events[events["ts"] > end - window_days * _DAY_MS]
+
+        def counts(frame: pd.DataFrame) -> Scores:
+            per_item = frame["item_id"].astype(str).value_counts()
+            return np.asarray(per_item.reindex(list(ids), fill_value=0), dtype=np.float64)
+
+        total = counts(events)
+        scores = counts(recent) + total / (float(total.max(initial=0.0)) + 1.0)
+        return cls(item_ids=ids, scores=scores, window_days=window_days)
+
+    def __call__(
+        self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
+    ) -> Scores:
+        """(u, n) scores, the same for every user."""
+        return np.tile(self.scores, (len(histories), 1))
+
+
+def item_cosine_top_k(x: sp.spmatrix, k: int) -> sp.csr_matrix:
+    """Cosine similarity of X's columns, keeping each item's k most similar other items.
+
+    Args:
+        x: (m, n) user-item matrix.
+        k: Neighbours kept per row (only positive similarities).
+
+    Returns:
+        (n, n) CSR ``S`` with ``S[j, i] = cos(x_j, x_i)`` for the top k i of each j, zero
+        diagonal.
+    """
+    xc = sp.csc_matrix(x, dtype=np.float64)
+    norms = np.sqrt(np.asarray(xc.multiply(xc).sum(axis=0)).ravel())
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    xn = sp.csc_matrix(xc @ sp.diags(inv))
+    xt = sp.csr_matrix(xn.T)
+    n = xc.shape[1]
+    keep = min(k, n)
+    rows: list[npt.NDArray[np.intp]] = []
+    cols: list[npt.NDArray[np.intp]] = []
+    vals: list[Scores] = []
+    for start in range(0, n, _BLOCK):
+        stop = min(start + _BLOCK, n)
+        block = np.asarray((xt[start:stop] @ xn).toarray(), dtype=np.float64)
+        block[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        top = np.argpartition(-block, keep - 1, axis=1)[:, :keep] if keep < n else None
+        idx = np.broadcast_to(np.arange(n), block.shape) if top is None else top
+        picked = np.take_along_axis(block, idx, axis=1)
+        positive = picked > 0
+        rows.append(np.nonzero(positive)[0] + start)
+        cols.append(idx[positive])
+        vals.append(picked[positive])
+    coo = sp.coo_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    return sp.csr_matrix(coo)
+
+
+@dataclass(frozen=True, eq=False)
+class ItemKNNRecommender:
+    """Item-item kNN on cosine similarity; scores sum the history items' similarities.
+
+    Attributes:
+        item_ids: The items, in score-column order.
+        index: Column of each item.
+        similarity: (n, n) top-k cosine similarities (see :func:`item_cosine_top_k`).
+        trained: (n,) items with training events.
+        weights: Event-type weights of X (None: binary).
+        k: Neighbours per item.
+    """
+
+    item_ids: tuple[str, ...]
+    index: Mapping[str, int] = field(repr=False)
+    similarity: sp.csr_matrix = field(repr=False)
     trained: npt.NDArray[np.bool_] = field(repr=False)
+    weights: EventWeights | None
+    k: int
 
-    @cached_index
-    def index(self) -> dict[str, int]:
-        return {item: i for i, item in enumerate(self.item_ids)}
+    @classmethod
+    def fit(
+        cls,
+        events: pd.DataFrame,
+        item_ids: Sequence[str],
+        k: int = 50,
+        weights: EventWeights | None = None,
+    ) -> ItemKNNRecommender:
+        """Build X from the training events and keep each item's k nearest items.
 
-    def rows(self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]) -> Any:
-        return user_item_matrix(histories, types, self.index, self.weights)
+        Args:
+            events: Training events.
+            item_ids: The items to score, in column order.
+            k: Neighbours per item, >= 1.
+            weights: Event-type weights of X, or None for binary.
 
-    def finish(self, scores: Any) -> Scores:
-        out = np.asarray(scores, dtype=np.float64)
-        out[:, ~self.trained] = -np.inf
-        return out
+        Returns:
+            The baseline.
+
+        Raises:
+            ValueError: No events or k < 1.
+        """
+        if k < 1:
+            msg = f"k must be >= 1, got {k!r}"
+            raise ValueError(msg)
+        ids, index, x, trained = fit_matrix(events, item_ids, weights)
+        return cls(ids, index, item_cosine_top_k(x, k), trained, weights, k)
+
+    def __call__(
+        self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
+    ) -> Scores:
+        """(u, n) scores ``x_u S``; -inf for items without training events."""
+        rows = user_item_matrix(histories, types, self.index, self.weights)
+        return finish_scores(rows @ self.similarity, self.trained)
+
+
+@dataclass(frozen=True, eq=False)
+class EASERecommender:
+    """EASE: a closed-form item-item linear model with a zero diagonal.
+
+    Attributes:
+        item_ids: The items, in score-column order.
+        index: Column of each item.
+        b: (n, n) item-item weights.
+        trained: (n,) items with training events.
+        weights: Event-type weights of X (None: binary).
+        lam: The L2 penalty λ.
+    """
+
+    item_ids: tuple[str, ...]
+    index: Mapping[str, int] = field(repr=False)
+    b: Scores = field(repr=False)
+    trained: npt.NDArray[np.bool_] = field(repr=False)
+    weights: EventWeights | None
+    lam: float
+
+    @staticmethod
+    def closed_form(gram: npt.NDArray[np.floating], lam: float) -> Scores:
+        """``B = I - P / diag(P)`` with ``P = (G + λI)⁻¹``: (n, n) -> (n, n).
+
+        Args:
+            gram: (n, n) ``XᵀX``.
+            lam: λ > 0.
+
+        Returns:
+            (n, n) B with ``B[i, j] = -P[i, j] / P[j, j]`` off the diagonal, 0 on it.
+        """
+        g = np.array(gram, dtype=np.float64)
+        g[np.diag_indices_from(g)] += lam
+        p = np.linalg.inv(g)
+        b: Scores = -p / np.diag(p)[None, :]
+        b[np.diag_indices_from(b)] = 0.0
+        return b
+
+    @classmethod
+    def fit(
+        cls,
+        events: pd.DataFrame,
+        item_ids: Sequence[str],
+        lam: float = 250.0,
+        weights: EventWeights | None = None,
+        max_items: int = 20_000,
+    ) -> EASERecommender:
+        """Solve EASE on the training events' X.
+
+        Args:
+            events: Training events.
+            item_ids: The items to score, in column order.
+            lam: λ > 0.
+            weights: Event-type weights of X, or None for binary.
+            max_items: Refuse larger catalogs (n² memory, n³ time).
+
+        Returns:
+            The baseline.
+
+        Raises:
+            ValueError: No events, λ <= 0, or more than ``max_items`` items.
+        """
+        if not lam > 0:
+            msg = f"lam must be > 0, got {lam!r}"
+            raise ValueError(msg)
+        if len(item_ids) > max_items:
+            msg = f"EASE needs an (n, n) inverse; n={len(item_ids)} exceeds max_items={max_items}"
+            raise ValueError(msg)
+        ids, index, x, trained = fit_matrix(events, item_ids, weights)
+        gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
+        return cls(ids, index, cls.closed_form(gram, lam), trained, weights, lam)
+
+    def __call__(
+        self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
+    ) -> Scores:
+        """(u, n) scores ``x_u B``; -inf for items without training events."""
+        rows = user_item_matrix(histories, types, self.index, self.weights)
+        return finish_scores(rows @ self.b, self.trained)

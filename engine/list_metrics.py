@@ -10,6 +10,8 @@ average over users whose list can be scored.
 * Novelty@k: per user, the mean over listed items of ``-log2 p_i``, where
   ``p_i = (c_i + 1) / (sum(c) + n)`` is item i's add-one smoothed share of the training
   interactions (so an item never seen in training has a finite, large novelty).
+* :func:`ndcg_per_user`: each user's NDCG@k of one held-out target from their list, for
+  paired comparisons of two models on the same users.
 
 Example:
     >>> import numpy as np
@@ -25,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["intra_list_diversity", "novelty"]
+__all__ = ["intra_list_diversity", "ndcg_per_user", "novelty"]
 
 
 def _check_lists(top_items: npt.NDArray[np.integer], n: int) -> npt.NDArray[np.intp]:
@@ -100,3 +102,32 @@ def novelty(top_items: npt.NDArray[np.integer], counts: npt.NDArray[np.floating]
         return float("nan")
     totals = info[lists].sum(axis=1)
     return float(np.mean(totals[ok] / per_user[ok]))
+
+
+def ndcg_per_user(
+    top_items: npt.NDArray[np.integer], targets: npt.NDArray[np.integer]
+) -> npt.NDArray[np.float64]:
+    """Each user's ``1 / log2(rank + 2)`` if their target is in their list, else 0.
+
+    Equals the per-user NDCG@k of :func:`engine.evaluation.evaluate_full_ranking` with
+    ``keep_top=k`` (same tie-breaking), so its mean is that ``ndcg@k``.
+
+    Args:
+        top_items: (u, k) listed columns, best first, -1 for an empty slot.
+        targets: (u,) each user's target column.
+
+    Returns:
+        (u,) float64.
+
+    Raises:
+        ValueError: The shapes do not fit.
+    """
+    lists = np.asarray(top_items, dtype=np.intp)
+    tgt = np.asarray(targets, dtype=np.intp)
+    if lists.ndim != 2 or tgt.shape != (lists.shape[0],):
+        msg = f"need top_items (u, k) and targets (u,), got {lists.shape} and {tgt.shape}"
+        raise ValueError(msg)
+    hit = (lists == tgt[:, None]) & (lists >= 0)
+    rank = np.argmax(hit, axis=1).astype(np.float64)
+    gain: npt.NDArray[np.float64] = np.where(hit.any(axis=1), 1.0 / np.log2(rank + 2.0), 0.0)
+    return gain

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from stream.evaluate_cli import add_evaluate_parser
 from stream.settings import Settings
 
 log = logging.getLogger("streamrec")
@@ -30,6 +31,7 @@ commands:
   worker        run a Faust worker (consumes streamrec.events, publishes recommendations)
   train         learn item embeddings from an interaction log (or --dataset ml-100k)
   index build   build the FAISS index of a trained model
+  evaluate      full-ranking evaluation of our model against baselines (docs/evaluation.md)
   topics        create the streamrec topics if missing
   replay        produce a catalog and/or an event log to Kafka
   watch         show recommendations live as they are published
@@ -318,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default="models/current")
     p.add_argument("--metrics-port", type=int, default=9108)
     p.set_defaults(func=cmd_demo)
+
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -31,6 +31,7 @@ def test_help_lists_every_command():
         "worker",
         "train",
         "index build",
+        "evaluate",
         "topics",
         "replay",
         "watch",

@@ -1,0 +1,198 @@
+"""``streamrec evaluate``: our model against strong baselines, full ranking, one split.
+
+Loads a data set, runs :func:`engine.evaluation_runner.run_evaluation` with rich progress
+bars, writes ``results.md``, ``results.json`` and ``results.png`` (NDCG@10 and Recall@10
+with 95% CI error bars; matplotlib with the Agg backend, imported only here) into ``--out``
+and prints the Markdown table on stdout. See docs/evaluation.md.
+
+Registered in ``stream/cli.py`` by :func:`add_evaluate_parser`. Heavy imports happen in the
+command, so building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.evaluation_report import EvaluationReport
+
+log = logging.getLogger("streamrec.evaluate")
+
+#: The same names, in the same order, as ``engine.evaluation_runner.MODEL_NAMES`` (tested).
+DEFAULT_MODELS = "ours,popular,popular-7d,item-knn,ease,als"
+DEFAULT_TEST_FRACTION = 0.2
+
+
+def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``evaluate`` on the ``streamrec`` sub-command parsers.
+
+    Args:
+        subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        The ``evaluate`` parser (its ``func`` default runs the command).
+    """
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "evaluate",
+        help="offline full-ranking evaluation of our model against strong baselines",
+        description="Evaluate our model and baselines on the same split, ranking every "
+        "held-out item against all items (see docs/evaluation.md).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=["ml-100k"], help="a ready-made public data set")
+    src.add_argument("--events", help="interaction log (CSV/Parquet, event schema)")
+    src.add_argument("--sessions", help="session log (session_id;user_id;item_id;...)")
+    p.add_argument("--catalog", help="catalog (CSV/Parquet) for --events")
+    p.add_argument("--protocol", choices=["leave-last-out", "time"], default="leave-last-out")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help=f"share of events after the time cut (--protocol time; {DEFAULT_TEST_FRACTION})",
+    )
+    p.add_argument(
+        "--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS})"
+    )
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default="evaluation", help="folder for results.md/.json/.png")
+    p.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    from engine import datasets
+
+    if args.catalog and not args.events:
+        msg = "streamrec evaluate: --catalog goes with --events"
+        raise SystemExit(msg)
+    try:
+        if args.dataset == "ml-100k":
+            data = datasets.load_movielens_100k()
+            return data.events, data.catalog, "ml-100k"
+        if args.sessions:
+            return datasets.load_session_log(Path(args.sessions)), None, Path(args.sessions).name
+        events = datasets.load_event_log(Path(args.events))
+        catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
+    except datasets.DatasetError as exc:
+        msg = f"streamrec evaluate: {exc}"
+        raise SystemExit(msg) from None
+    return events, catalog, Path(args.events).name
+
+
+def machine_description() -> str:
+    """CPU model and core count, e.g. ``"AMD EPYC, 2 cores"``."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def write_chart(report: EvaluationReport, path: Path) -> None:
+    """A PNG bar chart of NDCG@10 and Recall@10 per model with 95% CI error bars.
+
+    Args:
+        report: The evaluation report.
+        path: Where to write the PNG.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'streamrec[eval]'``).
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [m.name for m in report.results]
+    x = np.arange(len(names))
+    width = 0.38
+    fig = Figure(figsize=(max(6.0, 1.3 * len(names)), 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for offset, key, label in (
+        (-width / 2, "ndcg@10", "NDCG@10"),
+        (width / 2, "recall@10", "Recall@10"),
+    ):
+        est = [m.result.metrics[key] for m in report.results]
+        ax.bar(
+            x + offset,
+            [e.mean for e in est],
+            width,
+            yerr=[e.half_width for e in est],
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks(x, names)
+    ax.set_ylabel("mean over test users (95% CI)")
+    ax.set_title(
+        f"{report.dataset}, {report.protocol}: {report.n_test_users:,} users, "
+        f"full ranking over {report.n_items:,} items",
+        fontsize=10,
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Run ``streamrec evaluate`` with parsed arguments; returns the exit status."""
+    from rich.console import Console
+
+    from engine.evaluation_runner import MODEL_NAMES, run_evaluation
+    from stream.progress import progress_callback
+
+    console = Console(stderr=True)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown or not models:
+        msg = (
+            f"streamrec evaluate: --models must name some of {', '.join(MODEL_NAMES)}, "
+            f"got {args.models!r}"
+        )
+        raise SystemExit(msg)
+    if args.test_fraction is not None and args.protocol != "time":
+        msg = "streamrec evaluate: --test-fraction applies to --protocol time only"
+        raise SystemExit(msg)
+    events, catalog, name = _load(args)
+    console.print(
+        f"evaluating {', '.join(models)} on {name}: {len(events):,} events, "
+        f"{events['user_id'].nunique():,} users, {args.protocol} split"
+    )
+    try:
+        with progress_callback(console) as progress:
+            report = run_evaluation(
+                events,
+                catalog,
+                args.protocol,
+                args.seed,
+                models,
+                progress,
+                test_fraction=args.test_fraction or DEFAULT_TEST_FRACTION,
+                dataset=name,
+            )
+    except ValueError as exc:
+        msg = f"streamrec evaluate: {exc}"
+        raise SystemExit(msg) from None
+    report = replace(report, machine=machine_description())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(report.to_markdown(), encoding="utf-8")
+    (out / "results.json").write_text(report.to_json(), encoding="utf-8")
+    try:
+        write_chart(report, out / "results.png")
+    except ImportError as exc:
+        log.warning("no chart: %s; run `pip install 'streamrec[eval]'`", exc)
+    for skipped, reason in report.skipped.items():
+        console.print(f"[yellow]skipped {skipped}[/]: {reason}")
+    sys.stdout.write(report.to_markdown())
+    console.print(f"results written to {out}/ (results.md, results.json, results.png)")
+    return 0
