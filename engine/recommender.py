@@ -21,7 +21,16 @@ import numpy.typing as npt
 from engine.catalog import Catalog, CatalogChange
 from engine.model import ItemModel
 from engine.ports import CandidateIndex, FloatArray, Hits
-from engine.reasons import CitableHistory, ReasonParams, build_reason, category_counts
+from engine.reasons import (
+    CitableHistory,
+    Language,
+    Reason,
+    ReasonParams,
+    TemplateGenerator,
+    build_reason,
+    category_counts,
+    tag_counts,
+)
 from engine.scoring import augment_items, augment_user, normalised_log_popularity, score_items
 from engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
 from engine.user_embedding import contributions, history_weights, user_embedding
@@ -52,6 +61,7 @@ class RankingParams:
     exclude_seen: bool = True
     near_duplicate_cosine: float = 0.985
     reasons: ReasonParams = field(default_factory=ReasonParams)
+    reason_language: Language = "en"
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,7 @@ class Recommender:
         self.index = index
         self.catalog = catalog
         self.params = params or RankingParams()
+        self._templates = TemplateGenerator(self.params.reason_language)
         self._row = model.index
         self._content_vectors: dict[str, FloatArray] = {}
         self._log_popularity = normalised_log_popularity(model.popularity)
@@ -238,8 +249,9 @@ class Recommender:
         usable, hist_vectors, weights = history
         hist_items = [self.catalog.get(i.item_id) for i in usable]
         categories = category_counts(hist_items)
+        tags = tag_counts(hist_items)
         citable = CitableHistory(usable, hist_items)
-        ranked: list[RecommendedItem] = []
+        picked: list[tuple[str, float, Reason]] = []
         for (item_id, score), vector in zip(chosen, chosen_vectors, strict=True):
             shares = contributions(hist_vectors, weights, vector)
             reason = build_reason(
@@ -250,25 +262,31 @@ class Recommender:
                 cold_start_item=self.is_cold_start(item_id),
                 popularity=self._popularity(item_id),
                 params=self.params.reasons,
+                tags=tags,
             )
-            ranked.append(
-                RecommendedItem(
-                    item_id, len(ranked) + 1, score, reason.text, reason.code, reason.evidence
-                )
-            )
-        if len(ranked) < self.params.k:
+            picked.append((item_id, score, reason))
+        if len(picked) < self.params.k:
             taken = excluded | {i for i, _ in chosen}
-            ranked += self._popular(state, user_vec, taken, len(ranked))
-        return ranked
+            picked += self._popular(state, user_vec, taken, len(picked))
+        # One call per list, so that no sentence repeats within it.
+        texts = self._templates.render_list(
+            [(r.code, r.evidence) for _, _, r in picked], [i for i, _, _ in picked]
+        )
+        return [
+            RecommendedItem(item_id, rank, score, text, reason.code, reason.evidence)
+            for rank, ((item_id, score, reason), text) in enumerate(
+                zip(picked, texts, strict=True), start=1
+            )
+        ]
 
     def _popular(
         self, state: UserState, user_vec: FloatArray, excluded: set[str], start: int
-    ) -> list[RecommendedItem]:
-        """Most popular available items not in ``excluded``, ranked from ``start + 1``.
+    ) -> list[tuple[str, float, Reason]]:
+        """Most popular available items not in ``excluded``, to follow ``start`` others.
 
         Their score is the scoring function's (popularity alone for a user without
         history), never a made-up number."""
-        items: list[RecommendedItem] = []
+        items: list[tuple[str, float, Reason]] = []
         for item_id in self._by_popularity:
             if start + len(items) == self.params.k:
                 break
@@ -292,10 +310,7 @@ class Recommender:
                     self.model.scoring,
                 )[0]
             )
-            rank = start + len(items) + 1
-            items.append(
-                RecommendedItem(item_id, rank, score, reason.text, reason.code, reason.evidence)
-            )
+            items.append((item_id, score, reason))
         return items
 
     def _near_duplicate(self, vector: FloatArray, chosen: list[FloatArray]) -> bool:

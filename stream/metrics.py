@@ -30,6 +30,13 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.reason_outcomes = Counter(
+            "streamrec_reason_outcomes",
+            "Reason sentences by how they were written: generated, cached, fallback_timeout, "
+            "fallback_error, fallback_guard (language-model reasons only).",
+            ["outcome"],
+            registry=registry,
+        )
         self.events_consumed = Counter(
             "streamrec_events_consumed",
             "Valid events consumed, by type.",

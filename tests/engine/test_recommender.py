@@ -87,7 +87,10 @@ def test_a_new_user_gets_popular_items_said_honestly(recommender):
     assert {i.reason_code for i in rec.items} == {"popular"}
     pops = [i.evidence["interactions"] for i in rec.items]
     assert pops == sorted(pops, reverse=True)
-    assert all("Popular with other users" in i.reason for i in rec.items)
+    for item in rec.items:  # varied phrasings, all saying it is popularity, with the count
+        assert "other users" in item.reason.lower()
+        assert str(item.evidence["interactions"]) in item.reason
+    assert len({i.reason for i in rec.items}) == len(rec.items)
 
 
 def test_similarity_reasons_cite_the_users_own_items_by_title(recommender):
@@ -101,7 +104,8 @@ def test_similarity_reasons_cite_the_users_own_items_by_title(recommender):
         assert {c["item_id"] for c in cited} <= set(history)
         assert all(c["title"] in item.reason for c in cited)
         assert any(t in item.reason for t in titles)
-        assert item.reason.startswith("Because you viewed ")
+    assert "viewed" in similar[0].reason
+    assert len({i.reason for i in rec.items}) == len(rec.items)
 
 
 def test_online_and_offline_user_vectors_are_identical(recommender, trained):
@@ -150,7 +154,8 @@ def test_cold_start_items_are_labelled_new_arrivals(recommender):
     found = [i for i in recommend(wide, s).items if i.item_id == "fresh-2"]
     assert found
     assert found[0].reason_code == "new_arrival"
-    assert found[0].reason.startswith("New in running")
+    reason = found[0].reason.lower()
+    assert "new" in reason or "just arrived" in reason
 
 
 def test_near_duplicates_are_returned_once(trained):

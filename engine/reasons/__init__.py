@@ -1,0 +1,89 @@
+"""Reasons: the evidence behind each recommended item, and the sentence shown for it.
+
+Evidence is computed from the same numbers that ranked the item; every sentence is
+written from the evidence alone, by templates or by a language model whose output must
+pass the faithfulness guard.
+
+Reason codes:
+    similar_to_recent   the item is close to specific recent items of the user
+    category_affinity   the item is in a category the user interacted with repeatedly
+    tag_affinity        the item shares a tag with several recent items of the user
+    new_arrival         a cold-start item (indexed from its content) matching the user
+    popular             fallback for users without history, said as such
+
+Modules: :mod:`.evidence` (choosing code and evidence), :mod:`.templates` and
+:mod:`.phrases` (sentences, English and Chinese), :mod:`.guard` (faithfulness check),
+:mod:`.prompt` (language-model instructions), :mod:`.generator` (the guarded, cached,
+time-bounded language-model writer). Errors (``_types``)::
+
+    ReasonError
+    ├── UnknownReasonCodeError (ValueError)
+    └── GenerationError
+        └── GenerationTimeoutError (TimeoutError)
+"""
+
+from __future__ import annotations
+
+from engine.reasons._types import (
+    LANGUAGES,
+    REASON_CODES,
+    Evidence,
+    GenerationError,
+    GenerationTimeoutError,
+    Language,
+    ReasonCode,
+    ReasonError,
+    ReasonRequest,
+    UnknownReasonCodeError,
+)
+from engine.reasons.evidence import (
+    CitableHistory,
+    Reason,
+    ReasonParams,
+    build_reason,
+    category_counts,
+    tag_counts,
+)
+from engine.reasons.generator import (
+    Complete,
+    LMReasonWriter,
+    ReasonGenerator,
+    WriterStats,
+    WrittenReasons,
+    evidence_signature,
+)
+from engine.reasons.guard import Guard, GuardResult, check
+from engine.reasons.prompt import Prompt, build_prompt
+from engine.reasons.templates import TemplateGenerator, render
+
+__all__ = [
+    "LANGUAGES",
+    "REASON_CODES",
+    "CitableHistory",
+    "Complete",
+    "Evidence",
+    "GenerationError",
+    "GenerationTimeoutError",
+    "Guard",
+    "GuardResult",
+    "LMReasonWriter",
+    "Language",
+    "Prompt",
+    "Reason",
+    "ReasonCode",
+    "ReasonError",
+    "ReasonGenerator",
+    "ReasonParams",
+    "ReasonRequest",
+    "TemplateGenerator",
+    "UnknownReasonCodeError",
+    "WriterStats",
+    "WrittenReasons",
+    "build_prompt",
+    "build_reason",
+    "category_counts",
+    "check",
+    "evidence_signature",
+    "render",
+    "tag_counts",
+]

@@ -1,0 +1,119 @@
+"""Instructions for a language model that writes one reason sentence from its evidence.
+
+The prompt holds the evidence's facts and nothing else (no user id, no item ids, no
+scores), the output language and a template sentence as an example; the model's answer
+is still checked by :mod:`engine.reasons.guard` before anyone sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.reasons._types import Evidence, Language
+from engine.reasons.templates import TemplateGenerator
+
+_LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese (简体中文)"}
+_EVENTS = {
+    "view": "viewed",
+    "click": "clicked on",
+    "add_to_cart": "added to their cart",
+    "purchase": "bought",
+}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A chat prompt: a system instruction and a user message.
+
+    Attributes:
+        system: the rules.
+        user: the facts and the example.
+        language: the language the answer must be in.
+        max_chars: the longest acceptable answer.
+    """
+
+    system: str
+    user: str
+    language: Language
+    max_chars: int
+
+    def messages(self) -> list[dict[str, str]]:
+        """OpenAI-style chat messages."""
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+
+
+def build_prompt(
+    code: str, evidence: Evidence, language: Language = "en", *, max_chars: int = 160
+) -> Prompt:
+    """The instruction for one reason, built from its evidence only.
+
+    Args:
+        code: the reason code.
+        evidence: the facts the sentence may use.
+        language: "en" or "zh".
+        max_chars: the longest acceptable answer.
+
+    Returns:
+        The prompt; its ``user`` part lists the facts and a template sentence.
+
+    Example:
+        >>> p = build_prompt("category_affinity",
+        ...                  {"category": "running", "count": 3, "of_recent": 5})
+        >>> print(p.user.splitlines()[1])
+        - 3 of the shopper's last 5 items were in the category "running".
+    """
+    name = _LANGUAGE_NAMES[language]
+    system = (
+        "You write one short, friendly sentence that tells a shopper why an item is "
+        f'recommended to them; speak to them as "you". Write in {name}, at most '
+        f"{max_chars} characters. Use only the facts given: no other numbers, titles, "
+        "categories, people or links. Do not say an item is popular, trending, new or "
+        "bought together unless a fact says so. Reply with the sentence only."
+    )
+    facts = "\n".join(f"- {fact}" for fact in _facts(code, evidence))
+    example = TemplateGenerator(language).canonical(code, evidence)
+    user = f"Facts:\n{facts}\nExample of an acceptable sentence: {example}\nSentence:"
+    return Prompt(system, user, language, max_chars)
+
+
+def _facts(code: str, evidence: Evidence) -> list[str]:
+    facts: list[str] = []
+    if code == "similar_to_recent":
+        facts += [_cited_fact(e) for e in _entries(evidence.get("items"))]
+        facts.append("The recommended item is similar to these items.")
+    elif code == "new_arrival":
+        category = evidence.get("category")
+        facts.append(
+            f'The item is new in the category "{category}".' if category else "The item is new."
+        )
+        facts += [_cited_fact(e) for e in _entries(evidence.get("similar_items"))]
+    elif code == "popular":
+        facts.append(f"Other users interacted with this item {evidence.get('interactions')} times.")
+        if evidence.get("user_history") == 0:
+            facts.append("We do not know the shopper's taste yet.")
+    else:
+        facts.append(_habit_fact(evidence))
+    also = evidence.get("also")
+    if isinstance(also, Mapping):
+        facts.append(_habit_fact(also))
+    return facts
+
+
+def _habit_fact(evidence: Mapping[str, Any]) -> str:
+    head = f"{evidence.get('count')} of the shopper's last {evidence.get('of_recent')} items"
+    if "tag" in evidence:
+        return f'{head} had the tag "{evidence["tag"]}".'
+    return f'{head} were in the category "{evidence.get("category")}".'
+
+
+def _cited_fact(entry: Mapping[str, Any]) -> str:
+    verb = _EVENTS.get(str(entry.get("event")), "interacted with")
+    return f'The shopper recently {verb} "{entry.get("title")}".'
+
+
+def _entries(value: object) -> Sequence[Mapping[str, Any]]:
+    if not isinstance(value, list | tuple):
+        return []
+    return [e for e in value if isinstance(e, Mapping) and e.get("title")]
