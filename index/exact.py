@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from engine.ports import FloatArray, Hits
-from index.table import ItemTable, as_matrix
+from index.table import ItemTable, TableBacked, as_matrix
 
 
-class ExactIndex:
+class ExactIndex(TableBacked):
     """Brute-force top-k over every alive item; slow, obviously correct.
 
     Example:
@@ -23,24 +23,11 @@ class ExactIndex:
     def __init__(self, dim: int) -> None:
         self._table = ItemTable(dim)
 
-    @property
-    def dim(self) -> int:
-        return self._table.dim
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def __contains__(self, item_id: object) -> bool:
-        return item_id in self._table
-
     def upsert(self, item_ids: Sequence[str], vectors: FloatArray) -> None:
         self._table.append(item_ids, vectors)
 
     def remove(self, item_ids: Sequence[str]) -> None:
         self._table.remove(item_ids)
-
-    def vector(self, item_id: str) -> FloatArray | None:
-        return self._table.vector(item_id)
 
     def search(self, queries: FloatArray, k: int) -> list[Hits]:
         q = as_matrix(queries, self.dim)

@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.ports import FloatArray, Hits
 from index.device import Device
-from index.table import IndexInputError, ItemTable, as_matrix
+from index.table import IndexInputError, ItemTable, TableBacked, as_matrix
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class IndexFileError(RuntimeError):
     """An index directory is missing files or holds files this version cannot read."""
 
 
-class FaissItemIndex:
+class FaissItemIndex(TableBacked):
     """Inner-product ANN index of item vectors keyed by string item ids.
 
     Args:
@@ -66,21 +66,8 @@ class FaissItemIndex:
         self._index: Any = None
         self._gpu_resources: Any = None
 
-    @property
-    def dim(self) -> int:
-        return self._table.dim
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def __contains__(self, item_id: object) -> bool:
-        return item_id in self._table
-
     def item_ids(self) -> list[str]:
         return list(self._table)
-
-    def vector(self, item_id: str) -> FloatArray | None:
-        return self._table.vector(item_id)
 
     def upsert(self, item_ids: Sequence[str], vectors: FloatArray) -> None:
         """Add or replace items. vectors: (n, d)."""

@@ -117,3 +117,23 @@ class ItemTable:
         alive = np.zeros(capacity, dtype=bool)
         alive[: len(self._ids)] = self._alive[: len(self._ids)]
         self._vectors, self._alive = vectors, alive
+
+
+class TableBacked:
+    """The id bookkeeping every index shares: dimension, size, membership, stored vectors."""
+
+    _table: ItemTable
+
+    @property
+    def dim(self) -> int:
+        return self._table.dim
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._table
+
+    def vector(self, item_id: str) -> FloatArray | None:
+        """The stored (d,) vector of an item, or None when it is not indexed."""
+        return self._table.vector(item_id)

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from engine.ports import FloatArray, Hits
-from index.table import ItemTable, as_matrix
+from index.table import ItemTable, TableBacked, as_matrix
 
 
-class TorchExactIndex:
+class TorchExactIndex(TableBacked):
     """Brute-force top-k on a torch device.
 
     Args:
@@ -47,19 +47,6 @@ class TorchExactIndex:
         self.block = block
         self._vectors: Any = torch.zeros((0, dim), dtype=self.dtype, device=self.device)
         self._dead: Any = torch.zeros(0, dtype=torch.bool, device=self.device)
-
-    @property
-    def dim(self) -> int:
-        return self._table.dim
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def __contains__(self, item_id: object) -> bool:
-        return item_id in self._table
-
-    def vector(self, item_id: str) -> FloatArray | None:
-        return self._table.vector(item_id)
 
     def upsert(self, item_ids: Sequence[str], vectors: FloatArray) -> None:
         if not item_ids:
