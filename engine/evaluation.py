@@ -43,6 +43,7 @@ __all__ = [
     "evaluate_full_ranking",
     "format_markdown",
     "leave_last_out",
+    "metrics_from_ranks",
     "time_split",
 ]
 
@@ -237,6 +238,47 @@ def _top_k_columns(scores: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.in
     return result
 
 
+def metrics_from_ranks(
+    ranks: npt.ArrayLike, ks: Sequence[int] = (10, 20)
+) -> dict[str, MetricEstimate]:
+    """Recall@k and NDCG@k for each k, and MRR@max(ks), from each user's target rank.
+
+    The formulas of :func:`evaluate_full_ranking`, for ranks found any other way (e.g. a
+    target's position in a published list): a rank of ``max(ks)`` or more is a miss.
+
+    Args:
+        ranks: (u,) each user's 0-based rank of their target; any value >= max(ks) (e.g.
+            the number of items) for a target that is not ranked at all.
+        ks: Cut-offs, all >= 1.
+
+    Returns:
+        ``recall@k``, ``ndcg@k`` and ``mrr@K`` (K = max(ks)) estimates, in that order.
+
+    Raises:
+        ValueError: A cut-off below 1, or ``ranks`` is not one-dimensional.
+
+    Example:
+        >>> m = metrics_from_ranks([0, 1, 1682], ks=(10,))
+        >>> round(m["recall@10"].mean, 4), round(m["mrr@10"].mean, 4)
+        (0.6667, 0.5)
+    """
+    if not ks or min(ks) < 1:
+        msg = f"ks must be positive cut-offs, got {tuple(ks)!r}"
+        raise ValueError(msg)
+    r = np.asarray(ranks, dtype=np.float64)
+    if r.ndim != 1:
+        msg = f"ranks must have shape (u,), got shape {r.shape}"
+        raise ValueError(msg)
+    metrics: dict[str, MetricEstimate] = {}
+    for k in ks:
+        hit = r < k
+        metrics[f"recall@{k}"] = _estimate(hit.astype(np.float64))
+        metrics[f"ndcg@{k}"] = _estimate(np.where(hit, 1.0 / np.log2(r + 2.0), 0.0))
+    k_max = max(ks)
+    metrics[f"mrr@{k_max}"] = _estimate(np.where(r < k_max, 1.0 / (r + 1.0), 0.0))
+    return metrics
+
+
 def evaluate_full_ranking(
     recommend: Recommender,
     split: Split,
@@ -281,7 +323,6 @@ def evaluate_full_ranking(
     targets = np.asarray([index[t] for t in targets_raw], dtype=np.int64)
     histories, types = split.histories()
     n_users = len(targets)
-    k_max = max(ks)
     ranks = np.empty(n_users, dtype=np.int64)
     covered = {k: np.zeros(n_items, dtype=bool) for k in ks}
     n_seen = 0
@@ -314,12 +355,7 @@ def evaluate_full_ranking(
             covered[k] |= _top_k_mask(scores, k).any(axis=0)
         if top is not None:
             top[start:stop] = _top_k_columns(scores, keep_top)
-    metrics: dict[str, MetricEstimate] = {}
-    for k in ks:
-        hit = ranks < k
-        metrics[f"recall@{k}"] = _estimate(hit.astype(np.float64))
-        metrics[f"ndcg@{k}"] = _estimate(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0))
-    metrics[f"mrr@{k_max}"] = _estimate(np.where(ranks < k_max, 1.0 / (ranks + 1.0), 0.0))
+    metrics = metrics_from_ranks(ranks, ks)
     coverage = {f"coverage@{k}": float(covered[k].mean()) if n_items else 0.0 for k in ks}
     if n_seen:
         logger.info("%d of %d targets were already in the user's history", n_seen, n_users)

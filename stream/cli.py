@@ -14,11 +14,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from stream.evaluate_cli import add_evaluate_parser
 from stream.settings import Settings
+
+if TYPE_CHECKING:
+    from index.device import DeviceChoice
 
 log = logging.getLogger("streamrec")
 
@@ -31,7 +35,8 @@ commands:
   worker        run a Faust worker (consumes streamrec.events, publishes recommendations)
   train         learn item embeddings from an interaction log (or --dataset ml-100k)
   index build   build the FAISS index of a trained model
-  evaluate      full-ranking evaluation of our model against baselines (docs/evaluation.md)
+  evaluate      full-ranking evaluation of our model against baselines, or with --replay
+                its lists from a real worker against its offline ranking (docs/evaluation.md)
   topics        create the streamrec topics if missing
   replay        produce a catalog and/or an event log to Kafka
   watch         show recommendations live as they are published
@@ -102,9 +107,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_index_build(args: argparse.Namespace) -> int:
+def build_index(
+    model_dir: Path, factory: str = "Flat", device: DeviceChoice = "auto"
+) -> tuple[int, int]:
+    """Build the FAISS index of the model in ``model_dir`` and save it to ``model_dir/index``.
+
+    Every item of the model is indexed with its popularity-augmented vector; catalog items
+    (``model_dir/catalog.parquet``) the model never saw are indexed from their content, as
+    the worker does for new items. Used by ``streamrec index build`` and the replay
+    evaluation, so both serve the same index.
+
+    Returns:
+        (items indexed, of which from content).
+
+    Raises:
+        SystemExit: No model in ``model_dir``.
+    """
     import pandas as pd
-    from rich.console import Console
 
     from engine.catalog import Catalog
     from engine.model import ItemModel
@@ -113,14 +132,12 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from index.faiss_index import FaissItemIndex
     from stream.replay import catalog_items
 
-    console = Console(stderr=True)
-    model_dir = Path(args.model_dir)
     if not (model_dir / "model.json").is_file():
         msg = f"streamrec: no model in {model_dir} (model.json missing); run `streamrec train`"
         raise SystemExit(msg)
     model = ItemModel.load(model_dir)
     ids, vectors = index_entries(model)
-    index = FaissItemIndex(vectors.shape[1], args.factory, choose_device(args.device))
+    index = FaissItemIndex(vectors.shape[1], factory, choose_device(device))
     index.upsert(ids, vectors)
     catalog_path = model_dir / "catalog.parquet"
     added = 0
@@ -133,8 +150,17 @@ def cmd_index_build(args: argparse.Namespace) -> int:
                 recommender.apply_item(item)
                 added += 1
     index.save(model_dir / "index")
+    return len(index), added
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    model_dir = Path(args.model_dir)
+    indexed, added = build_index(model_dir, args.factory, args.device)
     console.print(
-        f"indexed {len(index):,} items ({added:,} from content) with {args.factory} "
+        f"indexed {indexed:,} items ({added:,} from content) with {args.factory} "
         f"into {model_dir / 'index'}"
     )
     return 0

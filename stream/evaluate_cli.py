@@ -3,7 +3,10 @@
 Loads a data set, runs :func:`engine.evaluation_runner.run_evaluation` with rich progress
 bars, writes ``results.md``, ``results.json`` and ``results.png`` (NDCG@10 and Recall@10
 with 95% CI error bars; matplotlib with the Agg backend, imported only here) into ``--out``
-and prints the Markdown table on stdout. See docs/evaluation.md.
+and prints the Markdown table on stdout. With ``--replay`` it runs
+:func:`stream.replay_eval.run_replay_evaluation` instead (our model through a real worker on
+a local broker, next to its offline number) and writes ``replay.md`` and ``replay.json``.
+See docs/evaluation.md.
 
 Registered in ``stream/cli.py`` by :func:`add_evaluate_parser`. Heavy imports happen in the
 command, so building the parser stays cheap.
@@ -61,7 +64,35 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS})"
     )
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", default="evaluation", help="folder for results.md/.json/.png")
+    p.add_argument(
+        "--out", default="evaluation", help="folder for results.md/.json/.png (replay.md/.json)"
+    )
+    replay = p.add_argument_group(
+        "online replay",
+        "--replay trains our model on the same split, replays each user's training events "
+        "through a real worker on a local Kafka broker and Redis, and scores the list it "
+        "published after the last one, next to the offline number for the same model",
+    )
+    replay.add_argument(
+        "--replay", action="store_true", help="online replay vs offline instead of baselines"
+    )
+    replay.add_argument(
+        "--users", type=int, default=None, help="a seeded sample of N test users (default all)"
+    )
+    replay.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="events/s to produce (default: as fast as possible)",
+    )
+    replay.add_argument(
+        "--set",
+        dest="worker_settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker setting, e.g. near_duplicate_cosine=2 (STREAMREC_NEAR_DUPLICATE_COSINE)",
+    )
     p.set_defaults(func=cmd_evaluate)
     return p
 
@@ -143,6 +174,65 @@ def write_chart(report: EvaluationReport, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _replay_settings(pairs: list[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            msg = f"streamrec evaluate: --set must be NAME=VALUE, got {pair!r}"
+            raise SystemExit(msg)
+        settings[name.strip().lower().removeprefix("streamrec_")] = value.strip()
+    return settings
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Run ``streamrec evaluate --replay``; returns the exit status."""
+    from rich.console import Console
+
+    from stream.local_infra import LocalInfraError
+    from stream.progress import progress_callback
+    from stream.replay_eval import ReplayError, run_replay_evaluation
+
+    console = Console(stderr=True)
+    if args.models != DEFAULT_MODELS:
+        msg = "streamrec evaluate: --models does not apply to --replay (it evaluates ours)"
+        raise SystemExit(msg)
+    if args.users is not None and args.users < 1:
+        msg = f"streamrec evaluate: --users must be >= 1, got {args.users}"
+        raise SystemExit(msg)
+    worker_settings = _replay_settings(args.worker_settings)
+    events, catalog, name = _load(args)
+    console.print(
+        f"replay evaluation on {name}: {len(events):,} events, "
+        f"{events['user_id'].nunique():,} users, {args.protocol} split"
+    )
+    try:
+        with progress_callback(console) as progress:
+            report = run_replay_evaluation(
+                events,
+                catalog,
+                protocol=args.protocol,
+                seed=args.seed,
+                users_limit=args.users,
+                rate=args.rate,
+                progress=progress,
+                test_fraction=args.test_fraction or DEFAULT_TEST_FRACTION,
+                dataset=name,
+                worker_settings=worker_settings,
+            )
+    except (ValueError, ReplayError, LocalInfraError) as exc:
+        msg = f"streamrec evaluate: {exc}"
+        raise SystemExit(msg) from None
+    report = replace(report, machine=machine_description())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "replay.md").write_text(report.to_markdown(), encoding="utf-8")
+    (out / "replay.json").write_text(report.to_json(), encoding="utf-8")
+    sys.stdout.write(report.to_markdown())
+    console.print(f"results written to {out}/ (replay.md, replay.json)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run ``streamrec evaluate`` with parsed arguments; returns the exit status."""
     from rich.console import Console
@@ -150,6 +240,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluation_runner import MODEL_NAMES, run_evaluation
     from stream.progress import progress_callback
 
+    if args.test_fraction is not None and args.protocol != "time":
+        msg = "streamrec evaluate: --test-fraction applies to --protocol time only"
+        raise SystemExit(msg)
+    if args.replay:
+        return cmd_replay(args)
+    if args.users is not None or args.rate is not None or args.worker_settings:
+        msg = "streamrec evaluate: --users, --rate and --set apply to --replay only"
+        raise SystemExit(msg)
     console = Console(stderr=True)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODEL_NAMES]
@@ -158,9 +256,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"streamrec evaluate: --models must name some of {', '.join(MODEL_NAMES)}, "
             f"got {args.models!r}"
         )
-        raise SystemExit(msg)
-    if args.test_fraction is not None and args.protocol != "time":
-        msg = "streamrec evaluate: --test-fraction applies to --protocol time only"
         raise SystemExit(msg)
     events, catalog, name = _load(args)
     console.print(

@@ -16,6 +16,7 @@ from engine.evaluation import (
     evaluate_full_ranking,
     format_markdown,
     leave_last_out,
+    metrics_from_ranks,
     time_split,
 )
 
@@ -120,6 +121,25 @@ def test_a_target_at_rank_r_scores_the_textbook_values(rank: int) -> None:
     assert result["ndcg@10"].mean == pytest.approx(1 / math.log2(rank + 2) if rank < 10 else 0.0)
     assert result["ndcg@20"].mean == pytest.approx(1 / math.log2(rank + 2) if rank < 20 else 0.0)
     assert result["mrr@20"].mean == pytest.approx(1 / (rank + 1) if rank < 20 else 0.0)
+
+
+def test_metrics_from_ranks_are_the_full_ranking_metrics_of_the_same_ranks() -> None:
+    order = [f"i{k}" for k in range(30)]
+    ranks = [0, 3, 9, 10, 19, 25]
+    split = _split_with_targets([order[r] for r in ranks])
+    full = evaluate_full_ranking(_ranker(order), split, ITEMS, ks=(10, 20))
+    from_ranks = metrics_from_ranks(ranks, ks=(10, 20))
+    assert list(from_ranks) == list(full.metrics)
+    for name, estimate in full.metrics.items():
+        assert from_ranks[name].mean == pytest.approx(estimate.mean)
+        assert from_ranks[name].half_width == pytest.approx(estimate.half_width)
+
+
+def test_metrics_from_ranks_refuses_bad_cut_offs_and_shapes() -> None:
+    with pytest.raises(ValueError, match="ks must be positive"):
+        metrics_from_ranks([0, 1], ks=(0,))
+    with pytest.raises(ValueError, match=r"ranks must have shape \(u,\)"):
+        metrics_from_ranks([[0, 1]])
 
 
 def test_seen_items_are_removed_from_the_ranking() -> None:

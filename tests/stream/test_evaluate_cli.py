@@ -91,6 +91,11 @@ def test_a_session_log_is_evaluated_with_each_session_as_a_user(tmp_path: Path) 
     [
         (["--models", "ours,sasrec"], "--models must name some of"),
         (["--test-fraction", "0.3"], "--test-fraction applies to --protocol time"),
+        (["--users", "10"], "--users, --rate and --set apply to --replay only"),
+        (["--set", "exclude_seen=false"], "--users, --rate and --set apply to --replay only"),
+        (["--replay", "--models", "ours,ease"], "--models does not apply to --replay"),
+        (["--replay", "--users", "0"], "--users must be >= 1, got 0"),
+        (["--replay", "--set", "near_duplicate_cosine"], "--set must be NAME=VALUE"),
     ],
 )
 def test_bad_flags_stop_with_a_message_naming_the_flag(
