@@ -52,7 +52,8 @@ class RankingParams:
         k: items per recommendation list.
         fan_out: extra candidates fetched beyond k and the user's excluded items, to
             survive availability and near-duplicate filtering.
-        exclude_seen: drop items already in the user's recent history.
+        exclude_seen: drop every item the user interacted with (``UserState.seen``, not
+            bounded by the history length) and those in their recent history.
         near_duplicate_cosine: a candidate this similar to an already-chosen item is skipped.
     """
 
@@ -223,6 +224,7 @@ class Recommender:
     def _excluded(self, state: UserState) -> set[str]:
         excluded = set(state.purchased)
         if self.params.exclude_seen:
+            excluded.update(state.seen)
             excluded.update(i.item_id for i in state.history)
         return excluded
 

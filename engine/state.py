@@ -5,8 +5,10 @@ The production store is Redis (``stream/redis_store.py``); both implement
 
 * ``apply`` appends each event to its user's bounded history (oldest first), records
   purchases, and is idempotent per ``event_id`` within the dedupe window: a replayed event
-  changes nothing and is reported with ``applied=False``. Events are applied in the order
-  given; each result is the user's state right after that event.
+  changes nothing and is reported with ``applied=False``. Every item a user touched is
+  remembered in ``seen`` beyond the history window, for "never recommend it again".
+  Events are applied in the order given; each result is the user's state right after
+  that event.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class InMemoryUserStore:
         self.history_length = history_length
         self._history: dict[str, list[Interaction]] = {}
         self._purchased: dict[str, set[str]] = {}
+        self._seen: dict[str, set[str]] = {}
         self._seen_events: set[tuple[str, str]] = set()
         self.latest: dict[str, Recommendation] = {}
 
@@ -54,6 +57,7 @@ class InMemoryUserStore:
                 history = self._history.setdefault(event.user_id, [])
                 history.append(Interaction(event.item_id, event.type, event.ts))
                 del history[: -self.history_length]
+                self._seen.setdefault(event.user_id, set()).add(event.item_id)
                 if event.type == "purchase":
                     self._purchased.setdefault(event.user_id, set()).add(event.item_id)
             out.append(Applied(await self.get(event.user_id), applied))
@@ -64,10 +68,12 @@ class InMemoryUserStore:
             user_id,
             tuple(self._history.get(user_id, ())),
             frozenset(self._purchased.get(user_id, ())),
+            frozenset(self._seen.get(user_id, ())),
         )
 
     async def forget(self, user_id: str) -> None:
         self._history.pop(user_id, None)
         self._purchased.pop(user_id, None)
+        self._seen.pop(user_id, None)
         self._seen_events = {k for k in self._seen_events if k[0] != user_id}
         self.latest.pop(user_id, None)

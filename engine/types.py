@@ -57,6 +57,8 @@ class UserState:
     history: tuple[Interaction, ...]
     """Recent interactions, oldest first, bounded by the configured history length."""
     purchased: frozenset[str] = field(default_factory=frozenset)
+    seen: frozenset[str] = field(default_factory=frozenset)
+    """Every item the user ever interacted with (not bounded by the history length)."""
 
 
 @dataclass(frozen=True, slots=True)

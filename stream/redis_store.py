@@ -5,6 +5,7 @@ Keys (``{u:USER}`` is a Redis Cluster hash tag, so one user's keys share a slot)
 ====================================  =============================================
 ``sr:{u:USER}:h``                     list of recent interactions, JSON [item, type, ts]
 ``sr:{u:USER}:p``                     set of purchased item ids
+``sr:{u:USER}:s``                     set of every item id the user interacted with
 ``sr:{u:USER}:ev:EVENT_ID``           dedupe marker with TTL (idempotent replays)
 ``sr:{u:USER}:emb``                   float32 bytes of the latest user vector
 ``sr:{u:USER}:recs``                  latest recommendation message (JSON)
@@ -49,9 +50,11 @@ if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) then
   redis.call('RPUSH', KEYS[1], ARGV[1])
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
   if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end
+  redis.call('SADD', KEYS[4], ARGV[5])
   applied = 1
 end
-return {applied, redis.call('LRANGE', KEYS[1], 0, -1), redis.call('SMEMBERS', KEYS[2])}
+return {applied, redis.call('LRANGE', KEYS[1], 0, -1), redis.call('SMEMBERS', KEYS[2]),
+        redis.call('SMEMBERS', KEYS[4])}
 """
 
 _decode_entry = msgspec.json.Decoder(tuple[str, str, int]).decode
@@ -129,12 +132,14 @@ class RedisStore:
                             user_key(e.user_id, "h"),
                             user_key(e.user_id, "p"),
                             user_key(e.user_id, f"ev:{e.event_id}"),
+                            user_key(e.user_id, "s"),
                         ],
                         args=[
                             entry,
                             e.item_id if e.type == "purchase" else "",
                             self.history_length,
                             self.dedupe_ttl_s,
+                            e.item_id,
                         ],
                         client=pipe,
                     )
@@ -144,7 +149,7 @@ class RedisStore:
             return []
         replies = await self.retrying("apply", run)
         return [
-            Applied(_state(e.user_id, r[1], r[2]), bool(r[0]))
+            Applied(_state(e.user_id, r[1], r[2], r[3]), bool(r[0]))
             for e, r in zip(events, replies, strict=True)
         ]
 
@@ -153,10 +158,11 @@ class RedisStore:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.lrange(user_key(user_id, "h"), 0, -1)
                 pipe.smembers(user_key(user_id, "p"))
+                pipe.smembers(user_key(user_id, "s"))
                 return list(await pipe.execute())
 
-        history, purchased = await self.retrying("get", run)
-        return _state(user_id, history, purchased)
+        history, purchased, seen = await self.retrying("get", run)
+        return _state(user_id, history, purchased, seen)
 
     async def save_results(self, ranked: Sequence[tuple[Recommendation, np.ndarray]]) -> None:
         """Store each user's latest list and vector (last one wins within a batch)."""
@@ -234,13 +240,13 @@ class RedisStore:
         return await self.retrying("catalog_changes", run)
 
 
-def _state(user_id: str, history: Sequence[bytes], purchased: Any) -> UserState:
+def _state(user_id: str, history: Sequence[bytes], purchased: Any, seen: Any) -> UserState:
     interactions = []
     for raw in history:
         item_id, type_, ts = _decode_entry(raw)
         interactions.append(Interaction(item_id, type_, ts))  # type: ignore[arg-type]
-    return UserState(
-        user_id,
-        tuple(interactions),
-        frozenset(p.decode() if isinstance(p, bytes) else p for p in purchased),
-    )
+    return UserState(user_id, tuple(interactions), _strings(purchased), _strings(seen))
+
+
+def _strings(members: Any) -> frozenset[str]:
+    return frozenset(m.decode() if isinstance(m, bytes) else m for m in members)

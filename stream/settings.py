@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(4, ge=1, description="Partitions when the worker creates topics.")
     num_recommendations: int = Field(10, ge=1, le=200, description="Items per recommendation.")
     candidate_fan_out: int = Field(200, ge=10, description="ANN candidates fetched per user.")
-    exclude_seen: bool = Field(True, description="Never recommend items in the user's history.")
+    exclude_seen: bool = Field(
+        True, description="Never recommend an item the user interacted with."
+    )
     near_duplicate_cosine: float = Field(
         0.985, gt=0, description="Skip a candidate this similar to a chosen item (>1: off)."
     )

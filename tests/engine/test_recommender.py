@@ -248,3 +248,14 @@ def test_augmented_inner_product_is_the_scoring_function(trained):
         augment_user(user) @ augment_items(model.vectors, model.log_popularity, model.scoring).T
     )
     np.testing.assert_allclose(via_index[0], direct, rtol=1e-5, atol=1e-6)
+
+
+def test_items_seen_before_the_history_window_are_not_recommended_again(recommender):
+    """exclude_seen covers every item the user touched, not only the recent history."""
+    recent = state("u", "running-1", "running-2")
+    first = [i.item_id for i in recommend(recommender, recent).items]
+    old = UserState(
+        "u", recent.history, frozenset(), frozenset({"running-1", "running-2", *first[:3]})
+    )
+    again = [i.item_id for i in recommend(recommender, old).items]
+    assert set(again).isdisjoint(first[:3])

@@ -131,3 +131,16 @@ def test_redis_outage_is_retried_counted_and_nothing_is_lost(tmp_path: Path):
     assert run(scenario()) == [True, True, True]
     assert errors
     assert set(errors) == {"apply"}
+
+
+class TestSeenItems:
+    def test_every_item_is_remembered_beyond_the_history_window(self, store):
+        run(store.apply([ev(n) for n in range(12)]))
+        state = run(store.get("u1"))
+        assert len(state.history) == HISTORY
+        assert state.seen == frozenset(f"i{n}" for n in range(12))
+
+    def test_a_replayed_event_adds_nothing(self, store):
+        run(store.apply([ev(1)]))
+        out = run(store.apply([ev(1)]))
+        assert out[0].state.seen == frozenset({"i1"})
