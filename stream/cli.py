@@ -12,9 +12,9 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 
@@ -23,6 +23,9 @@ from stream.settings import Settings
 
 if TYPE_CHECKING:
     from index.device import DeviceChoice
+    from stream.redis_store import RedisStore
+
+T = TypeVar("T")
 
 log = logging.getLogger("streamrec")
 
@@ -41,6 +44,7 @@ commands:
   replay        produce a catalog and/or an event log to Kafka
   watch         show recommendations live as they are published
   explain       print a user's latest recommendations with their full evidence
+  forget        delete every piece of a user's state (history, purchases, lists)
 """
 
 
@@ -229,23 +233,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
+async def _with_store(settings: Settings, use: Callable[[RedisStore], Awaitable[T]]) -> T:
+    """Run ``use`` with a Redis store built from the settings, closing it afterwards."""
     from stream.redis_store import RedisStore
+
+    store = RedisStore.from_url(
+        settings.redis_url.get_secret_value(),
+        history_length=settings.history_length,
+        dedupe_ttl_s=settings.dedupe_ttl_s,
+        recommendation_ttl_s=settings.recommendation_ttl_s,
+    )
+    try:
+        return await use(store)
+    finally:
+        await store.close()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
     from stream.watch import watch
 
     settings = _settings()
 
     async def run() -> int:
-        store = RedisStore.from_url(
-            settings.redis_url.get_secret_value(),
-            history_length=1,
-            dedupe_ttl_s=60,
-            recommendation_ttl_s=60,
-        )
-        try:
-            items, _ = await store.catalog_snapshot()
-        finally:
-            await store.close()
+        items, _ = await _with_store(settings, lambda store: store.catalog_snapshot())
         return await watch(settings, {i.item_id: i.title for i in items}, stop_after=args.count)
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -254,23 +264,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from stream.redis_store import RedisStore
-
     settings = _settings()
-
-    async def run() -> bytes | None:
-        store = RedisStore.from_url(
-            settings.redis_url.get_secret_value(),
-            history_length=1,
-            dedupe_ttl_s=60,
-            recommendation_ttl_s=60,
-        )
-        try:
-            return await store.latest_recommendation(args.user_id)
-        finally:
-            await store.close()
-
-    raw = asyncio.run(run())
+    raw = asyncio.run(
+        _with_store(settings, lambda store: store.latest_recommendation(args.user_id))
+    )
     if raw is None:
         print(f"no recommendations stored for user {args.user_id}")  # noqa: T201
         return 1
@@ -278,6 +275,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     items = [i for i in rec["items"] if args.item_id is None or i["item_id"] == args.item_id]
     rec["items"] = items
     print(json.dumps(rec, indent=2, ensure_ascii=False))  # noqa: T201
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    settings = _settings()
+    asyncio.run(_with_store(settings, lambda store: store.forget(args.user_id)))
+    print(f"forgot user {args.user_id}: history, purchases, seen items, stored lists")  # noqa: T201
     return 0
 
 
@@ -338,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user_id")
     p.add_argument("item_id", nargs="?")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("forget", help="delete every piece of a user's state in Redis")
+    p.add_argument("user_id")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("demo", help="the whole thing, locally, on MovieLens-100K")
     p.add_argument("--rate", type=float, default=20.0, help="events per second to replay")

@@ -68,3 +68,53 @@ def test_an_unreachable_broker_names_the_address_and_the_setting(shop_model):
     assert proc.returncode != 0
     assert "cannot reach Kafka at 127.0.0.1:1" in proc.stderr
     assert "STREAMREC_KAFKA_BOOTSTRAP" in proc.stderr
+
+
+@pytest.mark.integration
+def test_forget_and_explain_work_on_the_real_redis(redis_url):
+    import asyncio
+    import json
+
+    import numpy as np
+    import redis as redis_sync
+
+    from engine.types import Event, Recommendation, RecommendedItem
+    from stream.redis_store import RedisStore
+
+    async def seed() -> None:
+        store = RedisStore.from_url(
+            redis_url, history_length=5, dedupe_ttl_s=60, recommendation_ttl_s=60
+        )
+        await store.apply(
+            [Event("e1", "gone", "i1", "purchase", 1), Event("e2", "kept", "i2", "view", 2)]
+        )
+        rec = Recommendation(
+            "gone",
+            "e1",
+            3,
+            "v1",
+            (
+                RecommendedItem(
+                    "i9",
+                    1,
+                    0.5,
+                    "Because you bought X",
+                    "similar_to_recent",
+                    {"items": [{"item_id": "i1", "title": "X", "event": "purchase", "share": 1.0}]},
+                ),
+            ),
+        )
+        await store.save_results([(rec, np.ones(4, dtype=np.float32))])
+        await store.close()
+
+    asyncio.run(seed())
+    env = {"STREAMREC_REDIS_URL": redis_url}
+    shown = streamrec("explain", "gone", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["items"][0]["evidence"]["items"][0]["title"] == "X"
+
+    assert streamrec("forget", "gone", env=env).returncode == 0
+    keys = [k.decode() for k in redis_sync.Redis.from_url(redis_url).keys("*")]
+    assert not [k for k in keys if "gone" in k]
+    assert [k for k in keys if "kept" in k]
+    assert streamrec("explain", "gone", env=env).returncode == 1
