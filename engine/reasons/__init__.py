@@ -14,7 +14,8 @@ Reason codes:
 Modules: :mod:`.evidence` (choosing code and evidence), :mod:`.templates` and
 :mod:`.phrases` (sentences, English and Chinese), :mod:`.guard` (faithfulness check),
 :mod:`.prompt` (language-model instructions), :mod:`.generator` (the guarded, cached,
-time-bounded language-model writer). Errors (``_types``)::
+time-bounded language-model writer), :mod:`.metrics` (faithfulness, specificity and
+diversity measures for the evaluation, docs/reasons.md). Errors (``_types``)::
 
     ReasonError
     ├── UnknownReasonCodeError (ValueError)

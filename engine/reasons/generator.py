@@ -221,7 +221,10 @@ class LMReasonWriter:
     def _fallbacks(self, items: Sequence[ReasonRequest]) -> list[str]:
         out: list[str] = [""] * len(items)
         for language in {item.language for item in items}:
-            templates = self._templates.setdefault(language, TemplateGenerator(language))
+            templates = self._templates.get(language)
+            if templates is None:
+                templates = TemplateGenerator(language, max_chars=self.guard.max_chars)
+                self._templates[language] = templates
             positions = [n for n, item in enumerate(items) if item.language == language]
             texts = templates.generate([items[n] for n in positions])
             for n, text in zip(positions, texts, strict=True):

@@ -15,12 +15,15 @@ from engine.reasons._types import Evidence, Language
 from engine.reasons.templates import TemplateGenerator
 
 _LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese (简体中文)"}
+# Facts are in the second person, as the answer should be, and say no "recently added"
+# (the guard reads that as a newness claim): small models copy the facts' wording.
 _EVENTS = {
-    "view": "viewed",
-    "click": "clicked on",
-    "add_to_cart": "added to their cart",
-    "purchase": "bought",
+    "view": 'You viewed "{title}".',
+    "click": 'You clicked on "{title}".',
+    "add_to_cart": 'You added "{title}" to your cart.',
+    "purchase": 'You bought "{title}".',
 }
+_OTHER_EVENT = 'You interacted with "{title}".'
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def build_prompt(
         >>> p = build_prompt("category_affinity",
         ...                  {"category": "running", "count": 3, "of_recent": 5})
         >>> print(p.user.splitlines()[1])
-        - 3 of the shopper's last 5 items were in the category "running".
+        - 3 of your last 5 items were in the category "running".
     """
     name = _LANGUAGE_NAMES[language]
     system = (
@@ -92,7 +95,7 @@ def _facts(code: str, evidence: Evidence) -> list[str]:
     elif code == "popular":
         facts.append(f"Other users interacted with this item {evidence.get('interactions')} times.")
         if evidence.get("user_history") == 0:
-            facts.append("We do not know the shopper's taste yet.")
+            facts.append("We do not know your taste yet.")
     else:
         facts.append(_habit_fact(evidence))
     also = evidence.get("also")
@@ -102,15 +105,15 @@ def _facts(code: str, evidence: Evidence) -> list[str]:
 
 
 def _habit_fact(evidence: Mapping[str, Any]) -> str:
-    head = f"{evidence.get('count')} of the shopper's last {evidence.get('of_recent')} items"
+    head = f"{evidence.get('count')} of your last {evidence.get('of_recent')} items"
     if "tag" in evidence:
         return f'{head} had the tag "{evidence["tag"]}".'
     return f'{head} were in the category "{evidence.get("category")}".'
 
 
 def _cited_fact(entry: Mapping[str, Any]) -> str:
-    verb = _EVENTS.get(str(entry.get("event")), "interacted with")
-    return f'The shopper recently {verb} "{entry.get("title")}".'
+    fact = _EVENTS.get(str(entry.get("event")), _OTHER_EVENT)
+    return fact.format(title=entry.get("title"))
 
 
 def _entries(value: object) -> Sequence[Mapping[str, Any]]:

@@ -40,6 +40,9 @@ class TemplateGenerator:
     Args:
         language: "en" or "zh" (Simplified Chinese).
         salt: mixed into the phrasing hash; change it to reshuffle phrasings.
+        max_chars: the longest sentence :meth:`render` and :meth:`render_list` choose
+            while a shorter phrasing is left (the guard's limit; long titles can make a
+            full phrasing longer).
 
     Raises:
         ValueError: an unsupported language.
@@ -51,12 +54,13 @@ class TemplateGenerator:
         '因为你浏览过《Trail Runner 3》'
     """
 
-    def __init__(self, language: Language = "en", *, salt: str = "") -> None:
+    def __init__(self, language: Language = "en", *, salt: str = "", max_chars: int = 160) -> None:
         if language not in LANGUAGES:
             msg = f"language must be one of {LANGUAGES}, got {language!r}"
             raise ValueError(msg)
         self.language: Language = language
         self.salt = salt
+        self.max_chars = max_chars
         self._table = phrases.EN if language == "en" else phrases.ZH
 
     def phrasings(self, code: str, evidence: Evidence) -> list[list[str]]:
@@ -75,10 +79,10 @@ class TemplateGenerator:
         return tiers[0][0].format_map(fields)
 
     def render(self, code: str, evidence: Evidence, *, item_id: str = "") -> str:
-        """One sentence, its phrasing picked by a hash of (item_id, code)."""
+        """One sentence, its phrasing picked by a hash of (item_id, code) in the best tier
+        (moving on to the next phrasings, then tiers, while it is over ``max_chars``)."""
         fields, tiers = self._formats(code, evidence)
-        best = tiers[0]
-        return best[self._hash(item_id, code) % len(best)].format_map(fields)
+        return _first_unused(fields, tiers, self._hash(item_id, code), set(), self.max_chars)
 
     def render_list(
         self,
@@ -89,7 +93,8 @@ class TemplateGenerator:
 
         Each item starts from its hashed phrasing in the best tier and moves on to the
         next unused one, then to the next tiers (shorter phrasings, then generic ones that
-        name nothing). Only when all of them are taken (more than ~20 items with the same
+        name nothing); a phrasing longer than ``max_chars`` is skipped while a shorter one
+        is left. Only when all of them are taken (more than ~20 items with the same
         evidence in one list) does a sentence repeat.
 
         Args:
@@ -112,7 +117,7 @@ class TemplateGenerator:
         for n, (code, evidence) in enumerate(reasons):
             key = item_ids[n] if item_ids is not None else _canonical_json(evidence)
             fields, tiers = self._formats(code, evidence)
-            text = _first_unused(fields, tiers, self._hash(key, code), used)
+            text = _first_unused(fields, tiers, self._hash(key, code), used, self.max_chars)
             used.add(text)
             out.append(text)
         return out
@@ -126,7 +131,11 @@ class TemplateGenerator:
         for n, item in enumerate(items):
             groups.setdefault((item.language, item.list_id), []).append(n)
         for (language, _), positions in groups.items():
-            gen = self if language == self.language else TemplateGenerator(language, salt=self.salt)
+            gen = (
+                self
+                if language == self.language
+                else TemplateGenerator(language, salt=self.salt, max_chars=self.max_chars)
+            )
             texts = gen.render_list(
                 [(items[p].code, items[p].evidence) for p in positions],
                 [items[p].item_id for p in positions],
@@ -230,13 +239,21 @@ def _needs(fmt: str) -> frozenset[str]:
 
 
 def _first_unused(
-    fields: Mapping[str, str], tiers: list[list[str]], start: int, used: set[str]
+    fields: Mapping[str, str], tiers: list[list[str]], start: int, used: set[str], max_chars: int
 ) -> str:
+    """The first unused phrasing within ``max_chars``, else the first unused one, else the
+    hashed phrasing of the best tier (a repeat)."""
+    too_long: str | None = None
     for tier in tiers:
         for k in range(len(tier)):
             text = tier[(start + k) % len(tier)].format_map(fields)
-            if text not in used:
+            if text in used:
+                continue
+            if len(text) <= max_chars:
                 return text
+            too_long = too_long or text
+    if too_long is not None:
+        return too_long
     best = tiers[0]
     return best[start % len(best)].format_map(fields)
 

@@ -125,6 +125,14 @@ def test_a_short_user_id_that_equals_an_evidence_number_is_not_a_leak():
     assert not GUARD.check("User 3x: running", CATEGORY, user_id="3x").ok
 
 
+def test_a_user_id_inside_a_cited_title_is_not_a_leak():
+    # MovieLens user "13" and the film "Apollo 13": the template sentence is truthful.
+    guard = Guard(["Apollo 13", "Heat"], ["Drama"])
+    evidence = {"items": [{"item_id": "28", "title": "Apollo 13", "event": "view", "share": 1.0}]}
+    assert guard.check("Because you viewed Apollo 13", evidence, user_id="13").ok
+    assert "user_id" in guard.check("User 13 viewed Apollo 13", evidence, user_id="13").kinds
+
+
 def test_the_code_is_inferred_from_the_evidence_or_given():
     text = "Popular with other users (3 interactions)"
     assert GUARD.check(text, {"interactions": 3, "user_history": 2}).ok
@@ -181,12 +189,27 @@ def test_a_chinese_prompt_asks_for_chinese_and_shows_a_chinese_example():
     assert "Simplified Chinese" in prompt.system
     assert "80 characters" in prompt.system
     assert "因为你最近的5件商品中有3件属于「running」" in prompt.user
-    assert '3 of the shopper\'s last 5 items were in the category "running"' in prompt.user
+    assert '3 of your last 5 items were in the category "running"' in prompt.user
 
 
 def test_prompts_of_other_codes_state_their_facts():
     assert "1682 times" in build_prompt("popular", POPULAR).user
-    assert "do not know the shopper's taste" in build_prompt("popular", POPULAR).user
+    assert "do not know your taste" in build_prompt("popular", POPULAR).user
     assert 'new in the category "New Releases"' in build_prompt("new_arrival", NEW).user
     tag = {"tag": "trail", "count": 2, "of_recent": 4}
     assert 'had the tag "trail"' in build_prompt("tag_affinity", tag).user
+
+
+@pytest.mark.parametrize("event", ["view", "click", "add_to_cart", "purchase", "rate"])
+@pytest.mark.parametrize("code", ["similar_to_recent", "new_arrival"])
+def test_a_model_that_copies_a_fact_of_its_prompt_is_not_rejected_for_it(code, event):
+    # SmolLM2 mostly copies the facts' wording; "The shopper recently added to their cart"
+    # used to be read as a newness claim ("recently added") and rejected.
+    cited = [{"item_id": "s1", "title": "Trail Runner 3", "event": event, "share": 0.5}]
+    key = "items" if code == "similar_to_recent" else "similar_items"
+    habit = {"code": "category_affinity", **CATEGORY}
+    evidence = {key: cited, "also": habit} if key == "items" else {key: cited, "category": "x"}
+    for line in build_prompt(code, evidence).user.splitlines():
+        if line.startswith("- "):
+            result = GUARD.check(line[2:], evidence, code=code, user_id=USER)
+            assert not result.kinds - {"ungrounded"}, (line, result.violations)

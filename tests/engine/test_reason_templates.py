@@ -287,3 +287,32 @@ def test_titles_are_inserted_verbatim_never_interpreted(title):
         sentences = [s for tier in generator.phrasings("similar_to_recent", evidence) for s in tier]
         assert title in generator.canonical("similar_to_recent", evidence)
         assert all("{" not in s or "{count}" in title for s in sentences)
+
+
+def test_long_titles_make_a_list_use_shorter_phrasings_within_the_guards_limit():
+    # MovieLens titles like these made "Because you bought A and B, and <habit>" 178
+    # characters long, over the guard's 160.
+    long_a = "Good, The Bad and The Ugly, The"
+    long_b = "Dr. Strangelove or: How I Learned to Stop Worrying and Love the Bomb"
+    guard = Guard([long_a, long_b], ["Sci-Fi"])
+    evidence = {
+        "items": [cite(long_a, "purchase", "a"), cite(long_b, "purchase", "b")],
+        "also": {"code": "tag_affinity", "tag": "Sci-Fi", "count": 3, "of_recent": 27},
+    }
+    assert len(EN.canonical("similar_to_recent", evidence)) > 160
+    texts = EN.render_list([("similar_to_recent", evidence)] * 10, [f"i{n}" for n in range(10)])
+    assert len(set(texts)) == 10
+    for text in texts:
+        assert len(text) <= 160, text
+        assert_faithful(guard, text, evidence, "similar_to_recent", generic=False)
+    single = EN.render("similar_to_recent", evidence, item_id="x")
+    assert len(single) <= 160
+    assert long_a in single
+    assert (
+        len(
+            TemplateGenerator("en", max_chars=1000).render_list([("similar_to_recent", evidence)])[
+                0
+            ]
+        )
+        > 160
+    )
