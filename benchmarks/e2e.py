@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,25 +31,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import machine  # noqa: E402
 from engine.datasets import load_movielens_100k  # noqa: E402
 from stream.contracts import encode_item  # noqa: E402
 from stream.kafka_io import ensure_topics  # noqa: E402
 from stream.local_infra import start_kafka, start_redis  # noqa: E402
 from stream.replay import catalog_items, wait_for_catalog  # noqa: E402
 from stream.settings import Settings  # noqa: E402
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    system = f"{platform.system()} {platform.release()}"
-    return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
 def proc_stats(pid: int) -> tuple[float, int]:

@@ -31,7 +31,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -47,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import machine  # noqa: E402
 from engine.catalog import Catalog  # noqa: E402
 from engine.model import ItemModel  # noqa: E402
 from engine.reasons import (  # noqa: E402
@@ -592,19 +592,6 @@ def _add(total: WriterStats, part: WriterStats) -> None:
 
 
 # -- report -------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    system = f"{platform.system()} {platform.release()}"
-    return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
 def load_average() -> str:
