@@ -6,6 +6,8 @@ interleave in time, so both leave-last-out and time splits evaluate every user.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -40,5 +42,18 @@ def shop_catalog(extra: int = 5) -> pd.DataFrame:
             "item_id": ids,
             "title": [f"{i} title" for i in ids],
             "category": [i.split("-")[0] for i in ids],
+        }
+    )
+
+
+def events_from(rows: Sequence[tuple[str, str, int]], kind: str = "view") -> pd.DataFrame:
+    """Events from (user, item, ts) triples, in file order."""
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(len(rows))],
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "type": [kind] * len(rows),
+            "ts": np.asarray([r[2] for r in rows], dtype=np.int64),
         }
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,21 +21,9 @@ from engine.evaluation import (
     leave_last_out,
 )
 from engine.user_embedding import EventWeights
+from tests.eval_data import events_from
 
 DAY_MS = 86_400_000
-
-
-def _events(rows: Sequence[tuple[str, str, int]], kind: str = "view") -> pd.DataFrame:
-    """Events from (user, item, ts) triples."""
-    return pd.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(len(rows))],
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "type": [kind] * len(rows),
-            "ts": np.asarray([r[2] for r in rows], dtype=np.int64),
-        }
-    )
 
 
 def _two_clusters(users: int = 60, per_user: int = 6, seed: int = 0) -> pd.DataFrame:
@@ -48,7 +34,7 @@ def _two_clusters(users: int = 60, per_user: int = 6, seed: int = 0) -> pd.DataF
         prefix = "x" if u % 2 == 0 else "y"
         for t, k in enumerate(rng.choice(10, size=per_user, replace=False)):
             rows.append((f"u{u}", f"{prefix}{k}", u * 100 + t))
-    return _events(rows)
+    return events_from(rows)
 
 
 def _pairs(n_pairs: int = 8, users: int = 80, seed: int = 0) -> pd.DataFrame:
@@ -58,7 +44,7 @@ def _pairs(n_pairs: int = 8, users: int = 80, seed: int = 0) -> pd.DataFrame:
     for u in range(users):
         for t, k in enumerate(rng.choice(n_pairs, size=3, replace=False)):
             rows += [(f"u{u}", f"a{k}", u * 100 + 2 * t), (f"u{u}", f"b{k}", u * 100 + 2 * t + 1)]
-    return _events(rows)
+    return events_from(rows)
 
 
 CLUSTER_ITEMS = [f"x{k}" for k in range(10)] + [f"y{k}" for k in range(10)]
@@ -113,7 +99,7 @@ def test_on_a_leave_last_out_split_each_beats_popularity_by_far(name: str) -> No
 def test_ease_matches_the_hand_computed_closed_form() -> None:
     # X = [[1, 1], [1, 0]]: G + I = [[3, 1], [1, 2]], P = [[2, -1], [-1, 3]] / 5,
     # B[i, j] = -P[i, j] / P[j, j]: B[0, 1] = (1/5) / (3/5) = 1/3, B[1, 0] = (1/5) / (2/5) = 1/2
-    events = _events([("u1", "a", 1), ("u1", "b", 2), ("u2", "a", 3)])
+    events = events_from([("u1", "a", 1), ("u1", "b", 2), ("u2", "a", 3)])
     ease = EASERecommender.fit(events, ["a", "b"], lam=1.0)
     np.testing.assert_allclose(ease.b, [[0.0, 1 / 3], [1 / 2, 0.0]])
     np.testing.assert_allclose(ease([["a"]], [["view"]]), [[0.0, 1 / 3]])
@@ -121,7 +107,7 @@ def test_ease_matches_the_hand_computed_closed_form() -> None:
 
 def test_ease_refuses_a_catalog_too_large_to_invert() -> None:
     with pytest.raises(ValueError, match="max_items"):
-        EASERecommender.fit(_events([("u", "a", 1)]), ["a", "b", "c"], lam=1.0, max_items=2)
+        EASERecommender.fit(events_from([("u", "a", 1)]), ["a", "b", "c"], lam=1.0, max_items=2)
 
 
 INDEX = {"a": 0, "b": 1, "c": 2}
@@ -130,7 +116,7 @@ INDEX = {"a": 0, "b": 1, "c": 2}
 def test_item_knn_keeps_the_k_most_similar_items_by_cosine() -> None:
     # a: users 1, 2; b: users 1, 2; c: users 2, 3 -> cos(a, b) = 1, cos(a, c) = cos(b, c) = 1/2
     rows = [("1", "a", 1), ("2", "a", 2), ("1", "b", 3), ("2", "b", 4), ("2", "c", 5)]
-    events = _events([*rows, ("3", "c", 6)])
+    events = events_from([*rows, ("3", "c", 6)])
     histories = [["a", "b"], ["a", "b", "c"], ["c"]]
     x = user_item_matrix(histories, [["view"] * len(h) for h in histories], INDEX, None)
     np.testing.assert_allclose(
@@ -159,7 +145,8 @@ def test_recent_popularity_counts_the_last_week_of_training_and_breaks_ties_by_a
     rows = [(f"u{i}", "old-hit", end - 30 * DAY_MS + i) for i in range(5)]
     rows += [(f"v{i}", "trending", end - 2 * DAY_MS + i) for i in range(2)]
     rows += [("w", "quiet", end - 20 * DAY_MS), ("w", "fresh", end)]
-    pop = RecentPopularityRecommender.fit(_events(rows), ["quiet", "fresh", "old-hit", "trending"])
+    items = ["quiet", "fresh", "old-hit", "trending"]
+    pop = RecentPopularityRecommender.fit(events_from(rows), items)
     scores = pop([["x"]], [["view"]])[0]
     order = [pop.item_ids[c] for c in np.argsort(-scores, kind="stable")]
     assert order == ["trending", "fresh", "old-hit", "quiet"]

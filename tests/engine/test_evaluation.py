@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from engine.evaluation import (
@@ -19,26 +18,13 @@ from engine.evaluation import (
     metrics_from_ranks,
     time_split,
 )
-
-
-def _events(rows: Sequence[tuple[str, str, int]], kind: str = "view") -> pd.DataFrame:
-    """Events from (user, item, ts) triples, in file order."""
-    return pd.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(len(rows))],
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "type": [kind] * len(rows),
-            "ts": np.asarray([r[2] for r in rows], dtype=np.int64),
-        }
-    )
-
+from tests.eval_data import events_from
 
 # --- splits ----------------------------------------------------------------------------------
 
 
 def test_leave_last_out_holds_out_each_users_last_event_and_drops_single_event_users() -> None:
-    events = _events(
+    events = events_from(
         [
             ("u1", "a", 30),
             ("u1", "b", 10),
@@ -55,19 +41,20 @@ def test_leave_last_out_holds_out_each_users_last_event_and_drops_single_event_u
 
 
 def test_leave_last_out_breaks_timestamp_ties_by_file_order() -> None:
-    events = _events([("u", "first", 7), ("u", "second", 7), ("u", "third", 7)])
+    events = events_from([("u", "first", 7), ("u", "second", 7), ("u", "third", 7)])
     assert leave_last_out(events).test["item_id"].tolist() == ["third"]
 
 
 def test_validation_holds_out_the_second_to_last_item() -> None:
-    events = _events([("u", "a", 1), ("u", "b", 2), ("u", "c", 3), ("v", "a", 1), ("v", "d", 2)])
+    rows = [("u", "a", 1), ("u", "b", 2), ("u", "c", 3), ("v", "a", 1), ("v", "d", 2)]
+    events = events_from(rows)
     validation = leave_last_out(events).validation()
     assert validation.test["item_id"].tolist() == ["b"]  # v has 1 training event: dropped
     assert validation.train["item_id"].tolist() == ["a"]
 
 
 def test_time_split_targets_each_users_first_event_after_the_cut() -> None:
-    events = _events(
+    events = events_from(
         [
             ("u", "a", 1),
             ("v", "b", 2),
@@ -86,7 +73,7 @@ def test_time_split_targets_each_users_first_event_after_the_cut() -> None:
 
 def test_time_split_rejects_a_bad_fraction() -> None:
     with pytest.raises(ValueError, match="test_fraction"):
-        time_split(_events([("u", "a", 1)]), test_fraction=1.0)
+        time_split(events_from([("u", "a", 1)]), test_fraction=1.0)
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -97,7 +84,7 @@ ITEMS = [f"i{k}" for k in range(30)]
 def _split_with_targets(targets: Sequence[str], history: Sequence[str] = ()) -> Split:
     train_rows = [(f"u{n}", h, t) for n in range(len(targets)) for t, h in enumerate(history)]
     test_rows = [(f"u{n}", target, 100) for n, target in enumerate(targets)]
-    return Split(train=_events(train_rows), test=_events(test_rows))
+    return Split(train=events_from(train_rows), test=events_from(test_rows))
 
 
 def _ranker(order: Sequence[str]) -> Recommender:
@@ -218,7 +205,7 @@ def test_evaluation_refuses_wrong_shapes_and_nan() -> None:
 
 
 def test_popularity_ranks_by_training_counts() -> None:
-    train = _events([("u", "i2", 1), ("v", "i2", 2), ("v", "i7", 3)])
+    train = events_from([("u", "i2", 1), ("v", "i2", 2), ("v", "i7", 3)])
     pop = PopularityRecommender.fit(train, ITEMS)
     scores = pop([["x"], ["y"]], [["view"], ["view"]])
     assert scores.shape == (2, 30)
@@ -227,7 +214,7 @@ def test_popularity_ranks_by_training_counts() -> None:
 
 def test_full_pipeline_on_a_split_with_the_popularity_baseline() -> None:
     rows = [(f"u{u}", f"i{(u + k) % 5}", k) for u in range(20) for k in range(4)]
-    split = leave_last_out(_events(rows))
+    split = leave_last_out(events_from(rows))
     universe = split.item_ids()
     result = evaluate_full_ranking(
         PopularityRecommender.fit(split.train, universe), split, universe
