@@ -66,9 +66,6 @@ class FaissItemIndex(TableBacked):
         self._index: Any = None
         self._gpu_resources: Any = None
 
-    def item_ids(self) -> list[str]:
-        return list(self._table)
-
     def upsert(self, item_ids: Sequence[str], vectors: FloatArray) -> None:
         """Add or replace items. vectors: (n, d)."""
         if not item_ids:

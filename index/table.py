@@ -101,10 +101,6 @@ class ItemTable:
         rows = np.flatnonzero(self._alive[: len(self._ids)])
         return [self._ids[r] for r in rows], self._vectors[rows].copy()
 
-    def all_rows(self) -> FloatArray:
-        """Every appended row's vector, dead ones included: (rows, d)."""
-        return self._vectors[: len(self._ids)]
-
     def alive_mask(self) -> np.ndarray:
         return self._alive[: len(self._ids)]
 
