@@ -44,7 +44,7 @@ class ModelResult:
     """One model's test metrics and how it was tuned.
 
     Attributes:
-        name: Model name (``ours``, ``popular``, ``popular-7d``, ``item-knn``, ``ease``, ``als``).
+        name: Model name (see :data:`engine.evaluation_runner.MODEL_NAMES`).
         result: Full-ranking metrics on the test split.
         diversity: ILD@10 in our model's item-vector space (None when ours was not trained).
         novelty: Novelty@10 (mean ``-log2`` smoothed popularity share).
@@ -55,6 +55,7 @@ class ModelResult:
         eval_seconds: Scoring and ranking all test users.
         ndcg_vs_ours: This model's NDCG@10 minus ours, paired over the same users (mean ± 95%
             CI half-width); None for ours or when ours was not evaluated.
+        notes: How it was trained, when that needs saying (e.g. epochs, early stopping).
     """
 
     name: str
@@ -67,6 +68,7 @@ class ModelResult:
     fit_seconds: float
     eval_seconds: float
     ndcg_vs_ours: MetricEstimate | None = None
+    notes: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: metrics as ``{"mean", "ci95"}``, coverage, list metrics, tuning."""
@@ -93,6 +95,7 @@ class ModelResult:
             "grid_size": self.grid_size,
             "fit_seconds": round(self.fit_seconds, 3),
             "eval_seconds": round(self.eval_seconds, 3),
+            "notes": self.notes,
         }
 
 
@@ -183,6 +186,9 @@ class EvaluationReport:
                 f"{m.grid_size} | {m.fit_seconds:.1f} | {m.eval_seconds:.1f} |"
             )
         lines.append("")
+        for m in self.results:
+            if m.notes:
+                lines += [f"**{m.name}**: {m.notes}.", ""]
         for name, reason in self.skipped.items():
             lines += [f"Skipped **{name}**: {reason}", ""]
         where = f" on {self.machine}" if self.machine else ""

@@ -19,13 +19,15 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -44,8 +46,12 @@ from engine.evaluation import (
     time_split,
 )
 from engine.evaluation_report import EvaluationReport, ModelResult
+from engine.hybrid_training import train_model
 from engine.list_metrics import intra_list_diversity, ndcg_per_user, novelty
-from engine.training import Progress, TrainParams, train_item_model
+from engine.recbole_sasrec import DEFAULT_SASREC, RecBoleSASRec, load_recbole
+from engine.score_cache import CachedScores, cache_key, load_scores, save_scores
+from engine.sequential import SequenceParams
+from engine.training import Progress, TrainParams
 from engine.user_embedding import EventWeights
 
 __all__ = ["MODEL_NAMES", "BaselineGrids", "Tuned", "run_evaluation", "tune"]
@@ -53,7 +59,15 @@ __all__ = ["MODEL_NAMES", "BaselineGrids", "Tuned", "run_evaluation", "tune"]
 logger = logging.getLogger(__name__)
 
 #: Every model ``run_evaluation`` knows, in report order.
-MODEL_NAMES: tuple[str, ...] = ("ours", "popular", "popular-7d", "item-knn", "ease", "als")
+MODEL_NAMES: tuple[str, ...] = (
+    "ours",
+    "popular",
+    "popular-7d",
+    "item-knn",
+    "ease",
+    "als",
+    "sasrec",
+)
 ProtocolName = Literal["leave-last-out", "time"]
 Params = Mapping[str, float | str]
 LIST_LENGTH = 10
@@ -76,6 +90,10 @@ class BaselineGrids:
         als_alphas: Confidence scales.
         recent_window_days: Window of ``popular-7d``.
         ease_max_items: Larger universes skip EASE (an (n, n) inverse).
+        sasrec: Overrides of RecBole's SASRec settings
+            (:data:`engine.recbole_sasrec.DEFAULT_SASREC`).
+        sasrec_max_seconds: Training time budget of SASRec (None: until early stopping).
+        sasrec_threads: torch threads while SASRec trains (None: torch's default).
     """
 
     weightings: tuple[str, ...] = ("binary", "event")
@@ -88,6 +106,9 @@ class BaselineGrids:
     als_alphas: tuple[float, ...] = (1.0, 10.0)
     recent_window_days: float = 7.0
     ease_max_items: int = 20_000
+    sasrec: Mapping[str, Any] = field(default_factory=dict)
+    sasrec_max_seconds: float | None = None
+    sasrec_threads: int | None = None
 
     def weights(self, params: Params) -> EventWeights | None:
         """The X weights a grid point asks for (None: binary)."""
@@ -198,6 +219,11 @@ def _unavailable(name: str, n_items: int, grids: BaselineGrids) -> str | None:
             load_implicit()
         except BaselineUnavailableError as exc:
             return str(exc)
+    if name == "sasrec":
+        try:
+            load_recbole()
+        except BaselineUnavailableError as exc:
+            return str(exc)
     if name == "ease" and n_items > grids.ease_max_items:
         return f"{n_items} items exceed ease_max_items={grids.ease_max_items}"
     return None
@@ -217,6 +243,7 @@ class _Fitted:
     validation_ndcg: float | None
     grid_size: int
     seconds: float = 0.0
+    notes: str = ""
 
 
 def _fit_baseline(
@@ -236,6 +263,121 @@ def _fit_baseline(
     return _Fitted(fit(split.train, tuned.params), tuned.params, score, tuned.n_points)
 
 
+def _fit_sasrec(
+    split: Split,
+    universe: Sequence[str],
+    grids: BaselineGrids,
+    seed: int,
+    cache_dir: Path | None,
+    progress: Callable[[int, int], None] | None,
+) -> _Fitted:
+    settings = {**DEFAULT_SASREC, **grids.sasrec}
+    key_params = {**settings, "seed": seed, "max_seconds": grids.sasrec_max_seconds}
+    key = cache_key("sasrec", split, universe, key_params)
+    if cache_dir is not None and (cached := load_scores(cache_dir, key)) is not None:
+        logger.info("SASRec: using cached scores %s in %s", key, cache_dir)
+        meta = cached.meta
+        return _Fitted(
+            cached,
+            meta["chosen"],
+            meta["validation_ndcg"],
+            0,
+            notes=f"{meta['notes']}; scores read from the cache ({key})",
+        )
+    model = RecBoleSASRec.fit(
+        split,
+        universe,
+        seed,
+        params=grids.sasrec,
+        threads=grids.sasrec_threads,
+        max_seconds=grids.sasrec_max_seconds,
+        progress=progress,
+    )
+    best_epoch = 1 + int(np.argmax(model.validation_curve)) if model.validation_curve else 0
+    stop = "the time budget" if model.stopped_by_budget else "early stopping"
+    notes = (
+        f"RecBole 1.2.1 SASRec, {model.epochs_run} epochs (stopped by {stop}), best validation "
+        f"epoch {best_epoch}; RecBole's own test NDCG@10 {model.recbole_test.get('ndcg@10', 0):.4f}"
+    )
+    chosen: dict[str, float | str] = {
+        k: settings[k] for k in ("hidden_size", "n_layers", "n_heads", "loss_type", "epochs")
+    }
+    chosen["epochs_run"] = model.epochs_run
+    fitted = _Fitted(model, chosen, model.best_validation_ndcg, 0, notes=notes)
+    if cache_dir is not None:
+        meta = {
+            "chosen": chosen,
+            "validation_ndcg": model.best_validation_ndcg,
+            "notes": notes,
+            "validation_curve": list(model.validation_curve),
+            "recbole_test": dict(model.recbole_test),
+        }
+        cached = save_scores(model, split, universe, cache_dir, key, meta)
+        fitted = replace(fitted, recommender=cached)
+    return fitted
+
+
+#: Bump when a change of code changes what a cached model would score.
+CACHE_FORMAT = 1
+
+
+def _cache_key(
+    name: str,
+    split: Split,
+    universe: Sequence[str],
+    catalog: pd.DataFrame | None,
+    seed: int,
+    train_params: TrainParams | None,
+    sequence_params: SequenceParams | None,
+) -> str:
+    """A key over everything that decides a model's scores (grids are in ``name``'s fit)."""
+    catalog_digest = (
+        ""
+        if catalog is None
+        else hashlib.blake2b(
+            catalog.to_json(orient="records", default_handler=str).encode("utf-8"),
+            digest_size=8,
+        ).hexdigest()
+    )
+    params: dict[str, Any] = {"format": CACHE_FORMAT, "seed": seed, "catalog": catalog_digest}
+    if name == "ours":
+        params["train"] = asdict(TrainParams() if train_params is None else train_params)
+        params["sequence"] = None if sequence_params is None else sequence_params.as_dict()
+    return cache_key(name, split, universe, params)
+
+
+def _from_cache(hit: CachedScores, key: str) -> _Fitted:
+    meta = hit.meta
+    note = f"scores read from the cache ({key})"
+    return _Fitted(
+        hit,
+        meta.get("chosen", {}),
+        meta.get("validation_ndcg"),
+        int(meta.get("grid_size", 0)),
+        seconds=float(meta.get("seconds", 0.0)),
+        notes=f"{meta['notes']}; {note}" if meta.get("notes") else note,
+    )
+
+
+def _to_cache(
+    fit: _Fitted,
+    split: Split,
+    universe: Sequence[str],
+    cache_dir: Path,
+    key: str,
+    arrays: Mapping[str, npt.NDArray[np.float32]],
+) -> _Fitted:
+    meta = {
+        "chosen": dict(fit.chosen),
+        "validation_ndcg": fit.validation_ndcg,
+        "grid_size": fit.grid_size,
+        "seconds": fit.seconds,
+        "notes": fit.notes,
+    }
+    stored = save_scores(fit.recommender, split, universe, cache_dir, key, meta, arrays=arrays)
+    return replace(fit, recommender=stored)
+
+
 def run_evaluation(
     events: pd.DataFrame,
     catalog: pd.DataFrame | None,
@@ -247,8 +389,11 @@ def run_evaluation(
     test_fraction: float = 0.2,
     dataset: str = "events",
     train_params: TrainParams | None = None,
+    sequence_params: SequenceParams | None = None,
     grids: BaselineGrids | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    cache_dir: Path | None = None,
+    save_model: Path | None = None,
 ) -> EvaluationReport:
     """Split, tune and fit every model on the same training part, rank all items for each.
 
@@ -263,8 +408,15 @@ def run_evaluation(
         test_fraction: Share of events after the cut, for ``"time"``.
         dataset: Name for the report.
         train_params: Our model's grid (default :class:`engine.training.TrainParams`).
+        sequence_params: Our sequential encoder's settings; None trains our
+            co-occurrence model alone.
         grids: The baselines' grids (default :class:`BaselineGrids`).
         clock: Monotonic seconds, for the timings.
+        cache_dir: Where each model's test scores are cached, keyed by the split, the
+            universe, the catalog and the settings; a later run with the same key reads
+            them back instead of training (None: always train).
+        save_model: Save our trained model (and the catalog) into this folder, e.g. for
+            ``streamrec evaluate --replay --model``.
 
     Returns:
         The report; unavailable models are in ``skipped`` (and logged as warnings).
@@ -303,32 +455,75 @@ def run_evaluation(
     vectors: npt.NDArray[np.float32] | None = None
     for name in models:
         t0 = clock()
+        key = None
+        if cache_dir is not None and name != "sasrec":  # SASRec caches itself
+            key = _cache_key(name, split, universe, catalog, seed, train_params, sequence_params)
+            if (hit := load_scores(cache_dir, key)) is not None:
+                logger.info("%s: using cached scores %s in %s", name, key, cache_dir)
+                fitted[name] = _from_cache(hit, key)
+                if name == "ours":
+                    vectors = hit.arrays["vectors"]
+                continue
         if name == "ours":
-            model, train_report = train_item_model(
+            model, train_report, seq_report = train_model(
                 split.train,
                 catalog,
                 TrainParams() if train_params is None else train_params,
+                sequence_params,
                 seed,
                 None if progress is None else lambda s, d, t: progress(f"ours: {s}", d, t),
             )
+            if save_model is not None:
+                model.save(save_model)
+                if catalog is not None:
+                    catalog.to_parquet(save_model / "catalog.parquet")
             rows = model.rows(universe)
             vectors = np.where(rows[:, None] >= 0, model.vectors[rows], 0.0).astype(np.float32)
             val = train_report.validation
+            chosen: dict[str, float | str] = dict(train_report.chosen.as_dict())
+            notes = ""
+            val_ndcg = None if val is None else val["ndcg@10"].mean
+            if seq_report is not None:
+                chosen |= {
+                    "sequence_weight": seq_report.weight,
+                    "sequence_epochs": seq_report.best_epoch,
+                }
+                val_ndcg = seq_report.validation_ndcg
+                notes = (
+                    f"co-occurrence vectors + sequential encoder (weight {seq_report.weight:g}, "
+                    f"best epoch {seq_report.best_epoch} of {seq_report.epochs_run}, "
+                    f"{'refit on all training events' if seq_report.refit else 'not refit'}), "
+                    f"model {model.version}"
+                )
             fitted[name] = _Fitted(
                 model.recommender(universe),
-                dict(train_report.chosen.as_dict()),
-                None if val is None else val["ndcg@10"].mean,
+                chosen,
+                val_ndcg,
                 len(train_report.grid),
+                notes=notes,
             )
         elif (reason := _unavailable(name, len(universe), grids)) is not None:
             logger.warning("skipping %s: %s", name, reason)
             skipped[name] = reason
             continue
+        elif name == "sasrec":
+            fitted[name] = _fit_sasrec(
+                split, universe, grids, seed, cache_dir, stage("sasrec: epochs")
+            )
         else:
             fitted[name] = _fit_baseline(
                 name, split, validation, universe, grids, seed, stage(f"{name}: tune")
             )
         fitted[name] = replace(fitted[name], seconds=clock() - t0)
+        if cache_dir is not None and key is not None:
+            fitted[name] = _to_cache(
+                fitted[name],
+                split,
+                universe,
+                cache_dir,
+                key,
+                {"vectors": vectors} if name == "ours" and vectors is not None else {},
+            )
 
     index = {item: i for i, item in enumerate(universe)}
     targets = np.asarray([index[t] for t in split.test["item_id"].astype(str)], dtype=np.intp)
@@ -357,6 +552,7 @@ def run_evaluation(
             ndcg_vs_ours=None
             if name == "ours" or "ours" not in gains
             else _paired(gains[name], gains["ours"]),
+            notes=fit.notes,
         )
         for name, fit, result, top, eval_s in evaluated
     ]

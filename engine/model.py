@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from engine.content import HASHING, ContentEncoder
 from engine.scoring import ScoringParams, normalised_log_popularity, score_items_batch
+from engine.sequential import SequenceEncoder, SequenceParams
 from engine.user_embedding import (
     EVENT_TYPES,
     EventWeights,
@@ -69,6 +70,7 @@ FORMAT_VERSION = 1
 ARRAYS_FILE = "model.npz"
 META_FILE = "model.json"
 VERSION_PREFIX = "item2vec"
+SEQUENCE_VERSION_PREFIX = "seqrec"
 
 
 class ModelError(Exception):
@@ -94,6 +96,7 @@ def _content_hash(
     user_params: UserEmbeddingParams,
     scoring: ScoringParams,
     content: ContentEncoder | None,
+    sequence: tuple[SequenceEncoder, float] | None = None,
 ) -> str:
     h = hashlib.blake2b(digest_size=4)
     h.update("\n".join(item_ids).encode("utf-8"))
@@ -106,6 +109,10 @@ def _content_hash(
     h.update(json.dumps(params, sort_keys=True).encode("utf-8"))
     if content is not None:
         h.update(np.ascontiguousarray(content.weights).tobytes())
+    if sequence is not None:
+        encoder, weight = sequence
+        h.update(json.dumps({"sequence": encoder.params.as_dict(), "weight": weight}).encode())
+        h.update(encoder.to_bytes())
     return h.hexdigest()
 
 
@@ -124,6 +131,7 @@ def make_version(
     user_params: UserEmbeddingParams,
     scoring: ScoringParams,
     content: ContentEncoder | None = None,
+    sequence: tuple[SequenceEncoder, float] | None = None,
 ) -> str:
     """``item2vec-<UTC YYYYmmddHHMMSS>-<8 hex digits of a hash of the model's content>``.
 
@@ -135,6 +143,7 @@ def make_version(
         user_params: User embedding parameters.
         scoring: Scoring parameters.
         content: The content encoder, if any.
+        sequence: The sequential encoder and its score weight, if any.
 
     Returns:
         The version string.
@@ -143,8 +152,9 @@ def make_version(
         ValueError: ``now`` is naive.
     """
     stamp = _require_aware(now, "now").strftime("%Y%m%d%H%M%S")
-    digest = _content_hash(item_ids, vectors, popularity, user_params, scoring, content)
-    return f"{VERSION_PREFIX}-{stamp}-{digest}"
+    digest = _content_hash(item_ids, vectors, popularity, user_params, scoring, content, sequence)
+    prefix = VERSION_PREFIX if sequence is None else SEQUENCE_VERSION_PREFIX
+    return f"{prefix}-{stamp}-{digest}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +174,11 @@ class ItemModel:
         created_at: When the model was trained (timezone-aware).
         metrics: Validation metrics recorded at training time.
         hyperparameters: The training hyperparameters chosen on validation.
+        encoder: The sequential user encoder (:mod:`engine.sequential`), or None. With an
+            encoder a user's query vector is ``[linear user vector, encoder output]`` and
+            an item's index vector is ``[item vector, sequence_weight * encoder item
+            embedding]``, so one inner product adds both scores.
+        sequence_weight: The weight of the encoder's score, tuned on validation.
     """
 
     version: str
@@ -177,6 +192,8 @@ class ItemModel:
     created_at: datetime
     metrics: Mapping[str, float] = field(default_factory=dict, repr=False)
     hyperparameters: Mapping[str, float] = field(default_factory=dict, repr=False)
+    encoder: SequenceEncoder | None = field(default=None, repr=False)
+    sequence_weight: float = 0.0
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -204,11 +221,35 @@ class ItemModel:
             msg = f"ItemModel.content must encode to d={self.dim}, got {self.content.dim}"
             raise ValueError(msg)
         _require_aware(self.created_at, "ItemModel.created_at")
+        if self.encoder is not None and self.encoder.n_items != n:
+            msg = f"ItemModel.encoder must know the {n} items, got {self.encoder.n_items}"
+            raise ValueError(msg)
+        if not math.isfinite(self.sequence_weight) or self.sequence_weight < 0:
+            msg = f"ItemModel.sequence_weight must be finite and >= 0, got {self.sequence_weight}"
+            raise ValueError(msg)
 
     @property
     def dim(self) -> int:
         """Vector dimension d."""
         return int(self.vectors.shape[1])
+
+    @property
+    def sequence_dim(self) -> int:
+        """Dimension of the encoder's part of a query vector (0 without an encoder)."""
+        return 0 if self.encoder is None else self.encoder.dim
+
+    @property
+    def query_dim(self) -> int:
+        """Dimension of a user's query vector: d plus the encoder's dimension."""
+        return self.dim + self.sequence_dim
+
+    @cached_property
+    def index_vectors(self) -> npt.NDArray[np.float32]:
+        """(n, query_dim) item vectors scored against :meth:`embed_user`'s query vectors."""
+        if self.encoder is None:
+            return self.vectors
+        seq = self.encoder.item_vectors() * np.float32(self.sequence_weight)
+        return np.concatenate([self.vectors, seq], axis=1).astype(np.float32)
 
     @property
     def n_items(self) -> int:
@@ -262,18 +303,61 @@ class ItemModel:
         known = rows >= 0
         return rows[known], weights[known]
 
-    def embed_user(self, item_ids: Sequence[str], types: Sequence[str]) -> npt.NDArray[np.float32]:
-        """The user's vector from their history (oldest first); zero for no known items.
+    def sequence_rows(
+        self, item_ids: Sequence[str], types: Sequence[str]
+    ) -> tuple[list[int], list[str]]:
+        """The encoder's input: rows and types of the history's known items, oldest first.
 
         Args:
             item_ids: (h,) the history's items, oldest first.
             types: (h,) the matching event types.
 
         Returns:
-            (d,) float32, unit norm or zero.
+            ``(rows, types)`` of the last ``max_len`` events on items the model knows.
         """
-        rows, weights = self.history(item_ids, types)
-        return user_embedding(self.vectors[rows], weights)
+        if self.encoder is None:
+            return [], []
+        get = self.index.get
+        rows: list[int] = []
+        kinds: list[str] = []
+        for item, kind in zip(item_ids, types, strict=True):
+            row = get(item)
+            if row is not None:
+                rows.append(row)
+                kinds.append(kind)
+        limit = self.encoder.params.max_len
+        return rows[-limit:], kinds[-limit:]
+
+    def embed_users(
+        self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
+    ) -> npt.NDArray[np.float32]:
+        """(u, query_dim) query vectors for a batch of histories (see :meth:`embed_user`)."""
+        users = np.zeros((len(histories), self.query_dim), dtype=np.float32)
+        for u, (items, kinds) in enumerate(zip(histories, types, strict=True)):
+            rows, weights = self.history(items, kinds)
+            users[u, : self.dim] = user_embedding(self.vectors[rows], weights)
+        if self.encoder is not None:
+            inputs = [self.sequence_rows(h, t) for h, t in zip(histories, types, strict=True)]
+            users[:, self.dim :] = self.encoder.encode(
+                [r for r, _ in inputs], [k for _, k in inputs]
+            )
+        return users
+
+    def embed_user(self, item_ids: Sequence[str], types: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The user's query vector from their history (oldest first).
+
+        Without an encoder: the linear user vector (unit norm, zero for no known items).
+        With one: ``[linear user vector, encoder output]`` of dimension ``query_dim``.
+
+        Args:
+            item_ids: (h,) the history's items, oldest first.
+            types: (h,) the matching event types.
+
+        Returns:
+            (query_dim,) float32.
+        """
+        user: npt.NDArray[np.float32] = self.embed_users([item_ids], [types])[0]
+        return user
 
     def score(
         self, user_vec: npt.NDArray[np.floating], rows: npt.NDArray[np.intp] | None = None
@@ -287,7 +371,7 @@ class ItemModel:
         Returns:
             (n,) or (m,) float32 scores.
         """
-        items = self.vectors if rows is None else self.vectors[rows]
+        items = self.index_vectors if rows is None else self.index_vectors[rows]
         pop = self.log_popularity if rows is None else self.log_popularity[rows]
         user = np.asarray(user_vec, dtype=np.float32)[None, :]
         scores: npt.NDArray[np.float32] = score_items_batch(user, items, pop, self.scoring)[0]
@@ -344,10 +428,8 @@ class ItemModel:
         def recommend(
             histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
         ) -> npt.NDArray[np.float32]:
-            users = np.zeros((len(histories), self.dim), dtype=np.float32)
-            for u, (items, kinds) in enumerate(zip(histories, types, strict=True)):
-                users[u] = self.embed_user(items, kinds)
-            full = score_items_batch(users, self.vectors, self.log_popularity, self.scoring)
+            users = self.embed_users(histories, types)
+            full = score_items_batch(users, self.index_vectors, self.log_popularity, self.scoring)
             out = np.full((len(histories), width), -np.inf, dtype=np.float32)
             out[:, known] = full[:, cols[known]]
             return out
@@ -372,6 +454,9 @@ class ItemModel:
                 "n_features": self.content.n_features,
                 "ridge": self.content.ridge,
             },
+            "sequence": None
+            if self.encoder is None
+            else {"params": self.encoder.params.as_dict(), "weight": self.sequence_weight},
             "hyperparameters": dict(self.hyperparameters),
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()},
         }
@@ -395,6 +480,8 @@ class ItemModel:
         }
         if self.content is not None:
             arrays["content_weights"] = self.content.weights
+        if self.encoder is not None:
+            arrays.update(self.encoder.state_arrays())
         fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".npz", dir=directory)
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
@@ -429,7 +516,11 @@ class ItemModel:
                 msg = f"model file {p} does not exist"
                 raise ModelNotFoundError(msg)
         meta = _read_meta(meta_path)
-        arrays = _read_arrays(arrays_path, with_content=meta["content"] is not None)
+        arrays = _read_arrays(
+            arrays_path,
+            with_content=meta["content"] is not None,
+            with_sequence=meta.get("sequence") is not None,
+        )
         try:
             model = _model_from(meta, arrays)
         except (KeyError, TypeError, ValueError) as exc:
@@ -442,6 +533,7 @@ class ItemModel:
             model.user_params,
             model.scoring,
             model.content,
+            None if model.encoder is None else (model.encoder, model.sequence_weight),
         )
         if not model.version.endswith(f"-{digest}"):
             msg = (
@@ -479,12 +571,16 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_arrays(path: Path, *, with_content: bool) -> dict[str, npt.NDArray[Any]]:
+def _read_arrays(
+    path: Path, *, with_content: bool, with_sequence: bool
+) -> dict[str, npt.NDArray[Any]]:
     names = ["vectors", "popularity", "item_ids", "item_categories"]
     if with_content:
         names.append("content_weights")
     try:
         with np.load(path, allow_pickle=False) as data:
+            if with_sequence:
+                names += [n for n in data.files if n.startswith("seq.")]
             missing = [n for n in names if n not in data.files]
             if missing:
                 msg = f"{path}: missing array(s) {', '.join(missing)}"
@@ -512,6 +608,14 @@ def _model_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> It
         )
     )
     vectors = arrays["vectors"]
+    sequence = meta.get("sequence")
+    encoder = (
+        None
+        if sequence is None
+        else SequenceEncoder.from_arrays(
+            arrays, SequenceParams(**sequence["params"]), int(meta["n_items"])
+        )
+    )
     if vectors.shape != (int(meta["n_items"]), int(meta["dim"])):
         expected = (meta["n_items"], meta["dim"])
         msg = f"vectors have shape {vectors.shape}, model.json says {expected}"
@@ -530,4 +634,6 @@ def _model_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> It
             k: float("nan") if v is None else float(v) for k, v in meta.get("metrics", {}).items()
         },
         hyperparameters={k: float(v) for k, v in meta.get("hyperparameters", {}).items()},
+        encoder=encoder,
+        sequence_weight=0.0 if sequence is None else float(sequence["weight"]),
     )

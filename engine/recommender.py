@@ -6,7 +6,9 @@ vectors augmented with the popularity prior (:func:`engine.scoring.augment_items
 its inner product *is* the final score and candidates arrive in final order. Candidates
 are filtered (purchased, unavailable, already seen), de-duplicated and explained
 (:mod:`engine.reasons`). Users without usable history, and short lists, are filled with
-the most popular available items, labelled as such.
+the most popular available items, labelled as such. Online item statistics
+(:class:`engine.item_stats.ItemStats`: trending items, bought/viewed-together counts),
+when the caller passes them, back the ``trending`` and ``*_together`` reasons.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.catalog import Catalog, CatalogChange
+from engine.diversity import mmr_order
+from engine.item_stats import ItemStats
 from engine.model import ItemModel
 from engine.ports import CandidateIndex, FloatArray, Hits
 from engine.reasons import (
@@ -26,10 +30,12 @@ from engine.reasons import (
     Language,
     Reason,
     ReasonParams,
+    SessionPartners,
     TemplateGenerator,
     build_reason,
     category_counts,
     tag_counts,
+    trend_evidence,
 )
 from engine.scoring import augment_items, augment_user, normalised_log_popularity, score_items
 from engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
@@ -55,12 +61,15 @@ class RankingParams:
         exclude_seen: drop every item the user interacted with (``UserState.seen``, not
             bounded by the history length) and those in their recent history.
         near_duplicate_cosine: a candidate this similar to an already-chosen item is skipped.
+        diversity_weight: MMR weight w in [0, 1] (:func:`engine.diversity.mmr_order`) over
+            the eligible candidates; 0 keeps the score order.
     """
 
     k: int = 10
     fan_out: int = 50
     exclude_seen: bool = True
     near_duplicate_cosine: float = 0.985
+    diversity_weight: float = 0.0
     reasons: ReasonParams = field(default_factory=ReasonParams)
     reason_language: Language = "en"
 
@@ -74,8 +83,8 @@ class Ranked:
 
 
 def index_entries(model: ItemModel) -> tuple[list[str], FloatArray]:
-    """The ids and (n, d + 1) index vectors of every item the model knows."""
-    vectors = augment_items(model.vectors, model.log_popularity, model.scoring)
+    """The ids and (n, query_dim + 1) index vectors of every item the model knows."""
+    vectors = augment_items(model.index_vectors, model.log_popularity, model.scoring)
     return list(model.item_ids), vectors
 
 
@@ -95,10 +104,10 @@ class Recommender:
         catalog: Catalog,
         params: RankingParams | None = None,
     ) -> None:
-        if index.dim != model.dim + 1:
+        if index.dim != model.query_dim + 1:
             msg = (
                 f"index dimension {index.dim} does not match model {model.version} "
-                f"(expected {model.dim + 1}); rebuild it with `streamrec index build`"
+                f"(expected {model.query_dim + 1}); rebuild it with `streamrec index build`"
             )
             raise IndexMismatchError(msg)
         self.model = model
@@ -154,22 +163,25 @@ class Recommender:
                 item.title, item.category, list(item.tags), item.description or ""
             )
             self._content_vectors[item.item_id] = vector
+            # The encoder has no embedding for an item it never saw: only the content part.
+            indexed = np.concatenate([vector, np.zeros(self.model.sequence_dim, np.float32)])
             pop = np.zeros(1, dtype=np.float32)
         elif change.action == "unchanged" and item.item_id in self.index:
             return change
         else:
-            vector = self.model.vectors[row]
+            indexed = self.model.index_vectors[row]
             pop = self._log_popularity[row : row + 1]
-        self.index.upsert([item.item_id], augment_items(vector[None, :], pop, self.model.scoring))
+        self.index.upsert([item.item_id], augment_items(indexed[None, :], pop, self.model.scoring))
         return change
 
     def user_vector(self, state: UserState) -> FloatArray:
-        """The user's (d,) vector from their recent items; zeros when none has a vector.
+        """The user's (query_dim,) query vector from their recent events; zeros for none.
 
         Identical to ``ItemModel.embed_user`` (offline evaluation) for items the model
-        knows; cold-start items count with their content vectors.
+        knows; cold-start items count in the linear part with their content vectors.
         """
-        return self._embed(self._history(state))
+        user: FloatArray = self._embed_all([state], [self._history(state)])[0]
+        return user
 
     def _embed(self, history: _History) -> FloatArray:
         _, vectors, weights = history
@@ -177,12 +189,37 @@ class Recommender:
             return np.zeros(self.model.dim, dtype=np.float32)
         return user_embedding(vectors, weights)
 
+    def _embed_all(self, states: Sequence[UserState], histories: Sequence[_History]) -> FloatArray:
+        """(u, query_dim): the linear part per user, the encoder's part in one batch."""
+        users = np.zeros((len(states), self.model.query_dim), dtype=np.float32)
+        for u, history in enumerate(histories):
+            users[u, : self.model.dim] = self._embed(history)
+        encoder = self.model.encoder
+        if encoder is not None:
+            inputs = [
+                self.model.sequence_rows(
+                    [i.item_id for i in state.history], [i.type for i in state.history]
+                )
+                for state in states
+            ]
+            users[:, self.model.dim :] = encoder.encode(
+                [rows for rows, _ in inputs], [kinds for _, kinds in inputs]
+            )
+        return users
+
     def recommend(
-        self, states: Sequence[UserState], trigger_event_ids: Sequence[str], now_ms: int
+        self,
+        states: Sequence[UserState],
+        trigger_event_ids: Sequence[str],
+        now_ms: int,
+        stats: ItemStats | None = None,
     ) -> list[Ranked]:
-        """One ranked list per user state, with one index search for the whole batch."""
+        """One ranked list per user state, with one index search for the whole batch.
+
+        ``stats`` (plain data, read by the caller) back trending and bought/viewed-together
+        reasons; without them those reasons are never given."""
         histories = [self._history(state) for state in states]
-        vectors = [self._embed(h) for h in histories]
+        vectors = list(self._embed_all(states, histories))
         personal = [i for i, v in enumerate(vectors) if np.any(v)]
         hits: dict[int, Hits] = {}
         if personal:
@@ -198,7 +235,7 @@ class Recommender:
                 trigger_event_id=trigger_event_ids[i],
                 generated_at=now_ms,
                 model_version=self.model.version,
-                items=tuple(self._rank(state, histories[i], vectors[i], found)),
+                items=tuple(self._rank(state, histories[i], vectors[i], found, stats)),
             )
             out.append(Ranked(rec, vectors[i]))
         return out
@@ -229,14 +266,21 @@ class Recommender:
         return excluded
 
     def _rank(
-        self, state: UserState, history: _History, user_vec: FloatArray, hits: Hits
+        self,
+        state: UserState,
+        history: _History,
+        user_vec: FloatArray,
+        hits: Hits,
+        stats: ItemStats | None = None,
     ) -> list[RecommendedItem]:
         excluded = self._excluded(state)
         chosen: list[tuple[str, float]] = []
         chosen_vectors: list[FloatArray] = []
         titles: set[str] = set()
+        diversify = self.params.diversity_weight > 0
+        pool = self.params.k + self.params.fan_out if diversify else self.params.k
         for item_id, score in zip(hits.item_ids, hits.scores, strict=True):
-            if len(chosen) == self.params.k:
+            if len(chosen) == pool:
                 break
             if item_id in excluded or not self.catalog.is_available(item_id):
                 continue
@@ -247,12 +291,22 @@ class Recommender:
             chosen.append((item_id, score))
             chosen_vectors.append(vector)
             titles.add(title)
+        if diversify and chosen:
+            order = mmr_order(
+                np.asarray([s for _, s in chosen]),
+                np.stack(chosen_vectors),
+                self.params.k,
+                self.params.diversity_weight,
+            )
+            chosen = [chosen[i] for i in order]
+            chosen_vectors = [chosen_vectors[i] for i in order]
 
         usable, hist_vectors, weights = history
         hist_items = [self.catalog.get(i.item_id) for i in usable]
         categories = category_counts(hist_items)
         tags = tag_counts(hist_items)
         citable = CitableHistory(usable, hist_items)
+        partners = SessionPartners(state.history, self.catalog.get, stats, self.params.reasons)
         picked: list[tuple[str, float, Reason]] = []
         for (item_id, score), vector in zip(chosen, chosen_vectors, strict=True):
             shares = contributions(hist_vectors, weights, vector)
@@ -265,11 +319,14 @@ class Recommender:
                 popularity=self._popularity(item_id),
                 params=self.params.reasons,
                 tags=tags,
+                bought_with=partners.bought(item_id),
+                viewed_with=partners.viewed(item_id),
+                trend=_trend(stats, item_id),
             )
             picked.append((item_id, score, reason))
         if len(picked) < self.params.k:
             taken = excluded | {i for i, _ in chosen}
-            picked += self._popular(state, user_vec, taken, len(picked))
+            picked += self._popular(state, user_vec, taken, len(picked), stats)
         # One call per list, so that no sentence repeats within it.
         texts = self._templates.render_list(
             [(r.code, r.evidence) for _, _, r in picked], [i for i, _, _ in picked]
@@ -282,7 +339,12 @@ class Recommender:
         ]
 
     def _popular(
-        self, state: UserState, user_vec: FloatArray, excluded: set[str], start: int
+        self,
+        state: UserState,
+        user_vec: FloatArray,
+        excluded: set[str],
+        start: int,
+        stats: ItemStats | None = None,
     ) -> list[tuple[str, float, Reason]]:
         """Most popular available items not in ``excluded``, to follow ``start`` others.
 
@@ -302,12 +364,13 @@ class Recommender:
                 cold_start_item=False,
                 popularity=self._popularity(item_id),
                 params=self.params.reasons,
+                trend=_trend(stats, item_id),
             )
             row = self._row[item_id]
             score = float(
                 score_items(
                     user_vec,
-                    self.model.vectors[row : row + 1],
+                    self.model.index_vectors[row : row + 1],
                     self._log_popularity[row : row + 1],
                     self.model.scoring,
                 )[0]
@@ -331,6 +394,11 @@ class Recommender:
     def _popularity(self, item_id: str) -> int:
         row = self._row.get(item_id)
         return 0 if row is None else int(self.model.popularity[row])
+
+
+def _trend(stats: ItemStats | None, item_id: str) -> dict[str, object] | None:
+    found = None if stats is None else stats.trending.get(item_id)
+    return None if found is None or stats is None else trend_evidence(found, stats.half_life_s)
 
 
 def _normalised_title(item: Item) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import faiss
+import torch
 
 DeviceChoice = Literal["auto", "cpu", "gpu"]
 
@@ -60,9 +61,12 @@ def choose_device(choice: DeviceChoice = "auto") -> Device:
 
 
 def set_cpu_threads(threads: int) -> None:
-    """Threads FAISS may use on the CPU (OpenMP). One per worker process avoids idle
-    OpenMP threads spinning on small batches; scale out with more worker processes."""
+    """Threads FAISS (OpenMP) and torch (the sequential encoder) may use on the CPU.
+
+    One per worker process avoids idle threads spinning on small batches; scale out with
+    more worker processes."""
     if threads < 1:
-        msg = f"FAISS thread count must be >= 1, got {threads}"
+        msg = f"CPU thread count must be >= 1, got {threads}"
         raise ValueError(msg)
     faiss.omp_set_num_threads(threads)
+    torch.set_num_threads(threads)

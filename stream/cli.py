@@ -36,7 +36,7 @@ commands:
   demo          start local Kafka + Redis, train if needed, run a worker, replay
                 MovieLens-100K and show recommendations live (Ctrl-C stops all)
   worker        run a Faust worker (consumes streamrec.events, publishes recommendations)
-  train         learn item embeddings from an interaction log (or --dataset ml-100k)
+  train         learn item vectors and the sequential user encoder (or --dataset ml-100k)
   index build   build the FAISS index of a trained model
   evaluate      full-ranking evaluation of our model against baselines, or with --replay
                 its lists from a real worker against its offline ranking (docs/evaluation.md)
@@ -85,17 +85,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from engine.training import TrainParams, train_item_model
+    from engine.hybrid_training import train_model
+    from engine.sequential import SequenceParams
+    from engine.training import TrainParams
     from stream.progress import progress_callback
 
     console = Console(stderr=True)
     events, catalog = _load_training_data(args)
     console.print(f"training on {len(events):,} events, {events['user_id'].nunique():,} users")
+    try:
+        sequence = (
+            None
+            if args.sequence_epochs == 0
+            else SequenceParams(
+                dim=args.sequence_dim,
+                max_len=args.sequence_length,
+                max_epochs=args.sequence_epochs,
+                patience=args.patience,
+                negatives=args.negatives,
+            )
+        )
+    except ValueError as exc:
+        msg = f"streamrec train: {exc}"
+        raise SystemExit(msg) from None
     with progress_callback(console) as progress:
-        model, report = train_item_model(
+        model, report, seq_report = train_model(
             events,
             catalog,
             TrainParams(dim=args.dim),
+            sequence,
             seed=args.seed,
             progress=progress,
             now=datetime.now(UTC),
@@ -107,6 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
 
     console.print(Markdown(report.to_markdown()))
+    if seq_report is not None:
+        console.print(Markdown(seq_report.to_markdown()))
     console.print(f"model {model.version} written to {out}")
     return 0
 
@@ -300,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a Faust worker against STREAMREC_KAFKA_BOOTSTRAP")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("train", help="train item embeddings from an interaction log")
+    p = sub.add_parser(
+        "train", help="train item vectors and the sequential user encoder from a log"
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", choices=["ml-100k"], help="a ready-made public data set")
     src.add_argument("--events", help="interaction log (CSV/Parquet, event schema)")
@@ -308,6 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="models/current", help="output model dir")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dim", type=int, default=64, help="embedding dimension")
+    p.add_argument(
+        "--sequence-epochs",
+        type=int,
+        default=200,
+        help="most epochs of the sequential encoder, early-stopped on validation; "
+        "0 trains the co-occurrence model alone (default 200)",
+    )
+    p.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
+    p.add_argument("--sequence-dim", type=int, default=64, help="encoder hidden size")
+    p.add_argument("--sequence-length", type=int, default=50, help="events the encoder reads")
+    p.add_argument(
+        "--negatives",
+        type=int,
+        default=0,
+        help="sampled-softmax negatives per batch (0: full softmax, for catalogs up to ~100k)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("index", help="index commands: `streamrec index build`")

@@ -25,6 +25,9 @@ from stream.settings import Settings
 from stream.watch import watch
 from stream.worker import model_exists
 
+#: The demo's first model trains the encoder for at most this many epochs (minutes, not tens).
+DEMO_SEQUENCE_EPOCHS = 25
+
 
 def run_demo(args: argparse.Namespace) -> int:
     from engine.datasets import load_movielens_100k
@@ -49,10 +52,23 @@ def run_demo(args: argparse.Namespace) -> int:
             "STREAMREC_METRICS_PORT": str(args.metrics_port),
         }
         if not model_exists(model_dir):
-            console.print("no model yet: training one on MovieLens-100K")
+            console.print(
+                "no model yet: training one on MovieLens-100K (the sequential encoder for at "
+                f"most {DEMO_SEQUENCE_EPOCHS} epochs, to keep the first start short; "
+                "`streamrec train` trains it until early stopping)"
+            )
             cli = [sys.executable, "-m", "stream.cli"]
             subprocess.run(  # noqa: S603 - our own CLI
-                [*cli, "train", "--dataset", "ml-100k", "--out", str(model_dir)],
+                [
+                    *cli,
+                    "train",
+                    "--dataset",
+                    "ml-100k",
+                    "--out",
+                    str(model_dir),
+                    "--sequence-epochs",
+                    str(DEMO_SEQUENCE_EPOCHS),
+                ],
                 env=env,
                 check=True,
             )

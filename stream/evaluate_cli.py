@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamrec.evaluate")
 
 #: The same names, in the same order, as ``engine.evaluation_runner.MODEL_NAMES`` (tested).
-DEFAULT_MODELS = "ours,popular,popular-7d,item-knn,ease,als"
+DEFAULT_MODELS = "ours,popular,popular-7d,item-knn,ease,als,sasrec"
 DEFAULT_TEST_FRACTION = 0.2
 
 
@@ -65,6 +65,36 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
+        "--sequence-epochs",
+        type=int,
+        default=200,
+        help="most epochs of our sequential encoder (early-stopped); 0: co-occurrence alone",
+    )
+    sasrec = p.add_argument_group(
+        "RecBole SASRec baseline",
+        "RecBole's own SASRec (pip install --no-deps recbole==1.2.1), trained on the same "
+        "split; on 2 CPU cores one MovieLens-100K epoch takes minutes",
+    )
+    sasrec.add_argument(
+        "--sasrec-minutes",
+        type=float,
+        default=None,
+        help="training time budget; the best epoch so far is kept (default: early stopping)",
+    )
+    sasrec.add_argument(
+        "--sasrec-epochs", type=int, default=None, help="maximum epochs (RecBole default 200)"
+    )
+    sasrec.add_argument(
+        "--sasrec-threads", type=int, default=None, help="torch threads for SASRec training"
+    )
+    sasrec.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache each model's test scores here; a rerun with the same split and settings "
+        "reads them back instead of training (SASRec takes hours on a CPU)",
+    )
+    p.add_argument("--save-model", default=None, help="save our trained model into this folder")
+    p.add_argument(
         "--out", default="evaluation", help="folder for results.md/.json/.png (replay.md/.json)"
     )
     replay = p.add_argument_group(
@@ -75,6 +105,12 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--replay", action="store_true", help="online replay vs offline instead of baselines"
+    )
+    replay.add_argument(
+        "--model",
+        default=None,
+        help="serve this model folder instead of training one; it must come from the same "
+        "split (streamrec evaluate --save-model)",
     )
     replay.add_argument(
         "--users", type=int, default=None, help="a seeded sample of N test users (default all)"
@@ -95,6 +131,15 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
     return p
+
+
+def _sequence_params(args: argparse.Namespace) -> Any:
+    from engine.sequential import SequenceParams
+
+    if args.sequence_epochs < 0:
+        msg = f"streamrec evaluate: --sequence-epochs must be >= 0, got {args.sequence_epochs}"
+        raise SystemExit(msg)
+    return None if args.sequence_epochs == 0 else SequenceParams(max_epochs=args.sequence_epochs)
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -218,6 +263,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 progress=progress,
                 test_fraction=args.test_fraction or DEFAULT_TEST_FRACTION,
                 dataset=name,
+                sequence_params=_sequence_params(args),
+                trained_model=None if args.model is None else Path(args.model),
                 worker_settings=worker_settings,
             )
     except (ValueError, ReplayError, LocalInfraError) as exc:
@@ -237,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run ``streamrec evaluate`` with parsed arguments; returns the exit status."""
     from rich.console import Console
 
-    from engine.evaluation_runner import MODEL_NAMES, run_evaluation
+    from engine.evaluation_runner import MODEL_NAMES, BaselineGrids, run_evaluation
     from stream.progress import progress_callback
 
     if args.test_fraction is not None and args.protocol != "time":
@@ -245,8 +292,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit(msg)
     if args.replay:
         return cmd_replay(args)
-    if args.users is not None or args.rate is not None or args.worker_settings:
-        msg = "streamrec evaluate: --users, --rate and --set apply to --replay only"
+    if args.users is not None or args.rate is not None or args.worker_settings or args.model:
+        msg = "streamrec evaluate: --users, --rate, --set and --model apply to --replay only"
         raise SystemExit(msg)
     console = Console(stderr=True)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -273,6 +320,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 progress,
                 test_fraction=args.test_fraction or DEFAULT_TEST_FRACTION,
                 dataset=name,
+                sequence_params=_sequence_params(args),
+                grids=BaselineGrids(
+                    sasrec={} if args.sasrec_epochs is None else {"epochs": args.sasrec_epochs},
+                    sasrec_max_seconds=None
+                    if args.sasrec_minutes is None
+                    else 60.0 * args.sasrec_minutes,
+                    sasrec_threads=args.sasrec_threads,
+                ),
+                cache_dir=None if args.cache_dir is None else Path(args.cache_dir),
+                save_model=None if args.save_model is None else Path(args.save_model),
             )
     except ValueError as exc:
         msg = f"streamrec evaluate: {exc}"

@@ -86,6 +86,13 @@ class Metrics:
             ["op"],
             registry=registry,
         )
+        self.item_stats_errors = Counter(
+            "streamrec_item_stats_errors",
+            "Item-statistics updates (op=update, per event) or reads (op=read, per batch) "
+            "that failed and were skipped; the events themselves were applied and ranked.",
+            ["op"],
+            registry=registry,
+        )
         self.items_updated = Counter(
             "streamrec_items_updated",
             "Catalog changes applied, by action.",

@@ -1,9 +1,11 @@
 """What the agents do with a micro-batch, independent of Faust so it can be driven directly.
 
-Events: decode -> DLQ the bad ones -> apply to user state (Redis, one round-trip) ->
-rank in a worker thread (one index search per batch) -> store latest lists -> hand
-back the messages to publish. Items: decode -> shared catalog in Redis -> local index.
-Every worker follows the catalog change log in Redis, so all of them index every item.
+Events: decode -> DLQ the bad ones -> apply to user state and item statistics (Redis,
+one round-trip) -> read the item statistics the batch can cite (trending items, the
+co-occurrences of the users' session items; one round-trip) -> rank in a worker thread
+(one index search per batch) -> store latest lists -> hand back the messages to publish.
+Items: decode -> shared catalog in Redis -> local index. Every worker follows the
+catalog change log in Redis, so all of them index every item.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from engine.item_stats import ItemStats, session_items
 from engine.recommender import Ranked, Recommender
 from engine.types import Event, Item, UserState
 from stream.contracts import (
@@ -192,15 +195,17 @@ class Pipeline:
         if not events:
             return result
 
-        applied = await self.store.apply(events)
+        applied = await self.store.apply(events, now_ms=now)
         for event, outcome in zip(events, applied, strict=True):
             self.metrics.events_consumed.labels(type=event.type).inc()
             if not outcome.applied:
                 self.metrics.duplicate_events.inc()
+        states = [a.state for a in applied]
+        stats = await self._item_stats(states)
 
         started = time.perf_counter()
         ranked = await self._in_thread(
-            lambda: self._write_reasons(self._rank_each([a.state for a in applied], events))
+            lambda: self._write_reasons(self._rank_each(states, events, stats))
         )
         self.metrics.retrieval.observe(time.perf_counter() - started)
         await self.store.save_results(
@@ -216,18 +221,33 @@ class Pipeline:
                 result.dead_letters.append(self._dead(msg, "processing_error", r))
         return result
 
-    def _rank_each(self, states: list[UserState], events: list[Event]) -> list[Ranked | str]:
+    async def _item_stats(self, states: list[UserState]) -> ItemStats:
+        """Trending items and the co-occurrences of every user's session items."""
+        window = self.settings.cooccurrence_window
+        items = [i for s in states for i in session_items(s.history, window)]
+        return await self.store.item_stats(
+            items,
+            self.clock(),
+            self.settings.trend_params(),
+            co_limit=self.settings.cooccurrence_max_members,
+        )
+
+    def _rank_each(
+        self, states: list[UserState], events: list[Event], stats: ItemStats | None = None
+    ) -> list[Ranked | str]:
         """Rank the batch; if that fails, rank event by event so one bad event cannot take
         the others down. Failures come back as their error text (for the DLQ)."""
         ids = [e.event_id for e in events]
         try:
-            return list(self.recommender.recommend(states, ids, self.clock()))
+            return list(self.recommender.recommend(states, ids, self.clock(), stats=stats))
         except Exception:  # noqa: BLE001 - isolate the failing event below
             log.warning("ranking a batch of %d failed; retrying event by event", len(events))
         out: list[Ranked | str] = []
         for state, event_id in zip(states, ids, strict=True):
             try:
-                out.extend(self.recommender.recommend([state], [event_id], self.clock()))
+                out.extend(
+                    self.recommender.recommend([state], [event_id], self.clock(), stats=stats)
+                )
             except Exception as exc:
                 log.exception("ranking failed for event %s", event_id)
                 out.append(f"ranking failed: {type(exc).__name__}: {exc}")

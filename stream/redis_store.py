@@ -11,18 +11,37 @@ Keys (``{u:USER}`` is a Redis Cluster hash tag, so one user's keys share a slot)
 ``sr:{u:USER}:recs``                  latest recommendation message (JSON)
 ``sr:catalog``                        hash item_id -> item JSON
 ``sr:catalog:log``                    stream of item ids in change order
+``sr:items:trend``                    sorted set item_id -> log-space decayed event count
+``sr:co:v:ITEM``                      sorted set other item -> times viewed together
+``sr:co:b:ITEM``                      sorted set other item -> times bought together
 ====================================  =============================================
 
-Every user-state update is one Lua script (dedupe + append + trim + purchase) so a
-replayed event has exactly-once effect. Connection failures are retried with capped
-exponential backoff and counted; nothing is dropped.
+Every user-state update is one Lua script (dedupe + append + trim + purchase + item
+statistics) so a replayed event has exactly-once effect: the trend score and the
+co-occurrence counts (:mod:`engine.item_stats`) change only when the event's dedupe marker
+was newly set. The item statistics hold no user ids. Each co-occurrence set grows to twice
+``cooccurrence_max_members`` and is then cut back to its top members, and expires
+``cooccurrence_ttl_s`` after its last update; the trend set is cut back the same way to
+``trend_max_items``.
+
+Single Redis node (or a primary with replicas / Sentinel), not Redis Cluster: the item
+keys live in other hash slots than the user's ``{u:USER}`` keys, and the co-occurrence
+keys of the user's previous items are found inside the script, from the user's history.
+Keeping the increments in the dedupe script is what makes them exactly-once; on a
+cluster they would have to move to a second script with its own dedupe marker.
+
+Connection failures are retried with capped exponential backoff and counted; nothing is
+dropped. A failure of the item-statistics part of the script (it runs under ``pcall``)
+never fails the event: the event is applied, the statistics update is skipped and
+reported through ``on_stats_error``; reading the statistics degrades to none the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -30,6 +49,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from engine.item_stats import ItemStats, TrendParams, log_weight, trending
 from engine.state import Applied
 from engine.types import Event, Interaction, Item, Recommendation, UserState
 from stream.contracts import decode_item, encode_item, encode_recommendation
@@ -45,16 +65,63 @@ RETRYABLE = (
 )
 
 _APPLY = """
-local applied = 0
+local function item_stats(previous)
+  local item, weight = ARGV[5], tonumber(ARGV[7])
+  local old = redis.call('ZSCORE', KEYS[5], item)
+  local score = weight
+  if old then  -- log(exp(old) + exp(weight)), as engine.item_stats.add_log
+    old = tonumber(old)
+    local high, low = old, weight
+    if weight > old then high, low = weight, old end
+    score = high + math.log(1 + math.exp(low - high))
+  end
+  redis.call('ZADD', KEYS[5], score, item)
+  local trend_cap = tonumber(ARGV[11])
+  if redis.call('ZCARD', KEYS[5]) > 2 * trend_cap then
+    redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -trend_cap - 1)
+  end
+  local cap, ttl, prefix = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[12]
+  local function bump(kind, a, b)
+    local key = prefix .. kind .. ':' .. a
+    redis.call('ZINCRBY', key, 1, b)
+    if redis.call('ZCARD', key) > 2 * cap then redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1) end
+    redis.call('EXPIRE', key, ttl)
+  end
+  -- as engine.item_stats.cooccurrence_pairs: distinct others, most recent first
+  local buying = ARGV[6] == 'purchase' or ARGV[6] == 'add_to_cart'
+  local viewed, bought = {}, {}
+  for i = #previous, 1, -1 do
+    local entry = cjson.decode(previous[i])
+    local other = entry[1]
+    if other ~= item then
+      if not viewed[other] then
+        viewed[other] = true
+        bump('v', item, other)
+        bump('v', other, item)
+      end
+      if buying and not bought[other] and (entry[2] == 'purchase' or entry[2] == 'add_to_cart') then
+        bought[other] = true
+        bump('b', item, other)
+        bump('b', other, item)
+      end
+    end
+  end
+end
+
+local applied, stats = 0, 1
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) then
+  local window = tonumber(ARGV[8])
+  local previous = {}
+  if window > 0 then previous = redis.call('LRANGE', KEYS[1], -window, -1) end
   redis.call('RPUSH', KEYS[1], ARGV[1])
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
   if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end
   redis.call('SADD', KEYS[4], ARGV[5])
   applied = 1
+  if not pcall(item_stats, previous) then stats = 0 end
 end
 return {applied, redis.call('LRANGE', KEYS[1], 0, -1), redis.call('SMEMBERS', KEYS[2]),
-        redis.call('SMEMBERS', KEYS[4])}
+        redis.call('SMEMBERS', KEYS[4]), stats}
 """
 
 _decode_entry = msgspec.json.Decoder(tuple[str, str, int]).decode
@@ -67,6 +134,13 @@ def user_key(user_id: str, suffix: str) -> str:
 
 CATALOG = "sr:catalog"
 CATALOG_LOG = "sr:catalog:log"
+TREND = "sr:items:trend"
+COOCCURRENCE_PREFIX = "sr:co:"
+
+
+def cooccurrence_key(kind: str, item_id: str) -> str:
+    """``sr:co:v:ITEM`` (viewed together) or ``sr:co:b:ITEM`` (bought together)."""
+    return f"{COOCCURRENCE_PREFIX}{kind}:{item_id}"
 
 
 class RedisStore:
@@ -81,6 +155,12 @@ class RedisStore:
         recommendation_ttl_s: int,
         retry_max_s: float = 5.0,
         on_error: Callable[[str, BaseException], None] | None = None,
+        trend_half_life_s: float = 3600.0,
+        trend_max_items: int = 10_000,
+        cooccurrence_window: int = 5,
+        cooccurrence_max_members: int = 100,
+        cooccurrence_ttl_s: int = 30 * 24 * 3600,
+        on_stats_error: Callable[[str], None] | None = None,
     ) -> None:
         # redis-py's stubs type every reply as bytes | str | None; replies here are bytes
         # (decode_responses is off), so the client is used untyped.
@@ -90,6 +170,12 @@ class RedisStore:
         self.recommendation_ttl_s = recommendation_ttl_s
         self.retry_max_s = retry_max_s
         self._on_error = on_error
+        self.trend_half_life_s = trend_half_life_s
+        self.trend_max_items = trend_max_items
+        self.cooccurrence_window = cooccurrence_window
+        self.cooccurrence_max_members = cooccurrence_max_members
+        self.cooccurrence_ttl_s = cooccurrence_ttl_s
+        self._on_stats_error = on_stats_error
         self._apply_script = client.register_script(_APPLY)
 
     @classmethod
@@ -120,8 +206,12 @@ class RedisStore:
 
     # -- user state ---------------------------------------------------------------
 
-    async def apply(self, events: Sequence[Event]) -> list[Applied]:
-        """Apply events in order in one pipelined round-trip; see ``engine.state``."""
+    async def apply(self, events: Sequence[Event], now_ms: int | None = None) -> list[Applied]:
+        """Apply events in order in one pipelined round-trip; see ``engine.state``.
+
+        New events also count in the item statistics, at their ``ts`` but never later
+        than ``now_ms`` (an event stamped in the future must not outweigh the present).
+        """
 
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -133,6 +223,7 @@ class RedisStore:
                             user_key(e.user_id, "p"),
                             user_key(e.user_id, f"ev:{e.event_id}"),
                             user_key(e.user_id, "s"),
+                            TREND,
                         ],
                         args=[
                             entry,
@@ -140,6 +231,13 @@ class RedisStore:
                             self.history_length,
                             self.dedupe_ttl_s,
                             e.item_id,
+                            e.type,
+                            repr(log_weight(_at_most(e.ts, now_ms), self.trend_half_life_s)),
+                            self.cooccurrence_window,
+                            self.cooccurrence_max_members,
+                            self.cooccurrence_ttl_s,
+                            self.trend_max_items,
+                            COOCCURRENCE_PREFIX,
                         ],
                         client=pipe,
                     )
@@ -148,6 +246,12 @@ class RedisStore:
         if not events:
             return []
         replies = await self.retrying("apply", run)
+        failed = sum(1 for r in replies if r[0] and not r[4])
+        if failed:
+            log.warning("item statistics were not updated for %d event(s)", failed)
+            if self._on_stats_error is not None:
+                for _ in range(failed):
+                    self._on_stats_error("update")
         return [
             Applied(_state(e.user_id, r[1], r[2], r[3]), bool(r[0]))
             for e, r in zip(events, replies, strict=True)
@@ -201,6 +305,84 @@ class RedisStore:
 
         await self.retrying("forget", run)
 
+    # -- item statistics ------------------------------------------------------------
+
+    async def trending_items(self, now_ms: int, limit: int) -> list[tuple[str, float]]:
+        """The ``limit`` items with the highest decayed event counts at ``now_ms``, with
+        those counts, highest first."""
+
+        async def run() -> Any:
+            return await self.client.zrevrange(TREND, 0, limit - 1, withscores=True)
+
+        rows = await self.retrying("item_stats", run)
+        params = TrendParams(half_life_s=self.trend_half_life_s, top_n=max(limit, 1))
+        ranked = trending(_scored(rows), now_ms, dataclasses.replace(params, min_count=0.0))
+        return [(t.item_id, t.count) for t in ranked.values()]
+
+    async def cooccurring(
+        self, item_ids: Sequence[str], kind: str, limit: int
+    ) -> dict[str, dict[str, int]]:
+        """For each item, its ``limit`` most frequent partners and their counts.
+
+        Args:
+            item_ids: the items to look up.
+            kind: ``"bought"`` or ``"viewed"`` (together).
+            limit: most partners per item.
+        """
+        if kind not in ("bought", "viewed"):
+            msg = f"kind must be 'bought' or 'viewed', got {kind!r}"
+            raise ValueError(msg)
+        ids = list(dict.fromkeys(item_ids))
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for item_id in ids:
+                    pipe.zrevrange(
+                        cooccurrence_key(kind[0], item_id), 0, limit - 1, withscores=True
+                    )
+                return list(await pipe.execute())
+
+        if not ids:
+            return {}
+        replies = await self.retrying("item_stats", run)
+        return {i: _counts(r) for i, r in zip(ids, replies, strict=True) if r}
+
+    async def item_stats(
+        self, session_items: Iterable[str], now_ms: int, params: TrendParams, co_limit: int
+    ) -> ItemStats:
+        """Trending items and both co-occurrence tables of ``session_items``, in one
+        round-trip, as plain data for the recommender.
+
+        A Redis error other than a lost connection (retried) gives empty statistics and
+        is reported through ``on_stats_error("read")``; the batch is still ranked.
+        """
+        ids = list(dict.fromkeys(session_items))
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zrevrange(TREND, 0, params.top_n - 1, withscores=True)
+                for item_id in ids:
+                    pipe.zrevrange(cooccurrence_key("b", item_id), 0, co_limit - 1, withscores=True)
+                    pipe.zrevrange(cooccurrence_key("v", item_id), 0, co_limit - 1, withscores=True)
+                return list(await pipe.execute())
+
+        try:
+            replies = await self.retrying("item_stats", run)
+        except redis_errors.RedisError:
+            log.exception("reading item statistics failed; ranking without them")
+            if self._on_stats_error is not None:
+                self._on_stats_error("read")
+            return ItemStats(half_life_s=params.half_life_s)
+        trend, rest = replies[0], replies[1:]
+        bought = {i: _counts(r) for i, r in zip(ids, rest[0::2], strict=True) if r}
+        viewed = {i: _counts(r) for i, r in zip(ids, rest[1::2], strict=True) if r}
+        return ItemStats(
+            trending=trending(_scored(trend), now_ms, params),
+            half_life_s=params.half_life_s,
+            bought_together=bought,
+            viewed_together=viewed,
+        )
+
     # -- catalog ------------------------------------------------------------------
 
     async def put_items(self, items: Sequence[Item]) -> None:
@@ -246,6 +428,22 @@ def _state(user_id: str, history: Sequence[bytes], purchased: Any, seen: Any) ->
         item_id, type_, ts = _decode_entry(raw)
         interactions.append(Interaction(item_id, type_, ts))  # type: ignore[arg-type]
     return UserState(user_id, tuple(interactions), _strings(purchased), _strings(seen))
+
+
+def _at_most(ts: int, now_ms: int | None) -> int:
+    return ts if now_ms is None else min(ts, now_ms)
+
+
+def _member(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _scored(rows: Any) -> list[tuple[str, float]]:
+    return [(_member(m), float(score)) for m, score in rows]
+
+
+def _counts(rows: Any) -> dict[str, int]:
+    return {_member(m): round(float(score)) for m, score in rows}
 
 
 def _strings(members: Any) -> frozenset[str]:

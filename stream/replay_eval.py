@@ -45,8 +45,11 @@ from engine.evaluation import (
     metrics_from_ranks,
     time_split,
 )
+from engine.hybrid_training import SEQUENCE_WEIGHTS, train_model
 from engine.list_metrics import ndcg_per_user
-from engine.training import Progress, TrainParams, train_item_model
+from engine.model import ItemModel
+from engine.sequential import SequenceParams
+from engine.training import Progress, TrainParams
 from engine.types import Item
 from stream.cli import build_index
 from stream.live_replay import ReplayError, WorkerExitedError, local_stack, replay_and_collect
@@ -137,6 +140,9 @@ def run_replay_evaluation(
     test_fraction: float = 0.2,
     dataset: str = "events",
     train_params: TrainParams | None = None,
+    sequence_params: SequenceParams | None = None,
+    sequence_weights: Sequence[float] = SEQUENCE_WEIGHTS,
+    trained_model: Path | None = None,
     worker_settings: Mapping[str, str] | None = None,
     idle_timeout_s: float = 120.0,
     work_dir: Path | None = None,
@@ -156,6 +162,11 @@ def run_replay_evaluation(
         dataset: Name for the report.
         train_params: Our model's grid (default :class:`engine.training.TrainParams`, as
             ``streamrec evaluate``).
+        sequence_params: Our sequential encoder's settings (None: co-occurrence alone).
+        sequence_weights: Encoder score weights tried on validation.
+        trained_model: A model folder to serve instead of training one; it must have been
+            trained on this split's training part (``streamrec evaluate --save-model``
+            writes one), or the comparison means nothing.
         worker_settings: Extra worker settings by field name, e.g.
             ``{"near_duplicate_cosine": "2"}`` (``STREAMREC_NEAR_DUPLICATE_COSINE``); the
             addresses, topics and model folder are the replay's own.
@@ -194,7 +205,8 @@ def run_replay_evaluation(
     }
     longest = int(replayed.groupby("user_id").size().max())
     params = TrainParams() if train_params is None else train_params
-    history = max(params.max_history, min(longest, _MAX_HISTORY_SETTING))
+    reads = max(params.max_history, 0 if sequence_params is None else sequence_params.max_len)
+    history = max(reads, min(longest, _MAX_HISTORY_SETTING))
 
     own_dir = work_dir is None
     root = Path(tempfile.mkdtemp(prefix="streamrec-replay-")) if work_dir is None else work_dir
@@ -203,13 +215,20 @@ def run_replay_evaluation(
         chosen = _worker_settings(dict(worker_settings or {}), history, model_dir)  # fail early
         history = int(chosen["history_length"])
         t0 = time.perf_counter()
-        model, train_report = train_item_model(
-            full.train,
-            catalog,
-            params,
-            seed,
-            None if progress is None else lambda s, d, t: progress(f"ours: {s}", d, t),
-        )
+        if trained_model is not None:
+            model = ItemModel.load(trained_model)
+            chosen_params = dict(model.hyperparameters)
+        else:
+            model, train_report, _ = train_model(
+                full.train,
+                catalog,
+                params,
+                sequence_params,
+                seed,
+                None if progress is None else lambda s, d, t: progress(f"ours: {s}", d, t),
+                weights=sequence_weights,
+            )
+            chosen_params = dict(model.hyperparameters)
         timings["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         recommend = model.recommender(universe)
@@ -304,7 +323,7 @@ def run_replay_evaluation(
         wall_seconds=time.perf_counter() - started,
         timings=timings,
         model_version=model.version,
-        chosen=dict(train_report.chosen.as_dict()),
+        chosen=chosen_params,
         worker_settings=shown,
         ts_shift_ms=shift,
     )

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.item_stats import TrendParams
+from engine.reasons import ReasonParams
 from engine.recommender import RankingParams
 
 
@@ -44,6 +46,9 @@ class Settings(BaseSettings):
     near_duplicate_cosine: float = Field(
         0.985, gt=0, description="Skip a candidate this similar to a chosen item (>1: off)."
     )
+    diversity_weight: float = Field(
+        0.0, ge=0, le=1, description="MMR weight trading score for variety (0: off)."
+    )
     history_length: int = Field(50, ge=1, le=10_000, description="Interactions kept per user.")
     batch_size: int = Field(64, ge=1, description="Max events per micro-batch.")
     batch_within_ms: int = Field(5, ge=1, description="Max wait to fill a micro-batch.")
@@ -74,6 +79,28 @@ class Settings(BaseSettings):
     reason_lm_api_key: SecretStr | None = Field(None, description="Bearer key for the server.")
     reason_budget_ms: int = Field(
         50, ge=1, le=60_000, description="Time per batch for language-model reasons."
+    )
+    trend_half_life_s: float = Field(
+        3600.0, gt=0, le=365 * 24 * 3600, description="Half-life of the trending counts."
+    )
+    trend_top_n: int = Field(20, ge=1, le=10_000, description="How many items can be trending.")
+    trend_min_count: float = Field(
+        3.0, ge=0, description="Least decayed event count of a trending item."
+    )
+    trend_max_items: int = Field(
+        10_000, ge=100, description="Items kept in the trend set (the top ones)."
+    )
+    cooccurrence_window: int = Field(
+        5, ge=0, le=100, description="Previous interactions an event is counted together with."
+    )
+    cooccurrence_max_members: int = Field(
+        100, ge=1, le=100_000, description="Partners kept per item and co-occurrence kind."
+    )
+    cooccurrence_ttl_s: int = Field(
+        30 * 24 * 3600, ge=60, description="Co-occurrence sets expire this long after an update."
+    )
+    cooccurrence_min_count: int = Field(
+        2, ge=1, description="Least co-occurrence count for a bought/viewed-together reason."
     )
 
     @field_validator("kafka_bootstrap")
@@ -117,5 +144,17 @@ class Settings(BaseSettings):
             fan_out=self.candidate_fan_out,
             exclude_seen=self.exclude_seen,
             near_duplicate_cosine=self.near_duplicate_cosine,
+            diversity_weight=self.diversity_weight,
+            reasons=ReasonParams(
+                min_together_count=self.cooccurrence_min_count,
+                session_window=self.cooccurrence_window,
+            ),
             reason_language=self.reason_language,
+        )
+
+    def trend_params(self) -> TrendParams:
+        return TrendParams(
+            half_life_s=self.trend_half_life_s,
+            top_n=self.trend_top_n,
+            min_count=self.trend_min_count,
         )

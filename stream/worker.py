@@ -67,6 +67,12 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
         recommendation_ttl_s=settings.recommendation_ttl_s,
         retry_max_s=settings.redis_retry_max_s,
         on_error=lambda op, exc: metrics.redis_errors.labels(op=op).inc(),
+        trend_half_life_s=settings.trend_half_life_s,
+        trend_max_items=settings.trend_max_items,
+        cooccurrence_window=settings.cooccurrence_window,
+        cooccurrence_max_members=settings.cooccurrence_max_members,
+        cooccurrence_ttl_s=settings.cooccurrence_ttl_s,
+        on_stats_error=lambda op: metrics.item_stats_errors.labels(op=op).inc(),
     )
     return Pipeline(settings, load_recommender(settings), store, metrics)
 

@@ -6,9 +6,12 @@ pass the faithfulness guard.
 
 Reason codes:
     similar_to_recent   the item is close to specific recent items of the user
+    bought_together     shoppers bought it together with an item of the user's session
     category_affinity   the item is in a category the user interacted with repeatedly
     tag_affinity        the item shares a tag with several recent items of the user
+    viewed_together     shoppers viewed it together with an item of the user's session
     new_arrival         a cold-start item (indexed from its content) matching the user
+    trending            many recent events (time-decayed count, :mod:`engine.item_stats`)
     popular             fallback for users without history, said as such
 
 Modules: :mod:`.evidence` (choosing code and evidence), :mod:`.templates` and
@@ -41,9 +44,11 @@ from engine.reasons.evidence import (
     CitableHistory,
     Reason,
     ReasonParams,
+    SessionPartners,
     build_reason,
     category_counts,
     tag_counts,
+    trend_evidence,
 )
 from engine.reasons.generator import (
     Complete,
@@ -76,6 +81,7 @@ __all__ = [
     "ReasonGenerator",
     "ReasonParams",
     "ReasonRequest",
+    "SessionPartners",
     "TemplateGenerator",
     "UnknownReasonCodeError",
     "WriterStats",
@@ -87,4 +93,5 @@ __all__ = [
     "evidence_signature",
     "render",
     "tag_counts",
+    "trend_evidence",
 ]

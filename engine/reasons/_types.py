@@ -18,7 +18,14 @@ Language = Literal["en", "zh"]
 LANGUAGES: tuple[str, ...] = get_args(Language)
 
 ReasonCode = Literal[
-    "similar_to_recent", "category_affinity", "tag_affinity", "new_arrival", "popular"
+    "similar_to_recent",
+    "bought_together",
+    "category_affinity",
+    "tag_affinity",
+    "viewed_together",
+    "new_arrival",
+    "trending",
+    "popular",
 ]
 REASON_CODES: tuple[str, ...] = get_args(ReasonCode)
 

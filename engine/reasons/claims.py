@@ -1,9 +1,11 @@
 """Keywords that make a claim, per reason code and language, for the faithfulness guard.
 
 A sentence that uses a claim's keyword is faithful only when the reason's code (or its
-secondary ``also`` code) is one of the claim's ``allowed`` codes: "trending" needs a
-``popular`` reason, "new" a ``new_arrival``, "bought together" is never backed by our
-evidence. Event words ("bought", "浏览过") need a cited item with that event.
+secondary ``also`` code) is one of the claim's ``allowed`` codes: "popular" needs a
+``popular`` or ``trending`` reason, "trending" / "right now" a ``trending`` one, "new" a
+``new_arrival``, "bought together" a ``bought_together`` and "viewed together" a
+``viewed_together`` reason. Event words ("bought", "浏览过") need a cited item with that
+event, except inside an allowed claim's own wording ("frequently bought with").
 Keywords are matched case-insensitively, English ones as whole words, after the
 evidence's own titles, categories and tags have been masked out.
 """
@@ -33,15 +35,23 @@ class Claim:
 CLAIMS: Final[tuple[Claim, ...]] = (
     Claim(
         "popularity",
-        frozenset({"popular"}),
+        frozenset({"popular", "trending"}),
         {
-            "en": ("popular", "popularity", "trending", "trend", "bestseller", "best seller",
+            "en": ("popular", "popularity", "bestseller", "best seller",
                    "best-selling", "best selling", "top seller", "top-rated", "top rated",
                    "most viewed", "most-viewed", "other users", "other shoppers",
                    "other customers", "everyone", "many people", "many users",
                    "crowd favorite", "fan favorite"),
-            "zh": ("热门", "人气", "受欢迎", "畅销", "热销", "流行", "爆款", "其他用户", "大家",
-                   "很多人", "趋势"),
+            "zh": ("热门", "人气", "受欢迎", "畅销", "热销", "爆款", "其他用户", "大家",
+                   "很多人"),
+        },
+    ),
+    Claim(
+        "trending",
+        frozenset({"trending"}),
+        {
+            "en": ("trending", "trend", "trends", "right now", "lately", "hot right now"),
+            "zh": ("趋势", "流行", "近期", "当下", "热度", "最近很火"),
         },
     ),
     Claim(
@@ -55,12 +65,21 @@ CLAIMS: Final[tuple[Claim, ...]] = (
     ),
     Claim(
         "bought_together",
-        frozenset(),
+        frozenset({"bought_together"}),
         {
             "en": ("bought together", "frequently bought", "also bought", "customers who",
-                   "people who bought", "shoppers who", "goes well with", "pairs well",
-                   "complements"),
+                   "people who bought", "shoppers who", "who bought", "bought with",
+                   "goes well with", "pairs well", "complements"),
             "zh": ("一起购买", "一起买", "经常一起", "也买了", "还买了", "搭配"),
+        },
+    ),
+    Claim(
+        "viewed_together",
+        frozenset({"viewed_together"}),
+        {
+            "en": ("viewed together", "viewed with", "viewed alongside", "also viewed",
+                   "who viewed", "looked at together"),
+            "zh": ("一起浏览", "同时浏览", "也浏览了", "也看了", "一起看"),
         },
     ),
     Claim(

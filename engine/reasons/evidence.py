@@ -5,10 +5,19 @@ contributions to the score, category and tag counts of the user's history, popul
 counts). Shapes, by code::
 
     similar_to_recent  {"items": [{item_id, title, event, share}, ...], "also"?: habit}
+    bought_together    {"bought_with": {item_id, title, event}, "count"}
     category_affinity  {"category", "count", "of_recent"}
     tag_affinity       {"tag", "count", "of_recent"}
+    viewed_together    {"viewed_with": {item_id, title, event}, "count"}
     new_arrival        {"category", "similar_items": [{item_id, title, event, share}, ...]}
+    trending           {"count", "rank", "half_life": {"value", "unit"}}
     popular            {"interactions", "user_history"}
+
+``bought_with`` / ``viewed_with`` is an item of the user's session (``event`` is the
+user's latest action on it) and ``count`` how often shoppers bought / viewed it together
+with the recommended item. ``trending``'s ``count`` is the item's time-decayed event count
+(rounded), ``rank`` its place among trending items, and ``half_life`` the time after which
+an event counts half (:mod:`engine.item_stats`).
 
 ``also`` is an optional secondary signal: a category or tag habit that holds for the item
 too, ``{"code": "category_affinity"|"tag_affinity", <its evidence fields>}``.
@@ -17,13 +26,14 @@ too, ``{"code": "category_affinity"|"tag_affinity", <its evidence fields>}``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from engine.item_stats import ItemStats, TrendingItem, best_partner, session_items
 from engine.reasons._types import Evidence
 from engine.reasons.templates import render
 from engine.types import Interaction, Item
@@ -40,12 +50,16 @@ class ReasonParams:
             a category reason.
         min_tag_count: least number of recent items sharing a tag with the candidate for
             a tag reason.
+        min_together_count: least co-occurrence count for a bought/viewed-together reason.
+        session_window: the user's session: the items of their last this many interactions.
     """
 
     min_share: float = 0.2
     max_cited: int = 2
     min_category_count: int = 2
     min_tag_count: int = 2
+    min_together_count: int = 2
+    session_window: int = 5
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,87 @@ class CitableHistory:
         return cited
 
 
+class SessionPartners:
+    """The items of a user's session that a candidate was bought or viewed together with.
+
+    Args:
+        history: the user's recent interactions, oldest first.
+        lookup: catalog entry by item id (None when unknown; such items are never cited).
+        stats: the batch's item statistics (None: no co-occurrence reasons).
+        params: ``session_window`` and ``min_together_count``.
+
+    Example:
+        >>> stats = ItemStats(bought_together={"x": {"y": 4}})
+        >>> partners = SessionPartners([Interaction("x", "purchase", 1)],
+        ...                            {"x": Item("x", "Tent", "camp")}.get, stats)
+        >>> partners.bought("y")
+        {'bought_with': {'item_id': 'x', 'title': 'Tent', 'event': 'purchase'}, 'count': 4}
+    """
+
+    def __init__(
+        self,
+        history: Sequence[Interaction],
+        lookup: Callable[[str], Item | None],
+        stats: ItemStats | None,
+        params: ReasonParams | None = None,
+    ) -> None:
+        self._params = params or ReasonParams()
+        self._stats = stats
+        self._session: list[str] = []
+        self._last_event: dict[str, str] = {}
+        self._titles: dict[str, str] = {}
+        if stats is None or not (stats.bought_together or stats.viewed_together):
+            return
+        for interaction in history:
+            self._last_event[interaction.item_id] = interaction.type
+        for item_id in session_items(history, self._params.session_window):
+            item = lookup(item_id)
+            if item is not None and item.title.strip():
+                self._session.append(item_id)
+                self._titles[item_id] = item.title
+
+    def bought(self, candidate: str) -> dict[str, Any] | None:
+        """``bought_together`` evidence for ``candidate``, or None."""
+        return self._evidence(candidate, "bought_with")
+
+    def viewed(self, candidate: str) -> dict[str, Any] | None:
+        """``viewed_together`` evidence for ``candidate``, or None."""
+        return self._evidence(candidate, "viewed_with")
+
+    def _evidence(self, candidate: str, key: str) -> dict[str, Any] | None:
+        if self._stats is None or not self._session:
+            return None
+        table = self._stats.bought_together if key == "bought_with" else self._stats.viewed_together
+        found = best_partner(candidate, self._session, table, self._params.min_together_count)
+        if found is None:
+            return None
+        item_id, count = found
+        partner = {
+            "item_id": item_id,
+            "title": self._titles[item_id],
+            "event": self._last_event[item_id],
+        }
+        return {key: partner, "count": count}
+
+
+def trend_evidence(trend: TrendingItem, half_life_s: float) -> dict[str, Any]:
+    """``trending`` evidence: the rounded decayed count, the rank and the half-life.
+
+    Example:
+        >>> trend_evidence(TrendingItem("i", 12.4, 3), 5400.0)
+        {'count': 12, 'rank': 3, 'half_life': {'value': 90, 'unit': 'minute'}}
+    """
+    return {"count": round(trend.count), "rank": trend.rank, "half_life": _duration(half_life_s)}
+
+
+def _duration(seconds: float) -> dict[str, Any]:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and float(seconds / size).is_integer():
+            return {"value": int(seconds // size), "unit": unit}
+    value = int(seconds) if float(seconds).is_integer() else round(seconds, 1)
+    return {"value": value, "unit": "second"}
+
+
 def category_counts(history_items: Sequence[Item | None]) -> Counter[str]:
     """How many of the user's recent interactions fall in each category."""
     return Counter(item.category for item in history_items if item is not None and item.category)
@@ -148,13 +243,18 @@ def build_reason(
     popularity: int,
     params: ReasonParams,
     tags: Counter[str] | None = None,
+    bought_with: Evidence | None = None,
+    viewed_with: Evidence | None = None,
+    trend: Evidence | None = None,
 ) -> Reason:
     """Choose the strongest truthful reason for one recommended item.
 
-    Order: no history -> ``popular``; a content-indexed item -> ``new_arrival``; cited
-    history items -> ``similar_to_recent`` (with the best habit under ``also``); a tag
-    habit that beats the category habit -> ``tag_affinity``; a category habit ->
-    ``category_affinity``; otherwise ``popular``.
+    Order: no history -> ``trending`` if the item trends, else ``popular``; a
+    content-indexed item -> ``new_arrival``; cited history items -> ``similar_to_recent``
+    (with the best habit under ``also``); bought together with a session item ->
+    ``bought_together``; a tag habit that beats the category habit -> ``tag_affinity``; a
+    category habit -> ``category_affinity``; viewed together with a session item ->
+    ``viewed_together``; a trending item -> ``trending``; otherwise ``popular``.
 
     Args:
         item: the recommended item.
@@ -166,6 +266,9 @@ def build_reason(
         params: thresholds.
         tags: tag counts of the user's recent items (:func:`tag_counts`); None disables
             tag reasons.
+        bought_with: ``bought_together`` evidence (:meth:`SessionPartners.bought`).
+        viewed_with: ``viewed_together`` evidence (:meth:`SessionPartners.viewed`).
+        trend: ``trending`` evidence (:func:`trend_evidence`) when the item trends.
 
     Returns:
         The reason with its evidence and canonical English sentence.
@@ -178,6 +281,8 @@ def build_reason(
     """
     evidence: dict[str, Any]
     if history_length == 0:
+        if trend is not None:
+            return _reason("trending", dict(trend))
         return _reason("popular", {"interactions": popularity, "user_history": 0})
     if cold_start_item:
         return _reason("new_arrival", {"category": item.category, "similar_items": cited})
@@ -187,9 +292,15 @@ def build_reason(
         if habit is not None:
             evidence["also"] = habit
         return _reason("similar_to_recent", evidence)
+    if bought_with is not None:
+        return _reason("bought_together", dict(bought_with))
     if habit is not None:
         code = habit["code"]
         return _reason(code, {k: v for k, v in habit.items() if k != "code"})
+    if viewed_with is not None:
+        return _reason("viewed_together", dict(viewed_with))
+    if trend is not None:
+        return _reason("trending", dict(trend))
     return _reason("popular", {"interactions": popularity, "user_history": history_length})
 
 

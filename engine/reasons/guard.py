@@ -10,7 +10,9 @@ Checks, in order (each failure is one violation ``"kind: detail"``):
     user_id, email, phone, url   personal data or links
     claim                  wording that implies another reason code ("trending", "new",
                            "bought together", ...) or a preference the user never stated
-    event                  an action ("bought", "浏览过") that no cited item had
+    event                  an action ("bought", "浏览过") that no cited item (nor the
+                           ``bought_with`` / ``viewed_with`` session item) had; the
+                           wording of an allowed claim ("bought together") is no action
     ungrounded             the sentence states none of the evidence's facts (no evidence
                            value or number, no wording of the reason's own code), e.g. a
                            model's "I'm ready to assist you"; off with require_grounding
@@ -157,15 +159,18 @@ class Guard:
         also = evidence.get("also")
         if isinstance(also, Mapping):
             codes.add(also.get("code"))
+        backed: list[str] = []  # the wording of allowed claims
         for claim in CLAIMS:
             word = _first_keyword(masked, claim.all_keywords)
             if word is not None and not claim.allowed & codes:
                 violations.append(f"claim: {claim.name} ({word!r}) without {claim.name} evidence")
             elif word is not None:
                 grounded = True
+                backed += claim.all_keywords
         events = {str(e.get("event")) for e in _cited(evidence)}
+        actions = _mask_spans(masked, backed)  # "frequently bought" states no purchase
         for event, by_language in EVENT_CLAIMS.items():
-            word = _first_keyword(masked, [k for ks in by_language.values() for k in ks])
+            word = _first_keyword(actions, [k for ks in by_language.values() for k in ks])
             if word is not None and event not in events:
                 violations.append(f"event: {word!r} but no cited item has event {event!r}")
             elif word is not None:
@@ -198,6 +203,12 @@ def check(
 
 def infer_code(evidence: Evidence) -> str | None:
     """The reason code an evidence mapping was built for, from its keys."""
+    if "bought_with" in evidence:
+        return "bought_together"
+    if "viewed_with" in evidence:
+        return "viewed_together"
+    if "rank" in evidence and "half_life" in evidence:
+        return "trending"
     if "items" in evidence:
         return "similar_to_recent"
     if "similar_items" in evidence:
@@ -260,6 +271,7 @@ def _evidence_numbers(evidence: Any) -> list[float]:
 
 def _cited(evidence: Evidence) -> list[Mapping[str, Any]]:
     entries = list(evidence.get("items") or []) + list(evidence.get("similar_items") or [])
+    entries += [evidence.get("bought_with"), evidence.get("viewed_with")]
     return [e for e in entries if isinstance(e, Mapping)]
 
 
@@ -357,6 +369,20 @@ def _next_word(text: str, word: str, start: int) -> int:
             return at
         start = at + 1
     return -1
+
+
+def _mask_spans(text: str, words: Iterable[str]) -> str:
+    """``text`` with every occurrence of ``words`` blanked; overlapping occurrences
+    ("shoppers who" and "who bought") are blanked together."""
+    blank = bytearray(len(text))
+    for word in set(words):
+        start = 0
+        while (at := _next_word(text, word, start)) >= 0:
+            blank[at : at + len(word)] = b"\x01" * len(word)
+            start = at + 1
+    if not any(blank):
+        return text
+    return "".join(" " if b else c for c, b in zip(text, blank, strict=True))
 
 
 def _replace_words(text: str, word: str, by: str) -> str:

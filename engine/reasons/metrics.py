@@ -5,7 +5,8 @@ Pure functions over sentences and their evidence, used by the reasons evaluation
 
     faithfulness   share of sentences whose claims all pass :class:`~engine.reasons.Guard`
                    (and, apart, the share it accepts outright: length and grounding too)
-    specificity    share of reasons citing a user-specific signal (code not ``popular``)
+    specificity    share of reasons citing a user-specific signal (code not ``popular``
+                   or ``trending``)
     diversity      distinct-1 / distinct-2 (unique n-grams over all n-grams of all
                    sentences; words in English, characters in Chinese), share of unique
                    sentences, mean and p95 length in characters
@@ -125,10 +126,13 @@ def text_stats(texts: Sequence[str], language: Language) -> TextStats:
 
 
 def specificity(codes: Iterable[str]) -> float:
-    """Share of reasons citing a user-specific signal: any code but ``popular``
-    (0.0 for none)."""
+    """Share of reasons citing a user-specific signal: any code but ``popular`` and
+    ``trending`` (0.0 for none)."""
     codes = list(codes)
-    return sum(code != "popular" for code in codes) / len(codes) if codes else 0.0
+    return sum(code not in _GENERAL for code in codes) / len(codes) if codes else 0.0
+
+
+_GENERAL = frozenset({"popular", "trending"})
 
 
 NOT_CLAIMS: frozenset[str] = frozenset({"ungrounded", "too_long"})

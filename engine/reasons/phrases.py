@@ -8,9 +8,9 @@ The ``generic`` tier claims nothing and names nothing; it is the last resort aga
 repeating a sentence within one list.
 
 Rules for new phrasings: no numbers, no titles or categories, no claims of popularity,
-newness or "bought together" beyond what the code's evidence states (the guard checks
-the same keywords, and a test renders every template through it), and in Chinese no
-numerals before a measure word (一件, 两个).
+trending, newness or "bought/viewed together" beyond what the code's evidence states
+(the guard checks the same keywords, and a test renders every template through it), and
+in Chinese no numerals before a measure word (一件, 两个).
 """
 
 from __future__ import annotations
@@ -44,6 +44,43 @@ EN: Final[dict[str, Tiers]] = {
             "Related to {titles}",
             "In the same vein as {titles}",
         ),
+    ),
+    "bought_together": (
+        (
+            "Often bought together with {partner}, which you {verb} ({count} times)",
+            "Bought together with {partner} {count} times",
+            "Frequently bought with {partner}: {count} times so far",
+            "Shoppers who bought {partner} also bought this, {count} times",
+            "Often bought together with {partner} ({count} times)",
+        ),
+        (
+            "Often bought together with {partner}",
+            "Frequently bought with {partner}",
+            "Pairs well with {partner}",
+        ),
+    ),
+    "viewed_together": (
+        (
+            "Often viewed together with {partner}, which you {verb} ({count} times)",
+            "Viewed together with {partner} {count} times",
+            "People who viewed {partner} also viewed this, {count} times",
+            "Often viewed together with {partner} ({count} times)",
+        ),
+        (
+            "Often viewed together with {partner}",
+            "Viewed alongside {partner}",
+            "Often viewed with {partner}",
+        ),
+    ),
+    "trending": (
+        (
+            "Trending: number {rank} right now, with {count} recent interactions "
+            "(half-life {window})",
+            "Trending right now at number {rank}: {count} recent interactions, half-life {window}",
+            "Number {rank} in trending, with {count} recent interactions (half-life {window})",
+            "Trending lately: {count} recent interactions, counted with a {window} half-life",
+        ),
+        ("Trending right now", "Trending lately", "Among the trending items now"),
     ),
     "category_affinity": (
         (
@@ -137,6 +174,34 @@ ZH: Final[dict[str, Tiers]] = {
         ),
         ("与{titles}相似", "类似{titles}", "与{titles}相近", "{titles}的相似之选"),
     ),
+    "bought_together": (
+        (
+            "经常与你{verb}的{partner}一起购买（{count}次）",
+            "与{partner}一起购买过{count}次",
+            "购买{partner}的顾客也买了这件（{count}次）",
+            "常和{partner}一起买：共{count}次",
+            "经常与{partner}一起购买（{count}次）",
+        ),
+        ("经常与{partner}一起购买", "常与{partner}搭配购买", "和{partner}经常一起买"),
+    ),
+    "viewed_together": (
+        (
+            "经常与你{verb}的{partner}一起浏览（{count}次）",
+            "与{partner}一起浏览过{count}次",
+            "浏览{partner}的用户也浏览了这件（{count}次）",
+            "经常与{partner}一起浏览（{count}次）",
+        ),
+        ("经常与{partner}一起浏览", "常和{partner}同时浏览", "与{partner}一起被浏览"),
+    ),
+    "trending": (
+        (
+            "近期热门第{rank}名：最近{count}次互动（半衰期{window}）",
+            "正在流行，热度排名第{rank}：最近{count}次互动（半衰期{window}）",
+            "当下趋势第{rank}名，最近有{count}次互动（半衰期{window}）",
+            "近期热度很高：最近{count}次互动（半衰期{window}）",
+        ),
+        ("近期热门", "正在流行", "当下趋势之选"),
+    ),
     "category_affinity": (
         (
             "因为你最近的{of_recent}件商品中有{count}件属于「{category}」",
@@ -228,6 +293,20 @@ ZH_VERBS: Final[dict[str, str]] = {
     "purchase": "购买过",
 }
 ZH_OTHER_VERB: Final = "关注过"
+
+# The trending half-life's unit: (singular, plural).
+EN_UNITS: Final[dict[str, tuple[str, str]]] = {
+    "day": ("day", "days"),
+    "hour": ("hour", "hours"),
+    "minute": ("minute", "minutes"),
+    "second": ("second", "seconds"),
+}
+ZH_UNITS: Final[dict[str, tuple[str, str]]] = {
+    "day": ("天", "天"),
+    "hour": ("小时", "小时"),
+    "minute": ("分钟", "分钟"),
+    "second": ("秒", "秒"),
+}
 
 EN_HABITS: Final[dict[str, str]] = {
     "category_affinity": "{count} of your last {of_recent} items were in {category}",

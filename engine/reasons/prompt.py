@@ -92,6 +92,30 @@ def _facts(code: str, evidence: Evidence) -> list[str]:
             f'The item is new in the category "{category}".' if category else "The item is new."
         )
         facts += [_cited_fact(e) for e in _entries(evidence.get("similar_items"))]
+    elif code in ("bought_together", "viewed_together"):
+        key, verb = (
+            ("bought_with", "bought") if code == "bought_together" else ("viewed_with", "viewed")
+        )
+        partner = evidence.get(key)
+        if isinstance(partner, Mapping) and partner.get("title"):
+            facts.append(_cited_fact(partner))
+            facts.append(
+                f'The recommended item and "{partner.get("title")}" were {verb} together '
+                f"{evidence.get('count')} times by shoppers."
+            )
+    elif code == "trending":
+        half_life = evidence.get("half_life")
+        window = ""
+        if isinstance(half_life, Mapping):
+            unit = str(half_life.get("unit"))
+            window = (
+                f"{half_life.get('value')} {unit if half_life.get('value') == 1 else unit + 's'}"
+            )
+        facts.append(
+            f"The item is trending right now: number {evidence.get('rank')}, with "
+            f"{evidence.get('count')} recent interactions (an interaction counts half after "
+            f"{window})."
+        )
     elif code == "popular":
         facts.append(f"Other users interacted with this item {evidence.get('interactions')} times.")
         if evidence.get("user_history") == 0:

@@ -7,7 +7,10 @@ taken from the evidence alone:
     titles    the cited titles: "A and B" / "《A》和《B》"
     verb      the one action shared by all cited items ("viewed" / "浏览过"); absent if mixed
     habit     the secondary signal under ``also``: "3 of your last 5 items were in Y"
-    category, tag, count, of_recent, n (= interactions)
+    partner   the session item of ``bought_with`` / ``viewed_with``: "A" / "《A》"; ``verb``
+              is then the user's action on it
+    window    the trending half-life: "1 hour" / "1小时"
+    category, tag, count, of_recent, rank, n (= interactions)
 
 The phrasing is chosen deterministically from a hash of (item_id, code);
 :meth:`TemplateGenerator.render_list` also makes sure no sentence repeats in one list.
@@ -25,13 +28,14 @@ from typing import Any
 from engine.reasons import phrases
 from engine.reasons._types import (
     LANGUAGES,
+    REASON_CODES,
     Evidence,
     Language,
     ReasonRequest,
     UnknownReasonCodeError,
 )
 
-_KEYS = {"similar_to_recent", "category_affinity", "tag_affinity", "new_arrival", "popular"}
+_KEYS = set(REASON_CODES)
 
 
 class TemplateGenerator:
@@ -170,10 +174,22 @@ class TemplateGenerator:
             value = evidence.get(name)
             if isinstance(value, str) and value:
                 fields[name] = value
-        for name, source in (("count", "count"), ("of_recent", "of_recent"), ("n", "interactions")):
+        for name, source in (
+            ("count", "count"),
+            ("of_recent", "of_recent"),
+            ("rank", "rank"),
+            ("n", "interactions"),
+        ):
             value = evidence.get(source)
             if _is_number(value):
                 fields[name] = str(value)
+        window = self._window(evidence.get("half_life"))
+        if window:
+            fields["window"] = window
+        for source in ("bought_with", "viewed_with"):
+            partner = evidence.get(source)
+            if isinstance(partner, Mapping) and _nonempty(partner.get("title")):
+                fields.update(self._partner_fields(partner))
         cited = evidence.get("items") or evidence.get("similar_items") or []
         entries = [c for c in cited if isinstance(c, Mapping) and _nonempty(c.get("title"))]
         if entries:
@@ -207,6 +223,28 @@ class TemplateGenerator:
         if len(groups) == 1:
             fields["verb"] = phrases.ZH_VERBS.get(next(iter(groups)), phrases.ZH_OTHER_VERB)
         return fields
+
+    def _partner_fields(self, partner: Mapping[str, Any]) -> dict[str, str]:
+        title, event = str(partner["title"]), str(partner.get("event", ""))
+        if self.language == "en":
+            verb = phrases.EN_VERBS.get(event, phrases.EN_OTHER_VERB)
+            return {"partner": title, "verb": verb}
+        return {
+            "partner": _zh_titles([title]),
+            "verb": phrases.ZH_VERBS.get(event, phrases.ZH_OTHER_VERB),
+        }
+
+    def _window(self, half_life: object) -> str | None:
+        if not isinstance(half_life, Mapping):
+            return None
+        value, unit = half_life.get("value"), half_life.get("unit")
+        units = phrases.EN_UNITS if self.language == "en" else phrases.ZH_UNITS
+        if not _is_number(value) or unit not in units:
+            return None
+        singular, plural = units[str(unit)]
+        name = singular if value == 1 else plural
+        number = str(value) if isinstance(value, int) else f"{value:g}"
+        return f"{number} {name}" if self.language == "en" else f"{number}{name}"
 
     def _habit(self, also: Mapping[str, Any]) -> str | None:
         table = phrases.EN_HABITS if self.language == "en" else phrases.ZH_HABITS

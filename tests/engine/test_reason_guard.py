@@ -102,7 +102,7 @@ def test_violations_name_what_is_wrong():
     )
     assert "title: 'Ridge Jacket' is not in the evidence" in result.violations
     assert "number: 7 is not in the evidence" in result.violations
-    assert any(v.startswith("claim: popularity ('trending')") for v in result.violations)
+    assert any(v.startswith("claim: trending ('trending')") for v in result.violations)
 
 
 def test_titles_and_categories_are_matched_as_words_and_masked_when_in_the_evidence():

@@ -10,18 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.item_stats import ItemStats, TrendingItem
 from engine.reasons import (
     REASON_CODES,
     CitableHistory,
     Guard,
     ReasonParams,
     ReasonRequest,
+    SessionPartners,
     TemplateGenerator,
     UnknownReasonCodeError,
     build_reason,
     category_counts,
     render,
     tag_counts,
+    trend_evidence,
 )
 from engine.types import Interaction, Item
 
@@ -49,6 +52,15 @@ EVIDENCE = {
     "tag_affinity": {"tag": "trail", "count": 3, "of_recent": 5},
     "new_arrival": {"category": "running", "similar_items": [cite("Trail Runner 3", "click")]},
     "popular": {"interactions": 42, "user_history": 4},
+    "bought_together": {
+        "bought_with": {"item_id": "s1", "title": "Trail Runner 3", "event": "view"},
+        "count": 4,
+    },
+    "viewed_together": {
+        "viewed_with": {"item_id": "j1", "title": "Ridge Jacket", "event": "purchase"},
+        "count": 7,
+    },
+    "trending": {"count": 12, "rank": 2, "half_life": {"value": 1, "unit": "hour"}},
 }
 
 
@@ -237,6 +249,18 @@ def shop_reason(draw):
     seen = draw(st.lists(st.sampled_from(others), max_size=8))
     history = [Interaction(i.item_id, draw(EVENT), n) for n, i in enumerate(seen)]
     shares = np.array(draw(st.lists(st.floats(-1, 1), min_size=len(seen), max_size=len(seen))))
+    # Co-occurrence counts between any catalog items, and maybe a trend for the target.
+    pair = st.tuples(st.sampled_from(items), st.sampled_from(items), st.integers(1, 50))
+    bought: dict[str, dict[str, int]] = {}
+    viewed: dict[str, dict[str, int]] = {}
+    for table in (bought, viewed):
+        for a, b, count in draw(st.lists(pair, max_size=12)):
+            table.setdefault(a.item_id, {})[b.item_id] = count
+    trend = draw(st.none() | st.builds(TrendingItem, st.just(target.item_id),
+                                       st.floats(0, 1e6), st.integers(1, 100)))  # fmt: skip
+    half_life = draw(st.sampled_from([60.0, 90.0, 3600.0, 5400.0, 86400.0, 7.5]))
+    stats = ItemStats({} if trend is None else {target.item_id: trend}, half_life, bought, viewed)
+    partners = SessionPartners(history, {i.item_id: i for i in items}.get, stats)
     reason = build_reason(
         target,
         cited=CitableHistory(history, seen).cite(shares, ReasonParams()),
@@ -246,6 +270,9 @@ def shop_reason(draw):
         popularity=draw(st.integers(0, 10_000)),
         params=ReasonParams(),
         tags=tag_counts(seen),
+        bought_with=partners.bought(target.item_id),
+        viewed_with=partners.viewed(target.item_id),
+        trend=None if trend is None else trend_evidence(trend, half_life),
     )
     return items, reason
 
@@ -259,7 +286,7 @@ def shown_values(evidence) -> set[str]:
     return set()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(shop=shop_reason(), language=st.sampled_from(["en", "zh"]))
 def test_no_template_ever_names_a_title_or_category_absent_from_the_evidence(shop, language):
     items, reason = shop

@@ -253,7 +253,7 @@ def test_no_second_signal_without_a_habit():
 
 def test_unknown_codes_raise_the_package_error():
     with pytest.raises(UnknownReasonCodeError):
-        render("trending", {})
+        render("viral", {})
 
 
 def test_the_recommender_imports_stay_importable_from_the_package():

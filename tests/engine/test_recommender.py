@@ -259,3 +259,27 @@ def test_items_seen_before_the_history_window_are_not_recommended_again(recommen
     )
     again = [i.item_id for i in recommend(recommender, old).items]
     assert set(again).isdisjoint(first[:3])
+
+
+def test_a_diversity_weight_makes_the_list_more_varied_from_the_same_candidates(trained):
+    model = trained.model
+    ids, vectors = index_entries(model)
+
+    def ranked(weight: float) -> list[str]:
+        index = ExactIndex(model.dim + 1)
+        index.upsert(ids, vectors)
+        rec = Recommender(model, index, Catalog(), RankingParams(k=10, diversity_weight=weight))
+        for item in catalog_items(shop.catalog()):
+            rec.apply_item(item)
+        s = state("u", "running-1", "running-2", "running-3")
+        return [i.item_id for i in recommend(rec, s).items]
+
+    def mean_cosine(items: list[str]) -> float:
+        v = model.vectors[model.rows(items)]
+        sims = v @ v.T
+        return float(sims[np.triu_indices(len(items), 1)].mean())
+
+    plain, varied = ranked(0.0), ranked(0.7)
+    assert len(varied) == len(plain) == 10
+    assert varied[0] == plain[0]  # the best item stays first
+    assert mean_cosine(varied) < mean_cosine(plain)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.evaluation_report import TABLE_METRICS
+from engine.sequential import SequenceParams
 from engine.training import TrainParams
 from stream import evaluate_cli
 from stream.replay_eval import run_replay_evaluation
@@ -64,6 +65,27 @@ def test_published_lists_score_exactly_like_the_offline_full_ranking() -> None:
     assert report.history_length >= 50
     assert report.events_per_s > 0
     assert {"replay: events sent", "replay: lists received"} <= stages
+
+
+def test_with_the_sequential_encoder_the_worker_publishes_the_offline_lists() -> None:
+    # The encoder reads each user's history from Redis on every event; offline it reads
+    # the training log. The published lists must be the offline full ranking's.
+    events = shop.events(users=60, per_user=20)
+    report = run_replay_evaluation(
+        events,
+        shop.catalog(),
+        seed=0,
+        train_params=SMALL_GRID,
+        sequence_params=SequenceParams(dim=16, heads=2, layers=1, max_len=20, max_epochs=4),
+        sequence_weights=(0.5,),
+        worker_settings=NEAR_DUPLICATES_OFF,
+    )
+    assert report.model_version.startswith("seqrec-")
+    assert report.users_without_list == 0
+    assert report.dead_letters == 0
+    # float32 sums in other batch shapes may swap near-ties; at most one user in 60.
+    assert report.same_top10 >= 1 - 1 / 60
+    assert abs(report.relative_difference("ndcg@10")) < 0.05
 
 
 def test_evaluate_replay_command_writes_both_tables_for_a_user_sample(

@@ -40,7 +40,9 @@ def test_evaluate_writes_markdown_json_and_a_chart_with_every_model(
 ) -> None:
     events, catalog = shop_files
     out = tmp_path / "results"
-    assert evaluate("--events", str(events), "--catalog", str(catalog), "--out", str(out)) == 0
+    quick = ["--sasrec-epochs", "3", "--sasrec-threads", "1", "--sequence-epochs", "5"]
+    argv = ["--events", str(events), "--catalog", str(catalog), "--out", str(out), *quick]
+    assert evaluate(*argv) == 0
     table = (out / "results.md").read_text(encoding="utf-8")
     for name in MODEL_NAMES:
         assert f"| {name} |" in table
@@ -89,10 +91,13 @@ def test_a_session_log_is_evaluated_with_each_session_as_a_user(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--models", "ours,sasrec"], "--models must name some of"),
+        (["--models", "ours,gru4rec"], "--models must name some of"),
         (["--test-fraction", "0.3"], "--test-fraction applies to --protocol time"),
-        (["--users", "10"], "--users, --rate and --set apply to --replay only"),
-        (["--set", "exclude_seen=false"], "--users, --rate and --set apply to --replay only"),
+        (["--users", "10"], "--users, --rate, --set and --model apply to --replay only"),
+        (
+            ["--set", "exclude_seen=false"],
+            "--users, --rate, --set and --model apply to --replay only",
+        ),
         (["--replay", "--models", "ours,ease"], "--models does not apply to --replay"),
         (["--replay", "--users", "0"], "--users must be >= 1, got 0"),
         (["--replay", "--set", "near_duplicate_cosine"], "--set must be NAME=VALUE"),

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from engine.catalog import Catalog
+from engine.item_stats import ItemStats
 from engine.recommender import Ranked, Recommender
 from engine.types import UserState
 from index.faiss_index import FaissItemIndex
@@ -29,12 +30,16 @@ class ExplodingRecommender(Recommender):
     """Raises whenever user "boom" is in the batch, like a bug triggered by one event."""
 
     def recommend(
-        self, states: Sequence[UserState], trigger_event_ids: Sequence[str], now_ms: int
+        self,
+        states: Sequence[UserState],
+        trigger_event_ids: Sequence[str],
+        now_ms: int,
+        stats: ItemStats | None = None,
     ) -> list[Ranked]:
         if any(s.user_id == "boom" for s in states):
             msg = "corrupt vector"
             raise FloatingPointError(msg)
-        return super().recommend(states, trigger_event_ids, now_ms)
+        return super().recommend(states, trigger_event_ids, now_ms, stats=stats)
 
 
 def event(event_id: str, user: str, item: str = "books-1") -> RawMessage:
