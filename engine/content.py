@@ -7,6 +7,12 @@ Tokens are hashed with a stable signed hash (BLAKE2b, never Python's salted ``ha
 (n_features, d) is fitted by ridge regression from the training items' features to their
 learned vectors, so a new item lands near the items whose text resembles it.
 
+Instead of hashing, the features can come from a packaged sentence encoder
+(:mod:`engine.text_encoders`: "minilm" or "e5"): the item's fields are joined into one text
+(:func:`engine.text_encoders.item_text`), embedded into 384 dimensions, and ``W`` of shape
+(384, d) is fitted by the same ridge regression. The encoder records which featurizer it used
+(:attr:`ContentEncoder.features`), and a saved model reloads the same one.
+
 Example:
     >>> import numpy as np
     >>> targets = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
@@ -25,7 +31,8 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -33,11 +40,18 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import lsmr
 
+from engine.text_encoders import TextEmbedder, item_text
+
 __all__ = [
     "DEFAULT_N_FEATURES",
+    "FEATURIZERS",
     "HASHING",
+    "HASHING_FEATURES",
     "ContentEncoder",
+    "ContentFeatures",
+    "Featurizer",
     "ItemText",
+    "content_features",
     "content_tokens",
     "hash_features",
 ]
@@ -56,6 +70,14 @@ _BIAS = "__bias__"
 
 #: One item's text: (title, category, tags, description).
 ItemText = tuple[str, str, Sequence[str], str]
+#: Where the content features come from: hashed tokens or a packaged sentence encoder.
+Featurizer = Literal["hashing", "minilm", "e5"]
+#: Every featurizer name, as saved in a model's ``content.features``.
+FEATURIZERS: tuple[str, ...] = get_args(Featurizer)
+#: The featurizer name of the hashed bag of tokens (the default).
+HASHING_FEATURES = "hashing"
+#: Features of m items: (m, D) sparse hashed features or (m, dim) dense sentence embeddings.
+ContentFeatures: TypeAlias = sp.csr_matrix | npt.NDArray[np.float32]
 
 
 def content_tokens(title: str, category: str, tags: Iterable[str], description: str) -> list[str]:
@@ -120,6 +142,28 @@ def hash_features(
     return result
 
 
+def content_features(
+    texts: Sequence[ItemText],
+    *,
+    embedder: TextEmbedder | None = None,
+    n_features: int = DEFAULT_N_FEATURES,
+) -> ContentFeatures:
+    """The features a content encoder maps from.
+
+    Args:
+        texts: m items' (title, category, tags, description).
+        embedder: Sentence encoder, or None for hashed tokens.
+        n_features: Size D of the hashed feature space (without an embedder).
+
+    Returns:
+        (m, D) float64 CSR hashed features, or (m, embedder.dim) float32 unit-norm embeddings
+        of :func:`engine.text_encoders.item_text`.
+    """
+    if embedder is None:
+        return hash_features([content_tokens(*t) for t in texts], n_features)
+    return embedder.embed([item_text(*t) for t in texts])
+
+
 def _normalise_rows(m: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     out = np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
@@ -132,12 +176,15 @@ class ContentEncoder:
     """Maps item text to the learned item-vector space.
 
     Attributes:
-        weights: (n_features, d) float32 linear map from hashed features to vectors.
+        weights: (n_features, d) float32 linear map from features to vectors.
         ridge: The L2 penalty it was fitted with.
+        embedder: Sentence encoder the features come from (n_features = its dim), or None
+            for hashed tokens.
     """
 
     weights: npt.NDArray[np.float32]
     ridge: float = 1.0
+    embedder: TextEmbedder | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.weights.ndim != 2 or self.weights.dtype != np.float32:
@@ -146,10 +193,21 @@ class ContentEncoder:
                 f"got {self.weights.dtype} {self.weights.shape}"
             )
             raise ValueError(msg)
+        if self.embedder is not None and self.weights.shape[0] != self.embedder.dim:
+            msg = (
+                f"ContentEncoder.weights must have {self.embedder.dim} rows for text embedder "
+                f"{self.embedder.name!r}, got shape {self.weights.shape}"
+            )
+            raise ValueError(msg)
+
+    @property
+    def features(self) -> str:
+        """Featurizer name: ``"hashing"``, or the sentence embedder's name."""
+        return HASHING_FEATURES if self.embedder is None else self.embedder.name
 
     @property
     def n_features(self) -> int:
-        """Size D of the hashed feature space."""
+        """Size D of the feature space (hashed, or the embedder's dimension)."""
         return int(self.weights.shape[0])
 
     @property
@@ -165,18 +223,18 @@ class ContentEncoder:
         *,
         n_features: int = DEFAULT_N_FEATURES,
         ridge: float = 1.0,
+        embedder: TextEmbedder | None = None,
     ) -> ContentEncoder:
         """Fit ``W`` by ridge regression: ``min ||X W - Y||^2 + ridge * ||W||^2``.
 
-        Up to ``DUAL_SOLVE_MAX_ITEMS`` items this is solved exactly in the dual,
-        ``W = X^T (X X^T + ridge I)^-1 Y``; above it by LSMR on the sparse features, one
-        output column at a time. Both are deterministic.
+        See :meth:`fit_features` for how it is solved.
 
         Args:
             texts: m items' (title, category, tags, description).
             targets: (m, d) the items' learned vectors.
-            n_features: Size D of the hashed feature space.
+            n_features: Size D of the hashed feature space (without an embedder).
             ridge: L2 penalty, > 0.
+            embedder: Sentence encoder for the features, or None for hashed tokens.
 
         Returns:
             The fitted encoder.
@@ -184,15 +242,49 @@ class ContentEncoder:
         Raises:
             ValueError: Shapes disagree, there are no items, or ridge is not > 0.
         """
-        y = np.asarray(targets, dtype=np.float64)
-        if y.ndim != 2 or y.shape[0] != len(texts) or not texts:
-            msg = f"targets must have shape ({len(texts)}, d) with at least one item, got {y.shape}"
-            raise ValueError(msg)
-        if not (math.isfinite(ridge) and ridge > 0.0):
-            msg = f"ridge must be a finite number > 0, got {ridge!r}"
-            raise ValueError(msg)
-        x = hash_features([content_tokens(*t) for t in texts], n_features)
+        _check_fit_args(len(texts), targets, ridge)
+        x = content_features(texts, embedder=embedder, n_features=n_features)
+        return cls.fit_features(x, targets, ridge=ridge, embedder=embedder)
+
+    @classmethod
+    def fit_features(
+        cls,
+        x: ContentFeatures,
+        targets: npt.NDArray[np.floating],
+        *,
+        ridge: float = 1.0,
+        embedder: TextEmbedder | None = None,
+    ) -> ContentEncoder:
+        """Fit ``W`` by ridge regression on features from :func:`content_features`.
+
+        Dense (embedder) features are solved exactly in the primal,
+        ``W = (X^T X + ridge I)^-1 X^T Y``. Hashed features up to ``DUAL_SOLVE_MAX_ITEMS``
+        items are solved exactly in the dual, ``W = X^T (X X^T + ridge I)^-1 Y``; above it by
+        LSMR, one output column at a time. All are deterministic.
+
+        Args:
+            x: (m, D) features, made with the same ``embedder`` (or hashing).
+            targets: (m, d) the items' learned vectors.
+            ridge: L2 penalty, > 0.
+            embedder: The sentence encoder ``x`` came from, or None for hashed features.
+
+        Returns:
+            The fitted encoder.
+
+        Raises:
+            ValueError: Shapes disagree, there are no items, or ridge is not > 0.
+        """
         m = x.shape[0]
+        y = _check_fit_args(m, targets, ridge)
+        if not sp.issparse(x):
+            dense = np.asarray(x, dtype=np.float64)
+            if dense.ndim != 2:
+                msg = f"features must have shape (m, D), got {dense.shape}"
+                raise ValueError(msg)
+            gram = dense.T @ dense + ridge * np.eye(dense.shape[1])
+            w = scipy.linalg.solve(gram, dense.T @ y, assume_a="pos")
+            return cls(weights=w.astype(np.float32), ridge=float(ridge), embedder=embedder)
+        x = sp.csr_matrix(x)
         if m <= DUAL_SOLVE_MAX_ITEMS:
             gram = (x @ x.T).toarray() + ridge * np.eye(m)
             alpha = scipy.linalg.solve(gram, y, assume_a="pos")
@@ -203,7 +295,29 @@ class ContentEncoder:
             w = np.column_stack(
                 [lsmr(x, y[:, j], damp=damp, atol=1e-8, btol=1e-8)[0] for j in range(y.shape[1])]
             )
-        return cls(weights=w.astype(np.float32), ridge=float(ridge))
+        return cls(weights=w.astype(np.float32), ridge=float(ridge), embedder=embedder)
+
+    def featurize(self, texts: Sequence[ItemText]) -> ContentFeatures:
+        """This encoder's features of m items (see :func:`content_features`)."""
+        return content_features(texts, embedder=self.embedder, n_features=self.n_features)
+
+    def project(self, x: ContentFeatures) -> npt.NDArray[np.float32]:
+        """Map features to vectors.
+
+        Args:
+            x: (m, n_features) features from :meth:`featurize`.
+
+        Returns:
+            (m, d) float32, rows L2-normalised (zero rows stay zero).
+        """
+        if x.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if sp.issparse(x):
+            projected = np.asarray(x.astype(np.float32) @ self.weights, dtype=np.float64)
+        else:
+            dense = np.asarray(x, dtype=np.float32)
+            projected = np.asarray(dense @ self.weights, dtype=np.float64)
+        return _normalise_rows(projected)
 
     def encode_many(self, texts: Sequence[ItemText]) -> npt.NDArray[np.float32]:
         """Vectors for many items.
@@ -216,9 +330,7 @@ class ContentEncoder:
         """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        x = hash_features([content_tokens(*t) for t in texts], self.n_features)
-        projected = np.asarray(x.astype(np.float32) @ self.weights, dtype=np.float64)
-        return _normalise_rows(projected)
+        return self.project(self.featurize(texts))
 
     def encode(
         self, title: str, category: str, tags: Sequence[str], description: str
@@ -238,3 +350,16 @@ class ContentEncoder:
             0
         ]
         return vector
+
+
+def _check_fit_args(
+    m: int, targets: npt.NDArray[np.floating], ridge: float
+) -> npt.NDArray[np.float64]:
+    y = np.asarray(targets, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] != m or m == 0:
+        msg = f"targets must have shape ({m}, d) with at least one item, got {y.shape}"
+        raise ValueError(msg)
+    if not (math.isfinite(ridge) and ridge > 0.0):
+        msg = f"ridge must be a finite number > 0, got {ridge!r}"
+        raise ValueError(msg)
+    return y

@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.content import HASHING, ContentEncoder
+from engine.content import FEATURIZERS, HASHING, HASHING_FEATURES, ContentEncoder
 from engine.scoring import ScoringParams, normalised_log_popularity, score_items_batch
 from engine.sequential import SequenceEncoder, SequenceParams
+from engine.text_encoders import TextEmbedder, load_embedder
 from engine.user_embedding import (
     EVENT_TYPES,
     EventWeights,
@@ -109,6 +110,8 @@ def _content_hash(
     h.update(json.dumps(params, sort_keys=True).encode("utf-8"))
     if content is not None:
         h.update(np.ascontiguousarray(content.weights).tobytes())
+        if content.features != HASHING_FEATURES:  # hashing models keep their earlier hashes
+            h.update(f"content.features={content.features}".encode())
     if sequence is not None:
         encoder, weight = sequence
         h.update(json.dumps({"sequence": encoder.params.as_dict(), "weight": weight}).encode())
@@ -450,7 +453,9 @@ class ItemModel:
             "content": None
             if self.content is None
             else {
-                "hashing": HASHING,
+                "features": self.content.features,
+                # None for a sentence encoder, so a reader that only knows hashing refuses it.
+                "hashing": HASHING if self.content.features == HASHING_FEATURES else None,
                 "n_features": self.content.n_features,
                 "ridge": self.content.ridge,
             },
@@ -507,6 +512,8 @@ class ItemModel:
             ModelNotFoundError: The folder, ``model.json`` or ``model.npz`` is missing.
             ModelFormatError: A file is not in this format or the arrays do not belong to the
                 metadata.
+            engine.text_encoders.EmbedderNotInstalledError: The content encoder uses a
+                sentence encoder whose package is not installed.
         """
         directory = Path(directory)
         meta_path = directory / META_FILE
@@ -565,9 +572,18 @@ def _read_meta(path: Path) -> dict[str, Any]:
         msg = f"{path}: missing field(s) {', '.join(missing)}"
         raise ModelFormatError(msg)
     content = meta["content"]
-    if content is not None and content.get("hashing") != HASHING:
-        msg = f"{path}: field 'content.hashing' must be {HASHING!r}, got {content.get('hashing')!r}"
-        raise ModelFormatError(msg)
+    if content is not None:
+        features = content.get("features", HASHING_FEATURES)
+        if features not in FEATURIZERS:
+            msg = (
+                f"{path}: field 'content.features' must be one of {', '.join(FEATURIZERS)}, "
+                f"got {features!r}"
+            )
+            raise ModelFormatError(msg)
+        if features == HASHING_FEATURES and content.get("hashing") != HASHING:
+            got = content.get("hashing")
+            msg = f"{path}: field 'content.hashing' must be {HASHING!r}, got {got!r}"
+            raise ModelFormatError(msg)
     return meta
 
 
@@ -591,6 +607,15 @@ def _read_arrays(
         raise ModelFormatError(msg) from exc
 
 
+def _content_embedder(features: str) -> TextEmbedder | None:
+    """The sentence encoder a saved content encoder needs (None for hashing).
+
+    Raises:
+        engine.text_encoders.EmbedderNotInstalledError: Its package is not installed.
+    """
+    return None if features == HASHING_FEATURES else load_embedder(features)
+
+
 def _model_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> ItemModel:
     up = meta["user_params"]
     user_params = UserEmbeddingParams(
@@ -605,6 +630,7 @@ def _model_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> It
         else ContentEncoder(
             weights=arrays["content_weights"].astype(np.float32, copy=False),
             ridge=float(content_meta["ridge"]),
+            embedder=_content_embedder(str(content_meta.get("features", HASHING_FEATURES))),
         )
     )
     vectors = arrays["vectors"]

@@ -63,6 +63,8 @@ class RankingParams:
         near_duplicate_cosine: a candidate this similar to an already-chosen item is skipped.
         diversity_weight: MMR weight w in [0, 1] (:func:`engine.diversity.mmr_order`) over
             the eligible candidates; 0 keeps the score order.
+        max_impressions: an item already recommended to the user this many times in the
+            impressions window (``UserState.shown``) is not shown again; 0 turns it off.
     """
 
     k: int = 10
@@ -70,6 +72,7 @@ class RankingParams:
     exclude_seen: bool = True
     near_duplicate_cosine: float = 0.985
     diversity_weight: float = 0.0
+    max_impressions: int = 0
     reasons: ReasonParams = field(default_factory=ReasonParams)
     reason_language: Language = "en"
 
@@ -260,6 +263,9 @@ class Recommender:
 
     def _excluded(self, state: UserState) -> set[str]:
         excluded = set(state.purchased)
+        if self.params.max_impressions > 0:
+            limit = self.params.max_impressions
+            excluded.update(item for item, times in state.shown.items() if times >= limit)
         if self.params.exclude_seen:
             excluded.update(state.seen)
             excluded.update(i.item_id for i in state.history)

@@ -16,7 +16,9 @@
    with the best validation NDCG@10 wins, then the model is refit on all the events.
 5. With a catalog, a :class:`engine.content.ContentEncoder` is fitted from the items' text to
    their vectors; items with no usable interactions (catalog-only, or never co-occurring) get
-   their vector from their text.
+   their vector from their text. The text features are hashed tokens or, with
+   ``TrainParams.content_features_from``, a packaged sentence encoder
+   (:mod:`engine.text_encoders`).
 
 Example:
     >>> split = leave_last_out(load_movielens_100k().events)  # doctest: +SKIP
@@ -41,7 +43,15 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
-from engine.content import DEFAULT_N_FEATURES, ContentEncoder, ItemText
+from engine.content import (
+    DEFAULT_N_FEATURES,
+    FEATURIZERS,
+    HASHING_FEATURES,
+    ContentEncoder,
+    Featurizer,
+    ItemText,
+    content_features,
+)
 from engine.datasets import validate_catalog
 from engine.evaluation import (
     EvalResult,
@@ -53,6 +63,7 @@ from engine.evaluation import (
 )
 from engine.model import ItemModel, make_version
 from engine.scoring import ScoringParams
+from engine.text_encoders import load_embedder
 from engine.user_embedding import EventWeights, UserEmbeddingParams
 
 __all__ = [
@@ -95,6 +106,9 @@ class TrainParams:
         event_weights: Weight of each event type (co-occurrence and user vectors).
         content_ridge: L2 penalty of the content encoder.
         content_features: Hashed feature-space size of the content encoder.
+        content_features_from: Where the content encoder's features come from: ``"hashing"``
+            (hashed tokens) or a packaged sentence encoder, ``"minilm"`` (English) or ``"e5"``
+            (multilingual); see :mod:`engine.text_encoders`.
         selection_metric: Validation metric that picks the grid point.
         eval_batch_size: Users scored at a time during validation.
     """
@@ -110,6 +124,7 @@ class TrainParams:
     event_weights: EventWeights = field(default_factory=EventWeights)
     content_ridge: float = 1.0
     content_features: int = DEFAULT_N_FEATURES
+    content_features_from: Featurizer = "hashing"
     selection_metric: str = "ndcg@10"
     eval_batch_size: int = 512
 
@@ -138,6 +153,11 @@ class TrainParams:
             ("context_smoothing", 0 < self.context_smoothing <= 1, self.context_smoothing),
             ("content_ridge", self.content_ridge > 0, self.content_ridge),
             ("content_features", self.content_features >= 1, self.content_features),
+            (
+                "content_features_from",
+                self.content_features_from in FEATURIZERS,
+                self.content_features_from,
+            ),
             ("eval_batch_size", self.eval_batch_size >= 1, self.eval_batch_size),
         ]
         for name, ok, value in checks:
@@ -501,25 +521,27 @@ def _fit_content(
 ) -> tuple[ContentEncoder, float | None, float | None]:
     holdout_cos: float | None = None
     baseline_cos: float | None = None
+    embedder = (
+        None
+        if params.content_features_from == HASHING_FEATURES
+        else load_embedder(params.content_features_from)
+    )
+    # Features are computed once; the hold-out fit and the final fit take rows of them.
+    x = content_features(texts, embedder=embedder, n_features=params.content_features)
     m = len(texts)
     if m >= _CONTENT_HOLDOUT_MIN_ITEMS:
         perm = rng.permutation(m)
         cut = max(1, m // 10)
         held, fit_rows = perm[:cut], perm[cut:]
-        enc = ContentEncoder.fit(
-            [texts[i] for i in fit_rows],
-            targets[fit_rows],
-            n_features=params.content_features,
-            ridge=params.content_ridge,
+        enc = ContentEncoder.fit_features(
+            x[fit_rows], targets[fit_rows], ridge=params.content_ridge, embedder=embedder
         )
-        predicted = enc.encode_many([texts[i] for i in held])
+        predicted = enc.project(x[held])
         holdout_cos = float(np.mean(np.sum(predicted * targets[held], axis=1)))
         mean = targets[fit_rows].mean(axis=0)
         mean /= max(float(np.linalg.norm(mean)), 1e-12)
         baseline_cos = float(np.mean(targets[held] @ mean))
-    encoder = ContentEncoder.fit(
-        texts, targets, n_features=params.content_features, ridge=params.content_ridge
-    )
+    encoder = ContentEncoder.fit_features(x, targets, ridge=params.content_ridge, embedder=embedder)
     return encoder, holdout_cos, baseline_cos
 
 

@@ -59,6 +59,8 @@ class UserState:
     purchased: frozenset[str] = field(default_factory=frozenset)
     seen: frozenset[str] = field(default_factory=frozenset)
     """Every item the user ever interacted with (not bounded by the history length)."""
+    shown: Mapping[str, int] = field(default_factory=dict)
+    """How often each item was recommended to the user within the impressions window."""
 
 
 @dataclass(frozen=True, slots=True)

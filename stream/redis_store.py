@@ -9,6 +9,8 @@ Keys (``{u:USER}`` is a Redis Cluster hash tag, so one user's keys share a slot)
 ``sr:{u:USER}:ev:EVENT_ID``           dedupe marker with TTL (idempotent replays)
 ``sr:{u:USER}:emb``                   float32 bytes of the latest user vector
 ``sr:{u:USER}:recs``                  latest recommendation message (JSON)
+``sr:{u:USER}:shown``                 hash item_id -> times recommended in the current
+                                      impressions window (only with max_impressions > 0)
 ``sr:catalog``                        hash item_id -> item JSON
 ``sr:catalog:log``                    stream of item ids in change order
 ``sr:items:trend``                    sorted set item_id -> log-space decayed event count
@@ -121,7 +123,7 @@ if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) then
   if not pcall(item_stats, previous) then stats = 0 end
 end
 return {applied, redis.call('LRANGE', KEYS[1], 0, -1), redis.call('SMEMBERS', KEYS[2]),
-        redis.call('SMEMBERS', KEYS[4]), stats}
+        redis.call('SMEMBERS', KEYS[4]), stats, redis.call('HGETALL', KEYS[6])}
 """
 
 _decode_entry = msgspec.json.Decoder(tuple[str, str, int]).decode
@@ -161,6 +163,7 @@ class RedisStore:
         cooccurrence_max_members: int = 100,
         cooccurrence_ttl_s: int = 30 * 24 * 3600,
         on_stats_error: Callable[[str], None] | None = None,
+        impressions_window_s: int = 0,
     ) -> None:
         # redis-py's stubs type every reply as bytes | str | None; replies here are bytes
         # (decode_responses is off), so the client is used untyped.
@@ -176,6 +179,7 @@ class RedisStore:
         self.cooccurrence_max_members = cooccurrence_max_members
         self.cooccurrence_ttl_s = cooccurrence_ttl_s
         self._on_stats_error = on_stats_error
+        self.impressions_window_s = impressions_window_s
         self._apply_script = client.register_script(_APPLY)
 
     @classmethod
@@ -224,6 +228,7 @@ class RedisStore:
                             user_key(e.user_id, f"ev:{e.event_id}"),
                             user_key(e.user_id, "s"),
                             TREND,
+                            user_key(e.user_id, "shown"),
                         ],
                         args=[
                             entry,
@@ -253,7 +258,7 @@ class RedisStore:
                 for _ in range(failed):
                     self._on_stats_error("update")
         return [
-            Applied(_state(e.user_id, r[1], r[2], r[3]), bool(r[0]))
+            Applied(_state(e.user_id, r[1], r[2], r[3], r[5]), bool(r[0]))
             for e, r in zip(events, replies, strict=True)
         ]
 
@@ -263,10 +268,11 @@ class RedisStore:
                 pipe.lrange(user_key(user_id, "h"), 0, -1)
                 pipe.smembers(user_key(user_id, "p"))
                 pipe.smembers(user_key(user_id, "s"))
+                pipe.hgetall(user_key(user_id, "shown"))
                 return list(await pipe.execute())
 
-        history, purchased, seen = await self.retrying("get", run)
-        return _state(user_id, history, purchased, seen)
+        history, purchased, seen, shown = await self.retrying("get", run)
+        return _state(user_id, history, purchased, seen, shown)
 
     async def save_results(self, ranked: Sequence[tuple[Recommendation, np.ndarray]]) -> None:
         """Store each user's latest list and vector (last one wins within a batch)."""
@@ -279,6 +285,11 @@ class RedisStore:
                     pipe.set(
                         user_key(rec.user_id, "emb"), vector.astype(np.float32).tobytes(), ex=ttl
                     )
+                    if self.impressions_window_s > 0 and rec.items:
+                        shown = user_key(rec.user_id, "shown")
+                        for item in rec.items:
+                            pipe.hincrby(shown, item.item_id, 1)
+                        pipe.expire(shown, self.impressions_window_s, nx=True)
                 await pipe.execute()
 
         if ranked:
@@ -422,12 +433,22 @@ class RedisStore:
         return await self.retrying("catalog_changes", run)
 
 
-def _state(user_id: str, history: Sequence[bytes], purchased: Any, seen: Any) -> UserState:
+def _state(
+    user_id: str, history: Sequence[bytes], purchased: Any, seen: Any, shown: Any
+) -> UserState:
     interactions = []
     for raw in history:
         item_id, type_, ts = _decode_entry(raw)
         interactions.append(Interaction(item_id, type_, ts))  # type: ignore[arg-type]
-    return UserState(user_id, tuple(interactions), _strings(purchased), _strings(seen))
+    return UserState(
+        user_id, tuple(interactions), _strings(purchased), _strings(seen), _shown(shown)
+    )
+
+
+def _shown(raw: Any) -> dict[str, int]:
+    """HGETALL as a dict (redis-py) or as a flat [field, value, ...] list (from Lua)."""
+    pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+    return {_member(k): int(v) for k, v in pairs}
 
 
 def _at_most(ts: int, now_ms: int | None) -> int:

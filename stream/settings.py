@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     near_duplicate_cosine: float = Field(
         0.985, gt=0, description="Skip a candidate this similar to a chosen item (>1: off)."
     )
+    max_impressions: int = Field(
+        0, ge=0, description="Stop recommending an item shown this often in the window (0: off)."
+    )
+    impressions_window_s: int = Field(
+        24 * 3600, ge=60, description="Window over which impressions are counted."
+    )
     diversity_weight: float = Field(
         0.0, ge=0, le=1, description="MMR weight trading score for variety (0: off)."
     )
@@ -145,6 +151,7 @@ class Settings(BaseSettings):
             exclude_seen=self.exclude_seen,
             near_duplicate_cosine=self.near_duplicate_cosine,
             diversity_weight=self.diversity_weight,
+            max_impressions=self.max_impressions,
             reasons=ReasonParams(
                 min_together_count=self.cooccurrence_min_count,
                 session_window=self.cooccurrence_window,

@@ -73,6 +73,7 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
         cooccurrence_max_members=settings.cooccurrence_max_members,
         cooccurrence_ttl_s=settings.cooccurrence_ttl_s,
         on_stats_error=lambda op: metrics.item_stats_errors.labels(op=op).inc(),
+        impressions_window_s=settings.impressions_window_s if settings.max_impressions else 0,
     )
     return Pipeline(settings, load_recommender(settings), store, metrics)
 

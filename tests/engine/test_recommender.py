@@ -283,3 +283,20 @@ def test_a_diversity_weight_makes_the_list_more_varied_from_the_same_candidates(
     assert len(varied) == len(plain) == 10
     assert varied[0] == plain[0]  # the best item stays first
     assert mean_cosine(varied) < mean_cosine(plain)
+
+
+def test_an_item_shown_too_often_is_not_recommended_again(trained):
+    model = trained.model
+    ids, vectors = index_entries(model)
+    index = ExactIndex(model.dim + 1)
+    index.upsert(ids, vectors)
+    rec = Recommender(model, index, Catalog(), RankingParams(k=10, max_impressions=3))
+    for item in catalog_items(shop.catalog()):
+        rec.apply_item(item)
+    s = state("u", "running-1", "running-2")
+    first = [i.item_id for i in recommend(rec, s).items]
+    tired = UserState(s.user_id, s.history, s.purchased, s.seen, {first[0]: 3, first[1]: 2})
+    again = [i.item_id for i in recommend(rec, tired).items]
+    assert first[0] not in again  # shown 3 times: the limit
+    assert first[1] in again  # shown twice: still allowed
+    assert len(again) == 10

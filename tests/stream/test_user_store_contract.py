@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis as redis_sync
 
@@ -144,3 +145,56 @@ class TestSeenItems:
         run(store.apply([ev(1)]))
         out = run(store.apply([ev(1)]))
         assert out[0].state.seen == frozenset({"i1"})
+
+
+@pytest.mark.integration
+def test_impressions_are_counted_per_item_and_reach_the_next_state(redis_url):
+    from engine.types import Recommendation, RecommendedItem
+
+    async def scenario() -> tuple[dict[str, int], dict[str, int], int]:
+        store = RedisStore.from_url(
+            redis_url,
+            history_length=HISTORY,
+            dedupe_ttl_s=600,
+            recommendation_ttl_s=600,
+            impressions_window_s=3600,
+        )
+        try:
+
+            def listed(*items: str) -> Recommendation:
+                ranked = tuple(
+                    RecommendedItem(i, n, 1.0, "text", "popular", {}) for n, i in enumerate(items)
+                )
+                return Recommendation("imp", "t", 1, "v", ranked)
+
+            vector = np.zeros(2, dtype=np.float32)
+            await store.save_results([(listed("a", "b"), vector), (listed("a"), vector)])
+            after_event = (await store.apply([ev(1, user="imp")]))[0].state.shown
+            read = (await store.get("imp")).shown
+            ttl = await store.client.ttl("sr:{u:imp}:shown")
+            return after_event, read, ttl
+        finally:
+            await store.close()
+
+    after_event, read, ttl = run(scenario())
+    assert after_event == read == {"a": 2, "b": 1}
+    assert 0 < ttl <= 3600
+
+
+@pytest.mark.integration
+def test_without_an_impressions_window_nothing_is_counted(redis_url):
+    from engine.types import Recommendation, RecommendedItem
+
+    async def scenario() -> dict[str, int]:
+        store = RedisStore.from_url(
+            redis_url, history_length=HISTORY, dedupe_ttl_s=600, recommendation_ttl_s=600
+        )
+        try:
+            item = RecommendedItem("a", 1, 1.0, "text", "popular", {})
+            rec = Recommendation("quiet", "t", 1, "v", (item,))
+            await store.save_results([(rec, np.zeros(2, dtype=np.float32))])
+            return dict((await store.get("quiet")).shown)
+        finally:
+            await store.close()
+
+    assert run(scenario()) == {}
