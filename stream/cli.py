@@ -87,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from engine.hybrid_training import train_model
     from engine.sequential import SequenceParams
+    from engine.text_encoders import TextEncoderError
     from engine.training import TrainParams
     from stream.progress import progress_callback
 
@@ -108,16 +109,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         msg = f"streamrec train: {exc}"
         raise SystemExit(msg) from None
-    with progress_callback(console) as progress:
-        model, report, seq_report = train_model(
-            events,
-            catalog,
-            TrainParams(dim=args.dim),
-            sequence,
-            seed=args.seed,
-            progress=progress,
-            now=datetime.now(UTC),
-        )
+    try:
+        with progress_callback(console) as progress:
+            model, report, seq_report = train_model(
+                events,
+                catalog,
+                TrainParams(dim=args.dim, content_features_from=args.content_features_from),
+                sequence,
+                seed=args.seed,
+                progress=progress,
+                now=datetime.now(UTC),
+            )
+    except TextEncoderError as exc:
+        msg = f"streamrec train: {exc}"
+        raise SystemExit(msg) from None
     out = Path(args.out)
     model.save(out)
     if catalog is not None:
@@ -340,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
     p.add_argument("--sequence-dim", type=int, default=64, help="encoder hidden size")
     p.add_argument("--sequence-length", type=int, default=50, help="events the encoder reads")
+    p.add_argument(
+        "--content-features-from",
+        choices=["hashing", "minilm", "e5"],
+        default="hashing",
+        help="cold-start item vectors from hashed words (default) or a packaged sentence "
+        "encoder: minilm (English) or e5 (multilingual); the encoders need streamrec[text]",
+    )
     p.add_argument(
         "--negatives",
         type=int,

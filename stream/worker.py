@@ -10,8 +10,9 @@ import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
 from engine.catalog import Catalog
-from engine.model import ItemModel
+from engine.model import ItemModel, ModelError
 from engine.recommender import Recommender
+from engine.text_encoders import TextEncoderError
 from index.device import choose_device, set_cpu_threads
 from index.faiss_index import FaissItemIndex
 from stream.app import create_app
@@ -37,7 +38,14 @@ def load_recommender(settings: Settings) -> Recommender:
             "`streamrec train` and `streamrec index build`, or set STREAMREC_MODEL_DIR"
         )
         raise ConfigurationError(msg)
-    model = ItemModel.load(model_dir)
+    try:
+        model = ItemModel.load(model_dir)
+        if model.content is not None and model.content.features != "hashing":
+            # Load the packaged sentence encoder now, not on the first new catalog item.
+            model.content.encode("", "", [], "")
+    except (ModelError, TextEncoderError) as exc:
+        msg = f"cannot load the model in {model_dir.resolve()} (STREAMREC_MODEL_DIR): {exc}"
+        raise ConfigurationError(msg) from exc
     device = choose_device(settings.device)
     set_cpu_threads(settings.faiss_threads)
     if not (settings.index_dir / "items.ids.json").is_file():
