@@ -82,6 +82,7 @@ class _RecBole:
     model: Any
     trainer: Any
     interaction: Any
+    init_seed: Callable[[int, bool], None]
     torch: ModuleType
 
 
@@ -123,6 +124,7 @@ def load_recbole() -> _RecBole:
         interaction = importlib.import_module("recbole.data.interaction")
         models = importlib.import_module("recbole.model.sequential_recommender")
         trainer = importlib.import_module("recbole.trainer")
+        utils = importlib.import_module("recbole.utils")
         torch = importlib.import_module("torch")
     except ImportError as exc:
         msg = (
@@ -137,6 +139,7 @@ def load_recbole() -> _RecBole:
         model=models.SASRec,
         trainer=trainer.Trainer,
         interaction=interaction.Interaction,
+        init_seed=utils.init_seed,
         torch=torch,
     )
 
@@ -263,8 +266,11 @@ class RecBoleSASRec:
                     "log_wandb": False,
                 },
             )
+            # As RecBole's own quick start does: seed before the data and before the model.
+            lib.init_seed(seed, True)
             dataset = lib.create_dataset(config)
             train, valid, test = lib.data_preparation(config, dataset)
+            lib.init_seed(seed, True)
             model = lib.model(config, train.dataset).to("cpu")
             with contextlib.chdir(tmp):
                 trainer = lib.trainer(config, model)

@@ -93,3 +93,12 @@ def test_evaluation_runs_sasrec_once_and_reads_it_back_from_the_cache(tmp_path: 
     split = leave_last_out(events)
     other = cache_key("sasrec", split, split.item_ids(), {"epochs": 4})
     assert load_scores(tmp_path, other) is None
+
+
+def test_sasrec_is_deterministic_for_a_seed() -> None:
+    split = leave_last_out(shop_events(users=20, per_user=8))
+    universe = split.item_ids()
+    histories, types = split.histories()
+    a = RecBoleSASRec.fit(split, universe, seed=3, params=TINY, threads=1)
+    b = RecBoleSASRec.fit(split, universe, seed=3, params=TINY, threads=1)
+    np.testing.assert_array_equal(a(histories, types), b(histories, types))
