@@ -297,7 +297,8 @@ def _fit_sasrec(
     stop = "the time budget" if model.stopped_by_budget else "early stopping"
     notes = (
         f"RecBole 1.2.1 SASRec, {model.epochs_run} epochs (stopped by {stop}), best validation "
-        f"epoch {best_epoch}; RecBole's own test NDCG@10 {model.recbole_test.get('ndcg@10', 0):.4f}"
+        f"epoch {best_epoch}; RecBole's own test NDCG@10 {model.recbole_test.get('ndcg@10', 0):.4f} "
+        "(RecBole does not exclude seen items for sequential models)"
     )
     chosen: dict[str, float | str] = {
         k: settings[k] for k in ("hidden_size", "n_layers", "n_heads", "loss_type", "epochs")
@@ -341,9 +342,17 @@ def _cache_key(
     )
     params: dict[str, Any] = {"format": CACHE_FORMAT, "seed": seed, "catalog": catalog_digest}
     if name == "ours":
-        params["train"] = asdict(TrainParams() if train_params is None else train_params)
-        params["sequence"] = None if sequence_params is None else sequence_params.as_dict()
+        params["train"] = _changed(TrainParams() if train_params is None else train_params)
+        params["sequence"] = None if sequence_params is None else _changed(sequence_params)
     return cache_key(name, split, universe, params)
+
+
+def _changed(params: TrainParams | SequenceParams) -> dict[str, Any]:
+    """The settings that differ from their defaults: a setting added later with a default
+    that keeps the old behaviour does not invalidate the cache (``CACHE_FORMAT`` is bumped
+    when code changes what a model scores)."""
+    defaults = asdict(type(params)())
+    return {k: v for k, v in asdict(params).items() if v != defaults[k]}
 
 
 def _from_cache(hit: CachedScores, key: str) -> _Fitted:
