@@ -297,7 +297,8 @@ def _fit_sasrec(
     stop = "the time budget" if model.stopped_by_budget else "early stopping"
     notes = (
         f"RecBole 1.2.1 SASRec, {model.epochs_run} epochs (stopped by {stop}), best validation "
-        f"epoch {best_epoch}; RecBole's own test NDCG@10 {model.recbole_test.get('ndcg@10', 0):.4f} "
+        f"epoch {best_epoch}; RecBole's own test NDCG@10 "
+        f"{model.recbole_test.get('ndcg@10', 0):.4f} "
         "(RecBole does not exclude seen items for sequential models)"
     )
     chosen: dict[str, float | str] = {
