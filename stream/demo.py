@@ -26,7 +26,7 @@ from stream.watch import watch
 from stream.worker import model_exists
 
 #: The demo's first model trains the encoder for at most this many epochs (minutes, not tens).
-DEMO_SEQUENCE_EPOCHS = 25
+DEMO_SEQUENCE_EPOCHS = 4
 
 
 def run_demo(args: argparse.Namespace) -> int:
