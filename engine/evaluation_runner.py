@@ -244,6 +244,7 @@ class _Fitted:
     grid_size: int
     seconds: float = 0.0
     notes: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)  # kept with cached scores
 
 
 def _fit_baseline(
@@ -263,27 +264,18 @@ def _fit_baseline(
     return _Fitted(fit(split.train, tuned.params), tuned.params, score, tuned.n_points)
 
 
+def _sasrec_settings(grids: BaselineGrids) -> dict[str, Any]:
+    return {**DEFAULT_SASREC, **grids.sasrec}
+
+
 def _fit_sasrec(
     split: Split,
     universe: Sequence[str],
     grids: BaselineGrids,
     seed: int,
-    cache_dir: Path | None,
     progress: Callable[[int, int], None] | None,
 ) -> _Fitted:
-    settings = {**DEFAULT_SASREC, **grids.sasrec}
-    key_params = {**settings, "seed": seed, "max_seconds": grids.sasrec_max_seconds}
-    key = cache_key("sasrec", split, universe, key_params)
-    if cache_dir is not None and (cached := load_scores(cache_dir, key)) is not None:
-        logger.info("SASRec: using cached scores %s in %s", key, cache_dir)
-        meta = cached.meta
-        return _Fitted(
-            cached,
-            meta["chosen"],
-            meta["validation_ndcg"],
-            0,
-            notes=f"{meta['notes']}; scores read from the cache ({key})",
-        )
+    settings = _sasrec_settings(grids)
     model = RecBoleSASRec.fit(
         split,
         universe,
@@ -305,18 +297,11 @@ def _fit_sasrec(
         k: settings[k] for k in ("hidden_size", "n_layers", "n_heads", "loss_type", "epochs")
     }
     chosen["epochs_run"] = model.epochs_run
-    fitted = _Fitted(model, chosen, model.best_validation_ndcg, 0, notes=notes)
-    if cache_dir is not None:
-        meta = {
-            "chosen": chosen,
-            "validation_ndcg": model.best_validation_ndcg,
-            "notes": notes,
-            "validation_curve": list(model.validation_curve),
-            "recbole_test": dict(model.recbole_test),
-        }
-        cached = save_scores(model, split, universe, cache_dir, key, meta)
-        fitted = replace(fitted, recommender=cached)
-    return fitted
+    meta = {
+        "validation_curve": list(model.validation_curve),
+        "recbole_test": dict(model.recbole_test),
+    }
+    return _Fitted(model, chosen, model.best_validation_ndcg, 0, notes=notes, meta=meta)
 
 
 #: Bump when a change of code changes what a cached model would score.
@@ -331,8 +316,13 @@ def _cache_key(
     seed: int,
     train_params: TrainParams | None,
     sequence_params: SequenceParams | None,
+    grids: BaselineGrids,
 ) -> str:
-    """A key over everything that decides a model's scores (grids are in ``name``'s fit)."""
+    """A key over everything that decides a model's scores (the baselines' grids are part
+    of their fit code, hence of ``CACHE_FORMAT``)."""
+    if name == "sasrec":
+        params = {**_sasrec_settings(grids), "seed": seed, "max_seconds": grids.sasrec_max_seconds}
+        return cache_key(name, split, universe, params)
     catalog_digest = (
         ""
         if catalog is None
@@ -341,7 +331,7 @@ def _cache_key(
             digest_size=8,
         ).hexdigest()
     )
-    params: dict[str, Any] = {"format": CACHE_FORMAT, "seed": seed, "catalog": catalog_digest}
+    params = {"format": CACHE_FORMAT, "seed": seed, "catalog": catalog_digest}
     if name == "ours":
         params["train"] = _changed(TrainParams() if train_params is None else train_params)
         params["sequence"] = None if sequence_params is None else _changed(sequence_params)
@@ -378,6 +368,7 @@ def _to_cache(
     arrays: Mapping[str, npt.NDArray[np.float32]],
 ) -> _Fitted:
     meta = {
+        **fit.meta,
         "chosen": dict(fit.chosen),
         "validation_ndcg": fit.validation_ndcg,
         "grid_size": fit.grid_size,
@@ -466,8 +457,10 @@ def run_evaluation(
     for name in models:
         t0 = clock()
         key = None
-        if cache_dir is not None and name != "sasrec":  # SASRec caches itself
-            key = _cache_key(name, split, universe, catalog, seed, train_params, sequence_params)
+        if cache_dir is not None:
+            key = _cache_key(
+                name, split, universe, catalog, seed, train_params, sequence_params, grids
+            )
             if (hit := load_scores(cache_dir, key)) is not None:
                 logger.info("%s: using cached scores %s in %s", name, key, cache_dir)
                 fitted[name] = _from_cache(hit, key)
@@ -517,9 +510,7 @@ def run_evaluation(
             skipped[name] = reason
             continue
         elif name == "sasrec":
-            fitted[name] = _fit_sasrec(
-                split, universe, grids, seed, cache_dir, stage("sasrec: epochs")
-            )
+            fitted[name] = _fit_sasrec(split, universe, grids, seed, stage("sasrec: epochs"))
         else:
             fitted[name] = _fit_baseline(
                 name, split, validation, universe, grids, seed, stage(f"{name}: tune")

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from engine.evaluation import leave_last_out
@@ -35,6 +34,7 @@ from engine.model import ItemModel, make_version
 from engine.sequential import SequenceParams
 from engine.sequential_training import (
     TrainedEncoder,
+    heldout_ndcg,
     holdout_last,
     train_sequences,
     user_sequences,
@@ -90,21 +90,6 @@ class SequenceReport:
         ]
         lines += [f"| {w:g} | {s:.4f} |" for w, s in self.weight_scores]
         return "\n".join(lines) + "\n"
-
-
-def _ndcg_at_10(
-    scores: npt.NDArray[np.float32],
-    seen: Sequence[npt.NDArray[np.int64]],
-    targets: npt.NDArray[np.int64],
-) -> float:
-    """Mean NDCG@10 of ``targets`` with each user's ``seen`` columns excluded."""
-    masked = scores.astype(np.float64, copy=True)
-    for u, cols in enumerate(seen):
-        masked[u, cols] = -np.inf
-    target = masked[np.arange(len(masked)), targets]
-    rank = (masked > target[:, None]).sum(axis=1)
-    gains = np.where((rank < 10) & np.isfinite(target), 1.0 / np.log2(rank + 2.0), 0.0)
-    return float(gains.mean()) if gains.size else math.nan
 
 
 def _one_point(params: TrainParams, report: TrainReport) -> TrainParams:
@@ -184,7 +169,7 @@ def train_model(
         @ trained.encoder.item_vectors().T
     )
     scored = [
-        (float(w), _ndcg_at_10(lin + np.float32(w) * seq, validation.history, validation.targets))
+        (float(w), heldout_ndcg(lin + np.float32(w) * seq, validation.history, validation.targets))
         for w in weights
     ]
     best_weight = max(scored, key=lambda ws: ws[1])[0]

@@ -149,18 +149,37 @@ def _loss(
     return F.cross_entropy(h @ table[candidates].T, inverse[: t.shape[0]])
 
 
+def heldout_ndcg(
+    scores: npt.NDArray[np.floating],
+    seen: list[npt.NDArray[np.int64]],
+    targets: npt.NDArray[np.int64],
+    k: int = 10,
+) -> float:
+    """Mean NDCG@k of each user's held-out column, their ``seen`` columns excluded.
+
+    Args:
+        scores: (u, n) scores.
+        seen: Per user, the columns to exclude (their history).
+        targets: (u,) each user's held-out column.
+        k: The cut-off.
+
+    Returns:
+        The mean over users (NaN for none); an excluded or -inf target counts 0.
+    """
+    masked = scores.astype(np.float64, copy=True)
+    for u, cols in enumerate(seen):
+        masked[u, cols] = -np.inf
+    target = masked[np.arange(len(masked)), targets]
+    rank = (masked > target[:, None]).sum(axis=1)
+    gains = np.where((rank < k) & np.isfinite(target), 1.0 / np.log2(rank + 2.0), 0.0)
+    return float(gains.mean()) if gains.size else math.nan
+
+
 def validation_ndcg(encoder: SequenceEncoder, validation: ValidationSet, k: int = 10) -> float:
     """Mean NDCG@k of the held-out rows over all items, history excluded."""
-    table = encoder.item_vectors()
     users = encoder.encode([h.tolist() for h in validation.history], validation.types)
-    scores = users @ table.T
-    for u, hist in enumerate(validation.history):
-        scores[u, hist] = -np.inf
-    target = scores[np.arange(len(scores)), validation.targets]
-    rank = (scores > target[:, None]).sum(axis=1)
-    gains = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
-    gains[np.isneginf(target)] = 0.0
-    return float(gains.mean()) if gains.size else math.nan
+    scores = users @ encoder.item_vectors().T
+    return heldout_ndcg(scores, validation.history, validation.targets, k)
 
 
 def train_sequences(
