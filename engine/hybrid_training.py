@@ -5,7 +5,8 @@
 2. The sequential encoder (:mod:`engine.sequential`) trains on every user's events but the
    last, with early stopping on that held-out last event (the same validation split).
 3. The weight of the encoder's score is chosen on that validation split, against the
-   linear part refit on the validation training events with the chosen settings. Weight 0
+   linear part fitted on the validation training events at the chosen settings (the fit
+   the linear model's own tuning already made). Weight 0
    (encoder off) is one of the candidates, so the encoder is only used when it helps.
 4. The encoder is refit on all events for the best epoch count (``refit=True``).
 
@@ -29,7 +30,6 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from engine.evaluation import leave_last_out
 from engine.model import ItemModel, make_version
 from engine.sequential import SequenceParams
 from engine.sequential_training import (
@@ -92,18 +92,6 @@ class SequenceReport:
         return "\n".join(lines) + "\n"
 
 
-def _one_point(params: TrainParams, report: TrainReport) -> TrainParams:
-    c = report.chosen
-    return replace(
-        params,
-        windows=(int(c.window),),
-        shifts=(c.shift,),
-        eig_powers=(c.eig_power,),
-        decays=(c.decay,),
-        popularity_weights=(c.popularity_weight,),
-    )
-
-
 def train_model(
     events: pd.DataFrame,
     catalog: pd.DataFrame | None,
@@ -158,9 +146,10 @@ def train_model(
     trained = train_sequences(
         train_part, model.n_items, sequence, seed, validation=validation, progress=epoch_progress
     )
-    linear_val, _ = train_item_model(
-        leave_last_out(ordered).train, None, _one_point(params, report), seed, now=now
-    )
+    linear_val = report.validation_model
+    if linear_val is None:  # pragma: no cover - validation targets imply a validation fit
+        msg = "the co-occurrence model reported no validation fit"
+        raise RuntimeError(msg)
     lin = linear_val.recommender(model.item_ids)(
         [[model.item_ids[r] for r in h] for h in validation.history], validation.types
     )

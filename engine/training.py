@@ -225,6 +225,8 @@ class TrainReport:
         content_holdout_cosine: Mean cosine between held-out items' learned vectors and their
             content-encoded vectors (None without a catalog).
         content_holdout_baseline: The same for the mean training vector, a floor to beat.
+        validation_model: The chosen point fitted on the validation training part (each
+            user's last event held out), without content; None without validation.
     """
 
     chosen: Hyperparameters
@@ -239,6 +241,7 @@ class TrainReport:
     n_content_items: int = 0
     content_holdout_cosine: float | None = None
     content_holdout_baseline: float | None = None
+    validation_model: ItemModel | None = field(default=None, repr=False, compare=False)
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for ``model.json``: ``validation.<m>``, ``validation_popularity.<m>``."""
@@ -457,11 +460,17 @@ def _tune(
     params: TrainParams,
     seed: int,
     progress: Progress | None,
-) -> tuple[Hyperparameters, EvalResult | None, EvalResult | None, tuple[GridPoint, ...]]:
+) -> tuple[
+    Hyperparameters,
+    EvalResult | None,
+    EvalResult | None,
+    tuple[GridPoint, ...],
+    ItemModel | None,
+]:
     grid = params.grid()
     if split.test.empty:
         logger.warning("no user has 2+ events: skipping validation, using the first grid point")
-        return grid[0], None, None, ()
+        return grid[0], None, None, (), None
     universe = split.item_ids()
     train_items = sorted(split.train["item_id"].astype(str).unique())
     codes = _codes(split.train, train_items, params.event_weights)
@@ -470,7 +479,7 @@ def _tune(
         popularity, split, universe, batch_size=params.eval_batch_size
     )
     points: list[GridPoint] = []
-    best: tuple[float, Hyperparameters, EvalResult] | None = None
+    best: tuple[float, Hyperparameters, EvalResult, ItemModel] | None = None
     done = 0
     for window in params.windows:
         counts = cooccurrence(codes.items, codes.users, codes.weights, window, len(train_items))
@@ -493,7 +502,7 @@ def _tune(
                     score = result[params.selection_metric].mean
                     points.append(GridPoint(hyper, score))
                     if best is None or score > best[0]:
-                        best = (score, hyper, result)
+                        best = (score, hyper, result, model)
                     done += 1
                     if progress is not None:
                         progress("validate", done, len(grid))
@@ -501,7 +510,7 @@ def _tune(
         msg = "the hyperparameter grid is empty"
         raise RuntimeError(msg)
     logger.info("chose %s with validation %s %.4f", best[1], params.selection_metric, best[0])
-    return best[1], best[2], pop_result, tuple(points)
+    return best[1], best[2], pop_result, tuple(points), best[3]
 
 
 def _catalog_texts(catalog: pd.DataFrame) -> dict[str, tuple[ItemText, str]]:
@@ -594,7 +603,9 @@ def train_item_model(
         raise ValueError(msg)
     timings: dict[str, float] = {}
     t0 = clock()
-    chosen, validation, validation_pop, grid = _tune(leave_last_out(events), params, seed, progress)
+    chosen, validation, validation_pop, grid, validation_model = _tune(
+        leave_last_out(events), params, seed, progress
+    )
     timings["validate"] = clock() - t0
 
     t0 = clock()
@@ -651,6 +662,7 @@ def train_item_model(
         n_content_items=n_content,
         content_holdout_cosine=holdout_cos,
         content_holdout_baseline=baseline_cos,
+        validation_model=validation_model,
     )
     hyper = chosen.as_dict() | {
         "context_smoothing": params.context_smoothing,
