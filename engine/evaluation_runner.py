@@ -274,6 +274,7 @@ def _fit_sasrec(
     grids: BaselineGrids,
     seed: int,
     progress: Callable[[int, int], None] | None,
+    checkpoint: Path | None,
 ) -> _Fitted:
     settings = _sasrec_settings(grids)
     model = RecBoleSASRec.fit(
@@ -284,9 +285,15 @@ def _fit_sasrec(
         threads=grids.sasrec_threads,
         max_seconds=grids.sasrec_max_seconds,
         progress=progress,
+        checkpoint=checkpoint,
     )
     best_epoch = 1 + int(np.argmax(model.validation_curve)) if model.validation_curve else 0
-    stop = "the time budget" if model.stopped_by_budget else "early stopping"
+    if model.stopped_by_budget:
+        stop = "the time budget"
+    elif model.epochs_run >= int(settings["epochs"]):
+        stop = "its epoch limit"
+    else:
+        stop = "early stopping"
     notes = (
         f"RecBole 1.2.1 SASRec, {model.epochs_run} epochs (stopped by {stop}), best validation "
         f"epoch {best_epoch}; RecBole's own test NDCG@10 "
@@ -300,6 +307,7 @@ def _fit_sasrec(
     meta = {
         "validation_curve": list(model.validation_curve),
         "recbole_test": dict(model.recbole_test),
+        "stopped_by_budget": model.stopped_by_budget,
     }
     return _Fitted(model, chosen, model.best_validation_ndcg, 0, notes=notes, meta=meta)
 
@@ -321,8 +329,8 @@ def _cache_key(
     """A key over everything that decides a model's scores (the baselines' grids are part
     of their fit code, hence of ``CACHE_FORMAT``)."""
     if name == "sasrec":
-        params = {**_sasrec_settings(grids), "seed": seed, "max_seconds": grids.sasrec_max_seconds}
-        return cache_key(name, split, universe, params)
+        # No time budget in the key: a budget-cut run is resumed from its checkpoint.
+        return cache_key(name, split, universe, {**_sasrec_settings(grids), "seed": seed})
     catalog_digest = (
         ""
         if catalog is None
@@ -336,6 +344,21 @@ def _cache_key(
         params["train"] = _changed(TrainParams() if train_params is None else train_params)
         params["sequence"] = None if sequence_params is None else _changed(sequence_params)
     return cache_key(name, split, universe, params)
+
+
+def _checkpoint_path(cache_dir: Path | None, key: str) -> Path | None:
+    """Where a resumable model (RecBole's SASRec) keeps its training checkpoint."""
+    return None if cache_dir is None else cache_dir / f"{key}.checkpoint.pt"
+
+
+def _resume_instead(name: str, hit: CachedScores, grids: BaselineGrids) -> bool:
+    """A SASRec run cut by its time budget is trained on (from its checkpoint) unless this
+    run's budget is 0, which asks for the scores saved so far."""
+    return (
+        name == "sasrec"
+        and bool(hit.meta.get("stopped_by_budget"))
+        and grids.sasrec_max_seconds != 0
+    )
 
 
 def _changed(params: TrainParams | SequenceParams) -> dict[str, Any]:
@@ -461,7 +484,10 @@ def run_evaluation(
             key = _cache_key(
                 name, split, universe, catalog, seed, train_params, sequence_params, grids
             )
-            if (hit := load_scores(cache_dir, key)) is not None:
+            hit = load_scores(cache_dir, key)
+            if hit is not None and _resume_instead(name, hit, grids):
+                logger.info("%s: cached run was cut by its time budget; resuming it", name)
+            elif hit is not None:
                 logger.info("%s: using cached scores %s in %s", name, key, cache_dir)
                 fitted[name] = _from_cache(hit, key)
                 if name == "ours":
@@ -510,7 +536,10 @@ def run_evaluation(
             skipped[name] = reason
             continue
         elif name == "sasrec":
-            fitted[name] = _fit_sasrec(split, universe, grids, seed, stage("sasrec: epochs"))
+            checkpoint = None if key is None else _checkpoint_path(cache_dir, key)
+            fitted[name] = _fit_sasrec(
+                split, universe, grids, seed, stage("sasrec: epochs"), checkpoint
+            )
         else:
             fitted[name] = _fit_baseline(
                 name, split, validation, universe, grids, seed, stage(f"{name}: tune")

@@ -30,6 +30,7 @@ import contextlib
 import copy
 import importlib
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -84,6 +85,14 @@ class _RecBole:
     interaction: Any
     init_seed: Callable[[int, bool], None]
     torch: ModuleType
+
+
+def _save_checkpoint(lib: _RecBole, path: Path, state: Mapping[str, Any]) -> None:
+    """Write ``state`` with ``torch.save``, atomically (a crash leaves the previous one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.partial")
+    lib.torch.save(dict(state), partial)
+    os.replace(partial, path)
 
 
 class _BudgetSpent(Exception):  # noqa: N818 - control flow, never escapes this module
@@ -204,6 +213,7 @@ class RecBoleSASRec:
         max_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         progress: Callable[[int, int], None] | None = None,
+        checkpoint: Path | None = None,
     ) -> RecBoleSASRec:
         """Train RecBole's SASRec on the split (see the module docstring).
 
@@ -214,9 +224,15 @@ class RecBoleSASRec:
             params: Overrides of :data:`DEFAULT_SASREC` (e.g. ``{"epochs": 30}``).
             threads: torch intra-op threads while training (None: unchanged).
             max_seconds: Training time budget: when an epoch ends past it, training stops
-                and the best epoch so far is kept (``stopped_by_budget`` says so).
+                and the best epoch so far is kept (``stopped_by_budget`` says so); 0 trains
+                no epoch (with ``checkpoint``: scores the run saved so far).
             clock: Monotonic seconds, for the budget.
             progress: Called as ``progress(epoch, max_epochs)`` after each epoch.
+            checkpoint: A file written after every epoch (model, optimizer, early-stopping
+                counters, best epoch, random states) and, when it exists, resumed from:
+                a run cut by ``max_seconds`` goes on where it stopped on the next call,
+                exactly as one uninterrupted run would (tested). Only pass the same file
+                for the same split, universe, settings and seed.
 
         Returns:
             The trained baseline.
@@ -278,8 +294,22 @@ class RecBoleSASRec:
             epochs_run = 0
             started = clock()
             curve: list[float] = []
-
             best_state: dict[str, Any] = {}
+            if checkpoint is not None and checkpoint.exists():
+                saved = lib.torch.load(checkpoint, weights_only=True)
+                model.load_state_dict(saved["model"])
+                trainer.optimizer.load_state_dict(saved["optimizer"])
+                trainer.start_epoch = epochs_run = int(saved["epochs_run"])
+                trainer.cur_step = int(saved["cur_step"])
+                trainer.best_valid_score = float(saved["best_valid_score"])
+                curve = [float(v) for v in saved["curve"]]
+                best_state = dict(saved["best_state"])
+                lib.torch.set_rng_state(saved["torch_rng"])
+                train.generator.set_state(saved["loader_rng"])
+                logger.info(
+                    "RecBole SASRec: resuming after epoch %d from %s", epochs_run, checkpoint
+                )
+            done_before = epochs_run >= epochs or trainer.cur_step >= int(settings["stopping_step"])
 
             def after_epoch(epoch: int, valid_score: float) -> None:
                 nonlocal epochs_run
@@ -290,20 +320,37 @@ class RecBoleSASRec:
                     best_state.clear()
                     best_state.update(copy.deepcopy(model.state_dict()))
                 curve.append(float(valid_score))
+                if checkpoint is not None:
+                    _save_checkpoint(
+                        lib,
+                        checkpoint,
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": trainer.optimizer.state_dict(),
+                            "epochs_run": epochs_run,
+                            "cur_step": trainer.cur_step,
+                            "best_valid_score": float(trainer.best_valid_score),
+                            "curve": list(curve),
+                            "best_state": best_state,
+                            "torch_rng": lib.torch.get_rng_state(),
+                            "loader_rng": train.generator.get_state(),
+                        },
+                    )
                 if progress is not None:
                     progress(epochs_run, epochs)
                 if max_seconds is not None and clock() - started > max_seconds:
                     raise _BudgetSpent
 
-            stopped_by_budget = False
-            try:
-                # RecBole's Trainer writes TensorBoard logs under the working directory.
-                with contextlib.chdir(tmp):
-                    trainer.fit(
-                        train, valid, saved=False, show_progress=False, callback_fn=after_epoch
-                    )
-            except _BudgetSpent:
-                stopped_by_budget = True
+            stopped_by_budget = not done_before and max_seconds is not None and max_seconds <= 0
+            if not done_before and not stopped_by_budget:
+                try:
+                    # RecBole's Trainer writes TensorBoard logs under the working directory.
+                    with contextlib.chdir(tmp):
+                        trainer.fit(
+                            train, valid, saved=False, show_progress=False, callback_fn=after_epoch
+                        )
+                except _BudgetSpent:
+                    stopped_by_budget = True
             best_valid = trainer.best_valid_score
             if best_state:
                 model.load_state_dict(best_state)

@@ -79,7 +79,11 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--sasrec-minutes",
         type=float,
         default=None,
-        help="training time budget; the best epoch so far is kept (default: early stopping)",
+        help=(
+            "training time budget; the best epoch so far is kept (default: early stopping). "
+            "With --cache-dir a budget-cut run resumes from its checkpoint on the next call; "
+            "0 reports the run saved so far without training"
+        ),
     )
     sasrec.add_argument(
         "--sasrec-epochs", type=int, default=None, help="maximum epochs (RecBole default 200)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,72 @@ def test_sasrec_is_deterministic_for_a_seed() -> None:
     a = RecBoleSASRec.fit(split, universe, seed=3, params=TINY, threads=1)
     b = RecBoleSASRec.fit(split, universe, seed=3, params=TINY, threads=1)
     np.testing.assert_array_equal(a(histories, types), b(histories, types))
+
+
+def test_a_run_cut_by_the_budget_resumes_from_its_checkpoint_as_one_run(tmp_path: Path) -> None:
+    split = leave_last_out(shop_events(users=20, per_user=8))
+    universe = split.item_ids()
+    histories, types = split.histories()
+    params = {**TINY, "epochs": 4}
+    whole = RecBoleSASRec.fit(split, universe, seed=5, params=params, threads=1)
+    checkpoint = tmp_path / "sasrec.checkpoint.pt"
+    ticks = iter(range(0, 10_000, 100))
+    cut = RecBoleSASRec.fit(
+        split,
+        universe,
+        seed=5,
+        params=params,
+        threads=1,
+        max_seconds=150,
+        clock=lambda: float(next(ticks)),
+        checkpoint=checkpoint,
+    )
+    assert cut.stopped_by_budget
+    assert cut.epochs_run == 2
+    assert checkpoint.exists()
+    resumed = RecBoleSASRec.fit(
+        split, universe, seed=5, params=params, threads=1, checkpoint=checkpoint
+    )
+    assert not resumed.stopped_by_budget
+    assert resumed.epochs_run == whole.epochs_run == 4
+    assert resumed.validation_curve == whole.validation_curve
+    np.testing.assert_array_equal(resumed(histories, types), whole(histories, types))
+    # Budget 0 trains nothing more: the saved run is scored as it is.
+    again = RecBoleSASRec.fit(
+        split, universe, seed=5, params=params, threads=1, max_seconds=0, checkpoint=checkpoint
+    )
+    np.testing.assert_array_equal(again(histories, types), whole(histories, types))
+
+
+def test_evaluation_resumes_a_budget_cut_sasrec_run_instead_of_reading_its_scores(
+    tmp_path: Path,
+) -> None:
+    events = shop_events(users=20, per_user=8)
+    cut = BaselineGrids(sasrec={**TINY, "epochs": 3}, sasrec_threads=1, sasrec_max_seconds=1e-9)
+    first = run_evaluation(
+        events, None, "leave-last-out", 0, ("sasrec",), grids=cut, cache_dir=tmp_path
+    )
+    assert first["sasrec"].chosen["epochs_run"] == 1
+    assert "time budget" in first["sasrec"].notes
+    reported = run_evaluation(
+        events,
+        None,
+        "leave-last-out",
+        0,
+        ("sasrec",),
+        grids=replace(cut, sasrec_max_seconds=0),
+        cache_dir=tmp_path,
+    )
+    assert "from the cache" in reported["sasrec"].notes
+    assert reported["sasrec"].chosen["epochs_run"] == 1
+    resumed = run_evaluation(
+        events,
+        None,
+        "leave-last-out",
+        0,
+        ("sasrec",),
+        grids=replace(cut, sasrec_max_seconds=None),
+        cache_dir=tmp_path,
+    )
+    assert resumed["sasrec"].chosen["epochs_run"] == 3
+    assert "3 epochs (stopped by its epoch limit)" in resumed["sasrec"].notes
