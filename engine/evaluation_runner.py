@@ -312,8 +312,9 @@ def _fit_sasrec(
     return _Fitted(model, chosen, model.best_validation_ndcg, 0, notes=notes, meta=meta)
 
 
-#: Bump when a change of code changes what a cached model would score.
-CACHE_FORMAT = 1
+#: Bump when a change of code changes what a cached model would score
+#: (2: our training tunes the per-user adaptation).
+CACHE_FORMAT = 2
 
 
 def _cache_key(
@@ -524,6 +525,21 @@ def run_evaluation(
                     f"{'refit on all training events' if seq_report.refit else 'not refit'}), "
                     f"model {model.version}"
                 )
+            if model.adaptation.enabled:
+                chosen |= {
+                    "adaptation_learning_rate": model.adaptation.learning_rate,
+                    "adaptation_decay": model.adaptation.decay,
+                }
+                notes = "; ".join(
+                    [
+                        *([notes] if notes else []),
+                        f"per-user adaptation (learning rate {model.adaptation.learning_rate:g}, "
+                        f"decay {model.adaptation.decay:g})",
+                    ]
+                )
+                val_ndcg = model.metrics.get("validation_ndcg@10_with_adaptation", val_ndcg)
+            else:
+                chosen["adaptation_learning_rate"] = 0.0
             fitted[name] = _Fitted(
                 model.recommender(universe),
                 chosen,

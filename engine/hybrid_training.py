@@ -9,6 +9,8 @@
    the linear model's own tuning already made). Weight 0
    (encoder off) is one of the candidates, so the encoder is only used when it helps.
 4. The encoder is refit on all events for the best epoch count (``refit=True``).
+5. The per-user online adaptation (:mod:`engine.adaptation`) is tuned on the same
+   validation split, on top of the chosen blend; learning rate 0 (off) is a candidate.
 
 The result is one :class:`engine.model.ItemModel` whose index vectors are
 ``[item vector, weight * encoder item embedding]``: serving stays one inner-product search.
@@ -28,12 +30,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from engine.adaptation import AdaptationParams, adaptation
 from engine.model import ItemModel, make_version
 from engine.sequential import SequenceParams
 from engine.sequential_training import (
+    Sequences,
     TrainedEncoder,
+    ValidationSet,
     heldout_ndcg,
     holdout_last,
     train_sequences,
@@ -47,6 +53,70 @@ logger = logging.getLogger(__name__)
 
 #: Weights of the encoder's score tried on validation (0: linear part only).
 SEQUENCE_WEIGHTS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 100.0)
+#: Per-user adaptation steps tried on validation (learning rate 0: off).
+ADAPTATION_GRID: tuple[AdaptationParams, ...] = (
+    AdaptationParams(),
+    *(
+        AdaptationParams(learning_rate=lr, decay=decay)
+        for lr in (0.05, 0.1, 0.2, 0.5, 1.0)
+        for decay in (0.5, 0.8, 0.95)
+    ),
+)
+
+
+@dataclass(frozen=True)
+class AdaptationReport:
+    """How the per-user adaptation was chosen.
+
+    Attributes:
+        chosen: The chosen step (learning rate 0: off).
+        scores: (step, validation NDCG@10) of each step tried.
+    """
+
+    chosen: AdaptationParams
+    scores: tuple[tuple[AdaptationParams, float], ...]
+
+    @property
+    def validation_ndcg(self) -> float:
+        return dict(self.scores).get(self.chosen, math.nan)
+
+
+def tune_adaptation(
+    validation_model: ItemModel,
+    columns: Sequence[str],
+    base: npt.NDArray[np.floating],
+    validation: ValidationSet,
+    grid: Sequence[AdaptationParams] = ADAPTATION_GRID,
+) -> AdaptationReport:
+    """Pick the adaptation step with the best validation NDCG@10 on top of ``base``.
+
+    Args:
+        validation_model: The linear model fitted on the validation training events.
+        columns: The item ids of ``base``'s columns (``validation.history`` rows index them).
+        base: (u, n) the served scores without adaptation for the validation users.
+        validation: The held-out last events.
+        grid: Steps to try; ties go to the earlier one (put "off" first).
+
+    Returns:
+        The chosen step and every step's score.
+    """
+    cols = validation_model.rows(columns)
+    known = cols >= 0
+    items = np.zeros((len(columns), validation_model.dim), dtype=np.float32)
+    items[known] = validation_model.vectors[cols[known]]
+    inputs = [
+        validation_model.history([columns[r] for r in h.tolist()], kinds)
+        for h, kinds in zip(validation.history, validation.types, strict=True)
+    ]
+    scores: list[tuple[AdaptationParams, float]] = []
+    for params in grid:
+        shift = np.stack(
+            [adaptation(validation_model.vectors[rows], w, params) for rows, w in inputs]
+        )
+        total = base + shift @ items.T
+        scores.append((params, heldout_ndcg(total, validation.history, validation.targets)))
+    best = max(scores, key=lambda ps: ps[1])[0]  # max keeps the first of equal scores
+    return AdaptationReport(best, tuple(scores))
 
 
 @dataclass(frozen=True)
@@ -129,15 +199,75 @@ def train_model(
         msg = "weights must list at least one encoder weight, got ()"
         raise ValueError(msg)
     model, report = train_item_model(events, catalog, params, seed, progress, now=now)
-    if sequence is None:
-        return model, report, None
     started = clock()
     ordered = events.sort_values("ts", kind="stable")
     sequences = user_sequences(ordered, model.index)
     train_part, validation = holdout_last(sequences)
     if not len(validation.targets):
-        logger.warning("no user has 2+ events: the sequential encoder is not used")
+        logger.warning("no user has 2+ events: no sequential encoder and no adaptation")
         return model, report, None
+    linear_val = report.validation_model
+    if linear_val is None:  # pragma: no cover - validation targets imply a validation fit
+        msg = "the co-occurrence model reported no validation fit"
+        raise RuntimeError(msg)
+    base = linear_val.recommender(model.item_ids)(
+        [[model.item_ids[r] for r in h] for h in validation.history], validation.types
+    )
+    seq_report = None
+    if sequence is not None:
+        model, seq_report, base = _add_encoder(
+            model, sequences, train_part, validation, base, sequence, seed, progress,
+            refit=refit, weights=weights,
+        )  # fmt: skip
+        seq_report = replace(seq_report, seconds=clock() - started)
+    adapt = tune_adaptation(linear_val, model.item_ids, base, validation)
+    logger.info(
+        "per-user adaptation: %s (validation NDCG@10 %.4f; off: %.4f)",
+        adapt.chosen.as_dict() if adapt.chosen.enabled else "off",
+        adapt.validation_ndcg,
+        adapt.scores[0][1],
+    )
+    if not adapt.chosen.enabled:
+        return model, report, seq_report
+    hyper = dict(model.hyperparameters) | {
+        "adaptation_learning_rate": adapt.chosen.learning_rate,
+        "adaptation_decay": adapt.chosen.decay,
+    }
+    metrics = dict(model.metrics) | {"validation_ndcg@10_with_adaptation": adapt.validation_ndcg}
+    adapted = replace(model, adaptation=adapt.chosen, hyperparameters=hyper, metrics=metrics)
+    return replace(adapted, version=_version_of(adapted)), report, seq_report
+
+
+def _version_of(model: ItemModel) -> str:
+    return make_version(
+        model.created_at,
+        model.item_ids,
+        model.vectors,
+        model.popularity,
+        model.user_params,
+        model.scoring,
+        model.content,
+        None if model.encoder is None else (model.encoder, model.sequence_weight),
+        model.adaptation,
+    )
+
+
+def _add_encoder(
+    model: ItemModel,
+    sequences: Sequences,
+    train_part: Sequences,
+    validation: ValidationSet,
+    lin: npt.NDArray[np.float32],
+    sequence: SequenceParams,
+    seed: int,
+    progress: Progress | None,
+    *,
+    refit: bool,
+    weights: Sequence[float],
+) -> tuple[ItemModel, SequenceReport, npt.NDArray[np.float32]]:
+    """Train the encoder, choose its weight next to ``lin`` (the linear validation scores)
+    and refit it; returns the model (hybrid unless weight 0 won), the report and the
+    validation scores of the chosen blend."""
 
     def epoch_progress(epoch: int, total: int, score: float) -> None:
         if progress is not None:
@@ -145,13 +275,6 @@ def train_model(
 
     trained = train_sequences(
         train_part, model.n_items, sequence, seed, validation=validation, progress=epoch_progress
-    )
-    linear_val = report.validation_model
-    if linear_val is None:  # pragma: no cover - validation targets imply a validation fit
-        msg = "the co-occurrence model reported no validation fit"
-        raise RuntimeError(msg)
-    lin = linear_val.recommender(model.item_ids)(
-        [[model.item_ids[r] for r in h] for h in validation.history], validation.types
     )
     seq = (
         trained.encoder.encode([h.tolist() for h in validation.history], validation.types)
@@ -186,31 +309,20 @@ def train_model(
         weight=best_weight,
         weight_scores=tuple(scored),
         refit=refit and best_weight > 0,
-        seconds=clock() - started,
     )
     if best_weight == 0:
-        return model, report, seq_report
+        return model, seq_report, lin
     hyper = dict(model.hyperparameters) | {
         "sequence_weight": best_weight,
         "sequence_epochs": float(trained.best_epoch),
     }
     metrics = dict(model.metrics) | {"validation_ndcg@10_with_sequence": seq_report.validation_ndcg}
-    version = make_version(
-        model.created_at,
-        model.item_ids,
-        model.vectors,
-        model.popularity,
-        model.user_params,
-        model.scoring,
-        model.content,
-        (final.encoder, best_weight),
-    )
     hybrid = replace(
         model,
-        version=version,
         encoder=final.encoder,
         sequence_weight=best_weight,
         hyperparameters=hyper,
         metrics=metrics,
     )
-    return hybrid, report, seq_report
+    blend = (lin + np.float32(best_weight) * seq).astype(np.float32)
+    return replace(hybrid, version=_version_of(hybrid)), seq_report, blend

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from engine.adaptation import AdaptationParams, adaptation
 from engine.content import FEATURIZERS, HASHING, HASHING_FEATURES, ContentEncoder
 from engine.scoring import ScoringParams, normalised_log_popularity, score_items_batch
 from engine.sequential import SequenceEncoder, SequenceParams
@@ -98,6 +99,7 @@ def _content_hash(
     scoring: ScoringParams,
     content: ContentEncoder | None,
     sequence: tuple[SequenceEncoder, float] | None = None,
+    adapt: AdaptationParams | None = None,
 ) -> str:
     h = hashlib.blake2b(digest_size=4)
     h.update("\n".join(item_ids).encode("utf-8"))
@@ -116,6 +118,8 @@ def _content_hash(
         encoder, weight = sequence
         h.update(json.dumps({"sequence": encoder.params.as_dict(), "weight": weight}).encode())
         h.update(encoder.to_bytes())
+    if adapt is not None and adapt.enabled:  # models without it keep their earlier hashes
+        h.update(json.dumps({"adaptation": adapt.as_dict()}, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -135,6 +139,7 @@ def make_version(
     scoring: ScoringParams,
     content: ContentEncoder | None = None,
     sequence: tuple[SequenceEncoder, float] | None = None,
+    adapt: AdaptationParams | None = None,
 ) -> str:
     """``item2vec-<UTC YYYYmmddHHMMSS>-<8 hex digits of a hash of the model's content>``.
 
@@ -147,6 +152,7 @@ def make_version(
         scoring: Scoring parameters.
         content: The content encoder, if any.
         sequence: The sequential encoder and its score weight, if any.
+        adapt: The per-user adaptation, if any.
 
     Returns:
         The version string.
@@ -155,7 +161,9 @@ def make_version(
         ValueError: ``now`` is naive.
     """
     stamp = _require_aware(now, "now").strftime("%Y%m%d%H%M%S")
-    digest = _content_hash(item_ids, vectors, popularity, user_params, scoring, content, sequence)
+    digest = _content_hash(
+        item_ids, vectors, popularity, user_params, scoring, content, sequence, adapt
+    )
     prefix = VERSION_PREFIX if sequence is None else SEQUENCE_VERSION_PREFIX
     return f"{prefix}-{stamp}-{digest}"
 
@@ -182,6 +190,8 @@ class ItemModel:
             an item's index vector is ``[item vector, sequence_weight * encoder item
             embedding]``, so one inner product adds both scores.
         sequence_weight: The weight of the encoder's score, tuned on validation.
+        adaptation: The per-user online adaptation (:mod:`engine.adaptation`) added to the
+            linear user vector; off unless training found it helps on validation.
     """
 
     version: str
@@ -197,6 +207,7 @@ class ItemModel:
     hyperparameters: Mapping[str, float] = field(default_factory=dict, repr=False)
     encoder: SequenceEncoder | None = field(default=None, repr=False)
     sequence_weight: float = 0.0
+    adaptation: AdaptationParams = field(default_factory=AdaptationParams)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -339,6 +350,8 @@ class ItemModel:
         for u, (items, kinds) in enumerate(zip(histories, types, strict=True)):
             rows, weights = self.history(items, kinds)
             users[u, : self.dim] = user_embedding(self.vectors[rows], weights)
+            if self.adaptation.enabled:
+                users[u, : self.dim] += adaptation(self.vectors[rows], weights, self.adaptation)
         if self.encoder is not None:
             inputs = [self.sequence_rows(h, t) for h, t in zip(histories, types, strict=True)]
             users[:, self.dim :] = self.encoder.encode(
@@ -462,6 +475,7 @@ class ItemModel:
             "sequence": None
             if self.encoder is None
             else {"params": self.encoder.params.as_dict(), "weight": self.sequence_weight},
+            "adaptation": self.adaptation.as_dict() if self.adaptation.enabled else None,
             "hyperparameters": dict(self.hyperparameters),
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()},
         }
@@ -541,6 +555,7 @@ class ItemModel:
             model.scoring,
             model.content,
             None if model.encoder is None else (model.encoder, model.sequence_weight),
+            model.adaptation,
         )
         if not model.version.endswith(f"-{digest}"):
             msg = (
@@ -662,4 +677,5 @@ def _model_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> It
         hyperparameters={k: float(v) for k, v in meta.get("hyperparameters", {}).items()},
         encoder=encoder,
         sequence_weight=0.0 if sequence is None else float(sequence["weight"]),
+        adaptation=AdaptationParams(**(meta.get("adaptation") or {})),
     )

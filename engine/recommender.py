@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from engine.adaptation import adaptation
 from engine.catalog import Catalog, CatalogChange
 from engine.diversity import mmr_order
 from engine.item_stats import ItemStats
@@ -195,8 +196,11 @@ class Recommender:
     def _embed_all(self, states: Sequence[UserState], histories: Sequence[_History]) -> FloatArray:
         """(u, query_dim): the linear part per user, the encoder's part in one batch."""
         users = np.zeros((len(states), self.model.query_dim), dtype=np.float32)
+        adapt = self.model.adaptation
         for u, history in enumerate(histories):
             users[u, : self.model.dim] = self._embed(history)
+            if adapt.enabled:
+                users[u, : self.model.dim] += adaptation(history[1], history[2], adapt)
         encoder = self.model.encoder
         if encoder is not None:
             inputs = [
