@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.machine import machine  # noqa: E402
 from engine.catalog import Catalog  # noqa: E402
+from engine.item_stats import ItemStatsCounter, session_items  # noqa: E402
 from engine.model import ItemModel  # noqa: E402
 from engine.reasons import (  # noqa: E402
     Complete,
@@ -72,7 +73,7 @@ from engine.reasons.metrics import (  # noqa: E402
     text_stats,
 )
 from engine.recommender import RankingParams, Recommender  # noqa: E402
-from engine.state import InMemoryUserStore  # noqa: E402
+from engine.state import InMemoryUserStore, UserState  # noqa: E402
 from engine.types import Event, EventType, Item, RecommendedItem  # noqa: E402
 
 EXAMPLES = 6
@@ -180,10 +181,17 @@ def replay(
     events: Sequence[Event],
     *,
     history_length: int,
+    stats: ItemStatsCounter | None = None,
+    co_limit: int = 50,
 ) -> Replay:
     """Apply ``before`` to a fresh in-memory user store without ranking (the users' state
     when the slice starts), then each event of ``events`` in order: store it, rank for its
     user (batch of one, ``now`` = the event's ts) with both recommenders, keep the lists.
+
+    With ``stats``, every stored event (``before`` included) is also counted into the
+    online item statistics, and each list is ranked with what the worker would read from
+    Redis for it (trending items and the co-occurrences of the user's session items,
+    ``co_limit`` partners each), so trending and bought/viewed-together reasons appear.
 
     Events for items outside the catalog are skipped (the worker dead-letters them), and a
     replayed event id is not ranked again (the store reports it as a duplicate).
@@ -192,7 +200,7 @@ def replay(
         AssertionError: the English and Chinese recommenders disagree on items, codes or
             evidence (they must differ only in the sentences).
     """
-    return asyncio.run(_replay(recommenders, before, events, history_length))
+    return asyncio.run(_replay(recommenders, before, events, history_length, stats, co_limit))
 
 
 async def _replay(
@@ -200,12 +208,16 @@ async def _replay(
     before: Sequence[Event],
     events: Sequence[Event],
     history_length: int,
+    counter: ItemStatsCounter | None,
+    co_limit: int,
 ) -> Replay:
     store = InMemoryUserStore(history_length)
     en, zh = recommenders["en"], recommenders["zh"]
     known = {i.item_id for i in en.catalog}
     warm = [e for e in before if e.item_id in known]
-    await store.apply(warm)
+    for event, applied in zip(warm, await store.apply(warm), strict=True):
+        if counter is not None and applied.applied:
+            _count(counter, applied.state, event)
     out = Replay([], len(events), len(warm))
     started = time.perf_counter()
     for event in events:
@@ -216,10 +228,15 @@ async def _replay(
         if not applied.applied:
             out.duplicates += 1
             continue
+        stats = None
+        if counter is not None:
+            _count(counter, applied.state, event)
+            session = session_items(applied.state.history, counter.window)
+            stats = counter.stats(session, event.ts, co_limit)
         t0 = time.perf_counter()
-        (ranked,) = en.recommend([applied.state], [event.event_id], event.ts)
+        (ranked,) = en.recommend([applied.state], [event.event_id], event.ts, stats=stats)
         rank_seconds = time.perf_counter() - t0
-        (ranked_zh,) = zh.recommend([applied.state], [event.event_id], event.ts)
+        (ranked_zh,) = zh.recommend([applied.state], [event.event_id], event.ts, stats=stats)
         items, items_zh = ranked.recommendation.items, ranked_zh.recommendation.items
         same = [(i.item_id, i.reason_code, i.evidence) for i in items] == [
             (i.item_id, i.reason_code, i.evidence) for i in items_zh
@@ -238,6 +255,12 @@ async def _replay(
         )
     out.seconds = time.perf_counter() - started
     return out
+
+
+def _count(counter: ItemStatsCounter, state: UserState, event: Event) -> None:
+    """Count a stored event as the worker's Redis script does: paired with the user's
+    interactions before it (``state`` already holds the event, last)."""
+    counter.add(event.item_id, event.type, event.ts, state.history[:-1])
 
 
 # -- templates ----------------------------------------------------------------------------
@@ -343,6 +366,10 @@ def evaluate_templates(
         **judged_summary(faith),
         "specificity": specificity(codes),
         "reason_codes": dict(Counter(codes).most_common()),
+        "faithful_by_code": {
+            code: faithfulness(guard, [s for s in sentences if s[1] == code]).rate
+            for code in dict(Counter(codes).most_common())
+        },
         "text": text_summary([texts_of(p, language) for p in lists], language),
         "lists_with_a_repeated_sentence": sum(
             len(set(texts_of(p, language))) < len(p.items) for p in lists
@@ -631,6 +658,18 @@ def _row(name: str, lists: int, judged: dict[str, Any], spec: float, text: dict[
     )
 
 
+def _stats_line(stats: dict[str, Any] | None) -> str:
+    if stats is None:
+        return "Ranked without online item statistics (`--no-item-stats`)."
+    return (
+        "Ranked with online item statistics counted from the replayed events as the worker "
+        f"counts them (trend half-life {stats['trend_half_life_s']:g} s, top "
+        f"{stats['trend_top_n']}, at least {stats['trend_min_count']:g}; co-occurrence "
+        f"window {stats['cooccurrence_window']}, {stats['cooccurrence_max_members']} "
+        "partners read per session item)."
+    )
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The report: setup, one table over all generators, LM detail, examples."""
     tpl = result["templates"]
@@ -705,7 +744,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         "are not claims; passes guard: no violation at all, what the LM writer accepts. The "
         "guard checks words (titles, categories, numbers, event verbs, claim keywords, "
         "personal data), not meaning.",
-        "* specific: reason code other than `popular`; states a fact: not `ungrounded` (the "
+        "* specific: reason code other than `popular` and `trending`; states a fact: not `ungrounded` (the "
         "generic template phrasings, used when a list runs out of phrasings, state none).",
         "* distinct-n: unique n-grams over all n-grams of all sentences (English words, "
         "Chinese characters); it falls as the corpus grows, so compare rows over the same "
@@ -714,9 +753,14 @@ def to_markdown(result: dict[str, Any]) -> str:
         "(`TemplateGenerator.render_list`, least of 3 runs); LM, the guarded writer's wall "
         "time per list, cold (lists with at least one model call) and from the cache.",
         "",
-        "Reason codes (English replay): "
-        + ", ".join(f"`{c}` {n:,}" for c, n in tpl[0]["reason_codes"].items())
-        + f". Lists whose reasons all cite the same items of the user: "
+        "Reason codes (English replay), sentences and the share faithful: "
+        + ", ".join(
+            f"`{c}` {n:,} ({_pct(tpl[0]['faithful_by_code'][c])})"
+            for c, n in tpl[0]["reason_codes"].items()
+        )
+        + ". "
+        + _stats_line(result.get("item_stats"))
+        + f" Lists whose reasons all cite the same items of the user: "
         f"{_pct(result['lists_citing_one_set'])}.",
         "",
     ]
@@ -839,6 +883,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-lm", action="store_true", help="templates only")
     parser.add_argument(
+        "--no-item-stats",
+        action="store_true",
+        help="rank without online item statistics (no trending / bought-together reasons)",
+    )
+    parser.add_argument(
         "--lm-lists", type=int, default=12, help="lists (of 10 sentences) the LM writes"
     )
     parser.add_argument(
@@ -903,7 +952,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_warmup:
         before = []
     say(f"replaying {len(events):,} events (after {len(before):,} applied without ranking)")
-    replayed = replay(recommenders, before, events, history_length=settings.history_length)
+    counter = (
+        None
+        if args.no_item_stats
+        else ItemStatsCounter(settings.trend_params(), window=settings.cooccurrence_window)
+    )
+    replayed = replay(
+        recommenders,
+        before,
+        events,
+        history_length=settings.history_length,
+        stats=counter,
+        co_limit=settings.cooccurrence_max_members,
+    )
     say(f"{len(replayed.lists):,} lists in {replayed.seconds:.1f} s")
     guard = Guard([i.title for i in items], {i.category for i in items})
     templates = [evaluate_templates(replayed.lists, lang, guard) for lang in ("en", "zh")]
@@ -919,6 +980,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "catalog_items": len(items),
         "k": params.k,
         "offset": args.offset,
+        "item_stats": None
+        if counter is None
+        else {
+            "trend_half_life_s": counter.params.half_life_s,
+            "trend_top_n": counter.params.top_n,
+            "trend_min_count": counter.params.min_count,
+            "cooccurrence_window": counter.window,
+            "cooccurrence_max_members": settings.cooccurrence_max_members,
+        },
         "replay": {
             "events": replayed.events,
             "warmup_events": replayed.warmup_events,

@@ -286,3 +286,24 @@ class ItemStatsCounter:
     def trending(self, now_ms: int) -> dict[str, TrendingItem]:
         """:func:`trending` over every counted item."""
         return trending(self.scores.items(), now_ms, self.params)
+
+    def stats(self, session: Iterable[str], now_ms: int, co_limit: int = 50) -> ItemStats:
+        """What the Redis store's ``item_stats`` reads for a batch: trending items and,
+        for each session item, its ``co_limit`` most frequent partners in both tables
+        (ties as a Redis ``ZREVRANGE``: the greater id first)."""
+        ids = list(dict.fromkeys(session))
+
+        def top(table: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for item_id in ids:
+                row = sorted(table.get(item_id, {}).items(), key=lambda kv: (kv[1], kv[0]))
+                if row:
+                    out[item_id] = dict(reversed(row[-co_limit:]))
+            return out
+
+        return ItemStats(
+            trending=self.trending(now_ms),
+            half_life_s=self.params.half_life_s,
+            bought_together=top(self.bought),
+            viewed_together=top(self.viewed),
+        )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import engine.reasons.metrics as metrics
+from engine.item_stats import ItemStatsCounter, TrendParams
 from engine.reasons import Guard, Prompt
 from engine.reasons.metrics import distinct_n, percentile, text_stats, tokens
 from engine.recommender import RankingParams
@@ -57,7 +58,12 @@ def replayed(script, items, tmp_path_factory):
     recommenders = script.build_recommenders(model, index, items, RankingParams(k=10))
     events = shop.events(users=40, per_user=12, seed=3)
     before, replay_events = script.event_slice(events, 300, 120)
-    replayed = script.replay(recommenders, before, replay_events, history_length=50)
+    counter = ItemStatsCounter(TrendParams(half_life_s=3600.0, top_n=20, min_count=2.0))
+    replayed = script.replay(
+        recommenders, before, replay_events, history_length=50, stats=counter, co_limit=50
+    )
+    # Every stored event, warm-up included, is counted into the item statistics.
+    assert set(counter.scores) == {e.item_id for e in [*before, *replay_events]}
     # users starting from an empty history
     fresh = script.replay(recommenders, [], replay_events[:5], history_length=50)
     return replayed, fresh
@@ -92,7 +98,12 @@ def test_template_sentences_are_all_faithful_and_the_metrics_are_in_range(
         "tag_affinity",
         "new_arrival",
         "popular",
+        "trending",
+        "bought_together",
+        "viewed_together",
     }
+    assert set(report["faithful_by_code"]) == set(report["reason_codes"])
+    assert all(rate == 1.0 for rate in report["faithful_by_code"].values())
     text = report["text"]
     for key in ("distinct_1", "distinct_2", "distinct_2_within_list", "unique_share"):
         assert 0.0 < text[key] <= 1.0, key

@@ -111,6 +111,28 @@ def test_the_read_methods_give_decayed_counts_and_partners(redis_url):
     assert stats.viewed_together["map"] == {"tent": 1, "stove": 1}
 
 
+@pytest.mark.parametrize("co_limit", [1, 5])
+def test_the_in_memory_counter_reads_what_the_store_reads(redis_url, co_limit):
+    store = store_for(redis_url)
+    run(store.apply(EVENTS))
+    now = T0 + HOUR_MS
+    params = TrendParams(half_life_s=3600.0, top_n=2, min_count=1.0)
+    session = ["tent", "stove", "map", "lamp"]
+    read = run(store.item_stats(session, now, params, co_limit=co_limit))
+    run(store.close())
+    counter = reference(EVENTS)
+    counter.params = params
+    mirrored = counter.stats(session, now, co_limit=co_limit)
+    assert mirrored.bought_together == read.bought_together
+    assert mirrored.viewed_together == read.viewed_together
+    assert [list(t.items()) for t in mirrored.viewed_together.values()] == [
+        list(t.items()) for t in read.viewed_together.values()
+    ]
+    assert mirrored.trending.keys() == read.trending.keys()
+    for item_id, hot in read.trending.items():
+        assert mirrored.trending[item_id].count == pytest.approx(hot.count, rel=1e-9)
+
+
 def test_future_events_count_as_now_and_memory_stays_bounded(redis_url):
     store = store_for(redis_url, cooccurrence_max_members=3, cooccurrence_ttl_s=120)
     run(store.apply([Event("f1", "cat", "tent", "view", T0 + 20 * HOUR_MS)], now_ms=T0))
