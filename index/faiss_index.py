@@ -28,6 +28,21 @@ IDS_FILE = "items.ids.json"
 VECTORS_FILE = "items.vectors.npy"
 
 
+#: Training points per IVF list (faiss's k-means samples 256 a list at most anyway).
+TRAIN_POINTS_PER_LIST = 64
+
+
+def train(index: Any, vectors: FloatArray) -> None:
+    """Train a trainable faiss index on a seeded sample of ``vectors``: at most
+    ``TRAIN_POINTS_PER_LIST`` points per IVF list (all of them for other types)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    limit = len(vectors) if ivf is None else max(TRAIN_POINTS_PER_LIST * ivf.nlist, 1)
+    if len(vectors) > limit:
+        rows = np.random.default_rng(0).choice(len(vectors), size=limit, replace=False)
+        vectors = vectors[np.sort(rows)]
+    index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
 class IndexFileError(RuntimeError):
     """An index directory is missing files or holds files this version cannot read."""
 
@@ -140,12 +155,31 @@ class FaissItemIndex(TableBacked):
             msg = f"{ids_path}: unsupported index format {meta.get('format')!r}, expected 1"
             raise IndexFileError(msg)
         index = cls(int(meta["dim"]), meta["factory"], device, params=meta.get("params"))
+        ids = list(meta["item_ids"])
+        built = directory / INDEX_FILE
         try:
-            index.upsert(list(meta["item_ids"]), vectors)
-        except IndexInputError as exc:
+            if built.is_file() and ids:
+                index._load_built(ids, vectors, built)
+            else:
+                index.upsert(ids, vectors)
+        except (IndexInputError, RuntimeError) as exc:
             msg = f"index files in {directory} disagree: {exc}"
             raise IndexFileError(msg) from exc
         return index
+
+    def _load_built(self, ids: list[str], vectors: FloatArray, path: Path) -> None:
+        """Use the saved FAISS index as it is (rows 0..n-1 are ``ids``): a large IVF or
+        HNSW index is not trained or built again at every start."""
+        self._table.append(ids, vectors)
+        cpu = faiss.read_index(str(path))
+        if cpu.ntotal != len(ids) or cpu.d != self.dim:
+            msg = (
+                f"{path.name} holds {cpu.ntotal} vectors of dimension {cpu.d}, "
+                f"the ids file {len(ids)} of dimension {self.dim}"
+            )
+            raise IndexInputError(msg)
+        self._apply_params(cpu)
+        self._index = self._to_device(cpu)
 
     def _rebuild(self) -> None:
         ids, vectors = self._table.live()
@@ -157,7 +191,7 @@ class FaissItemIndex(TableBacked):
             if len(ids) == 0:
                 self._index = None
                 return
-            cpu.train(vectors)
+            train(cpu, vectors)
         self._apply_params(cpu)
         index = self._to_device(cpu)
         if len(ids):

@@ -136,3 +136,39 @@ def test_compaction_keeps_results_after_many_updates(vectors):
         index.upsert(ids(100), vectors[100 * (round_ % 3) : 100 * (round_ % 3) + 100])
     assert len(index) == 300
     assert index.search(vectors[299:300], 1)[0].item_ids == ("item-299",)
+
+
+def test_a_saved_ivf_index_loads_as_built_not_trained_again(tmp_path: Path, vectors, monkeypatch):
+    index = FaissItemIndex(DIM, "IVF4,Flat", params={"nprobe": 2})
+    index.upsert(ids(300), vectors)
+    index.remove(["item-3"])
+    index.save(tmp_path / "idx")
+
+    def no_training(self):  # the saved index must be used as it is
+        msg = "rebuilt on load"
+        raise AssertionError(msg)
+
+    # What was saved: the live items, trained afresh (faiss k-means is seeded).
+    keep = [i for i in range(300) if i != 3]
+    saved = FaissItemIndex(DIM, "IVF4,Flat", params={"nprobe": 2})
+    saved.upsert([f"item-{i}" for i in keep], vectors[keep])
+    monkeypatch.setattr(FaissItemIndex, "_rebuild", no_training)
+    loaded = FaissItemIndex.load(tmp_path / "idx")
+    assert loaded.params == {"nprobe": 2}
+    assert len(loaded) == 299
+    assert loaded.search(vectors[:20], 5) == saved.search(vectors[:20], 5)
+    # Online additions still work on the loaded index.
+    loaded.upsert(["new"], vectors[3:4])
+    assert loaded.search(vectors[3:4], 1)[0].item_ids == ("new",)
+
+
+def test_an_index_file_that_does_not_match_its_ids_is_refused(tmp_path: Path, vectors):
+    index = FaissItemIndex(DIM)
+    index.upsert(ids(300), vectors)
+    index.save(tmp_path / "a")
+    other = FaissItemIndex(DIM)
+    other.upsert(ids(10), vectors[:10])
+    other.save(tmp_path / "b")
+    (tmp_path / "b" / "items.faiss").replace(tmp_path / "a" / "items.faiss")
+    with pytest.raises(IndexFileError, match="disagree"):
+        FaissItemIndex.load(tmp_path / "a")

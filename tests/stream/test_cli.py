@@ -118,3 +118,35 @@ def test_forget_and_explain_work_on_the_real_redis(redis_url):
     assert not [k for k in keys if "gone" in k]
     assert [k for k in keys if "kept" in k]
     assert streamrec("explain", "gone", env=env).returncode == 1
+
+
+def test_index_build_auto_tunes_a_large_catalog_and_records_why(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import index.tuning
+    from index.faiss_index import FaissItemIndex
+    from stream.cli import build_index
+    from tests import shop
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(shop.train(tmp_path / "trained").model_dir, model_dir)
+    # The shop is small: exact search, nothing to tune, no tuning report.
+    build_index(model_dir, "auto", "cpu")
+    assert FaissItemIndex.load(model_dir / "index").factory == "Flat"
+    assert not (model_dir / "index" / "tuning.json").exists()
+    # Pretend it is large: the approximate settings are measured and the choice is saved.
+    monkeypatch.setattr(index.tuning, "FLAT_MAX_ITEMS", 50)
+    lines: list[str] = []
+    build_index(model_dir, "auto", "cpu", say=lines.append)
+    report = json.loads((model_dir / "index" / "tuning.json").read_text())
+    loaded = FaissItemIndex.load(model_dir / "index")
+    assert loaded.factory == report["choice"]["factory"]
+    assert loaded.params == report["choice"]["params"]
+    assert report["reached"] is True
+    assert report["choice"]["recall"] >= 0.95
+    assert {m["factory"] for m in report["tried"]} >= {"HNSW32"}
+    assert lines[-1].startswith("chose ")
+    # An explicit factory is used as given and drops the stale report.
+    build_index(model_dir, "Flat", "cpu")
+    assert not (model_dir / "index" / "tuning.json").exists()

@@ -1,0 +1,187 @@
+"""CPU retrieval benchmark: the index `streamrec index build --factory auto` would choose,
+against exact search, by catalog size.
+
+For each size it makes clustered synthetic item vectors (unit norm, a mixture of
+``--clusters`` Gaussian clusters, as trained embeddings are clustered, unlike uniform
+noise) and queries near items, then runs the same tuning step as the index build
+(:func:`index.tuning.tune_index`: every HNSW / IVF setting measured for recall@k against
+exact search and queries/s on the same query batch). ``--model-dir`` adds the trained
+model's own index vectors with one-item-history queries, as the build measures them.
+
+    python benchmarks/retrieval_cpu.py                          # 10k, 100k, 1M items, d=64
+    python benchmarks/retrieval_cpu.py --sizes 1000000 --dim 128 --threads 2
+
+Writes ``benchmarks/results/retrieval-cpu-<stamp>.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import machine  # noqa: E402
+from index.tuning import default_candidates, tune_index  # noqa: E402
+
+
+def clustered(
+    n: int, dim: int, clusters: int, queries: int, seed: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(n, dim) unit item vectors around ``clusters`` centres, and queries near items."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    items = np.empty((n, dim), dtype=np.float32)
+    step = 200_000
+    for start in range(0, n, step):
+        m = min(step, n - start)
+        part = centres[rng.integers(0, clusters, m)]
+        part += 0.5 * rng.standard_normal((m, dim)).astype(np.float32)
+        items[start : start + m] = part / np.linalg.norm(part, axis=1, keepdims=True)
+    q = items[rng.integers(0, n, queries)] + 0.3 * rng.standard_normal((queries, dim))
+    return items, (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def model_vectors(model_dir: Path, queries: int) -> tuple[Any, Any]:
+    from engine.model import ItemModel
+    from engine.recommender import index_entries
+    from engine.scoring import augment_user
+
+    model = ItemModel.load(model_dir)
+    _, vectors = index_entries(model)
+    rng = np.random.default_rng(0)
+    sample = rng.choice(model.n_items, size=min(queries, model.n_items), replace=False)
+    users = model.embed_users([[model.item_ids[i]] for i in sample], [["view"]] * len(sample))
+    return vectors, augment_user(users)
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# CPU retrieval, {result['stamp']}",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine']}; faiss {result['faiss']}, {result['threads']} "
+        f"thread(s); recall@{result['k']} against exact search (`Flat`) on the same "
+        f"{result['queries']:,} queries, queries/s as the best of two runs of the batch.",
+        "",
+        "| data | items | d | exact q/s | chosen | recall@k | q/s | speedup | build s | "
+        "target reached |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for run in result["runs"]:
+        c = run["choice"]
+        lines.append(
+            f"| {run['data']} | {run['n_items']:,} | {run['dim']} | {run['exact']['qps']:,.0f} | "
+            f"{c['factory']} {c['params'] or ''} | {c['recall']:.4f} | {c['qps']:,.0f} | "
+            f"{run['speedup']:.1f}x | {c['build_s']:.1f} | {'yes' if run['reached'] else 'no'} |"
+        )
+    lines += ["", "Every setting measured:", ""]
+    lines += ["| data | items | index | setting | recall@k | q/s |", "|---|---:|---|---|---:|---:|"]
+    for run in result["runs"]:
+        for m in run["tried"]:
+            lines.append(
+                f"| {run['data']} | {run['n_items']:,} | {m['factory']} | {m['params'] or '-'} | "
+                f"{m['recall']:.4f} | {m['qps']:,.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in result["runs"]:
+        for factory in dict.fromkeys(m["factory"] for m in run["tried"]):
+            pts = [m for m in run["tried"] if m["factory"] == factory]
+            ax.plot(
+                [m["recall"] for m in pts],
+                [m["qps"] for m in pts],
+                marker="o",
+                label=f"{run['data']} {run['n_items']:,}: {factory}",
+            )
+        ax.scatter([1.0], [run["exact"]["qps"]], marker="x", color="black")
+    ax.axvline(result["target"], color="grey", linestyle="--", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"recall@{result['k']} vs exact search")
+    ax.set_ylabel("queries/s (log); x = exact search")
+    ax.set_title(f"CPU retrieval, {result['threads']} thread(s)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--clusters", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    faiss.omp_set_num_threads(args.threads)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    data: list[tuple[str, Any, Any]] = []
+    if args.model_dir is not None:
+        vectors, queries = model_vectors(args.model_dir, args.queries)
+        data.append((f"model {args.model_dir.name}", vectors, queries))
+    for n in (int(s) for s in args.sizes.split(",") if s):
+        items, queries = clustered(n, args.dim, args.clusters, args.queries, seed=n)
+        data.append(("synthetic", items, queries))
+    runs = []
+    for name, vectors, queries in data:
+        say(f"{name}: {len(vectors):,} x {vectors.shape[1]}")
+        started = time.perf_counter()
+        report = tune_index(
+            vectors,
+            queries,
+            k=args.k,
+            target_recall=args.target,
+            candidates=default_candidates(len(vectors)),
+            progress=lambda line: say(f"  {line}"),
+        )
+        runs.append({"data": name, **report.as_dict(), "seconds": time.perf_counter() - started})
+    result = {
+        "stamp": stamp,
+        "command": " ".join(["python", "benchmarks/retrieval_cpu.py", *(argv or sys.argv[1:])]),
+        "machine": machine(),
+        "faiss": faiss.__version__,
+        "threads": args.threads,
+        "k": args.k,
+        "target": args.target,
+        "queries": args.queries,
+        "runs": runs,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    base = args.out_dir / f"retrieval-cpu-{stamp}"
+    base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    base.with_suffix(".md").write_text(to_markdown(result))
+    plot(result, base.with_suffix(".png"))
+    print(to_markdown(result))
+    say(f"wrote {base}.md, .json and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
