@@ -159,24 +159,71 @@ class Recommender:
         if not item.available:
             self.index.remove([item.item_id])
             return change
+        if (
+            change.action == "unchanged"
+            and item.item_id in self._row
+            and item.item_id in self.index
+        ):
+            return change
+        self._index_item(item, encode=True)
+        return change
+
+    def _index_item(self, item: Item, *, encode: bool) -> None:
+        """Upsert one available item: its learned vector, or its content vector (encoded
+        from its text when ``encode`` or not cached yet)."""
         row = self._row.get(item.item_id)
         if row is None:
             if self.model.content is None:
-                return change  # no content encoder: the item waits for interaction data
-            vector = self.model.content.encode(
-                item.title, item.category, list(item.tags), item.description or ""
-            )
-            self._content_vectors[item.item_id] = vector
+                return  # no content encoder: the item waits for interaction data
+            vector = self._content_vectors.get(item.item_id)
+            if encode or vector is None:
+                vector = self.model.content.encode(
+                    item.title, item.category, list(item.tags), item.description or ""
+                )
+                self._content_vectors[item.item_id] = vector
             # The encoder has no embedding for an item it never saw: only the content part.
             indexed = np.concatenate([vector, np.zeros(self.model.sequence_dim, np.float32)])
             pop = np.zeros(1, dtype=np.float32)
-        elif change.action == "unchanged" and item.item_id in self.index:
-            return change
         else:
             indexed = self.model.index_vectors[row]
             pop = self._log_popularity[row : row + 1]
         self.index.upsert([item.item_id], augment_items(indexed[None, :], pop, self.model.scoring))
-        return change
+
+    def swap_index(self, index: CandidateIndex) -> int:
+        """Serve from ``index`` from now on (e.g. a rebuilt one, tuned for a grown catalog).
+
+        The catalog as this recommender knows it is replayed onto the new index first:
+        unavailable items are removed, items indexed from their text are upserted with
+        their current vectors, and available items it lacks are indexed.
+
+        Returns:
+            How many items were upserted into the new index.
+
+        Raises:
+            IndexMismatchError: the index dimension is not the model's query_dim + 1 (the
+                old index stays in use).
+        """
+        if index.dim != self.model.query_dim + 1:
+            msg = (
+                f"index dimension {index.dim} does not match model {self.model.version} "
+                f"(expected {self.model.query_dim + 1}); keeping the current index"
+            )
+            raise IndexMismatchError(msg)
+        gone = [i.item_id for i in self.catalog if not i.available and i.item_id in index]
+        index.remove(gone)
+        previous, self.index = self.index, index
+        upserted = 0
+        try:
+            for item in self.catalog:
+                if item.available and (
+                    item.item_id in self._content_vectors or item.item_id not in index
+                ):
+                    self._index_item(item, encode=False)
+                    upserted += 1
+        except Exception:
+            self.index = previous
+            raise
+        return upserted
 
     def user_vector(self, state: UserState) -> FloatArray:
         """The user's (query_dim,) query vector from their recent events; zeros for none.

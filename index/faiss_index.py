@@ -43,6 +43,16 @@ def train(index: Any, vectors: FloatArray) -> None:
     index.train(np.ascontiguousarray(vectors, dtype=np.float32))
 
 
+def index_stamp(directory: Path) -> tuple[int, int] | None:
+    """(modification time in ns, size) of the index's ids file, written last by
+    :meth:`FaissItemIndex.save`; None when there is none. A change means a new build."""
+    try:
+        stat = (directory / IDS_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 class IndexFileError(RuntimeError):
     """An index directory is missing files or holds files this version cannot read."""
 
@@ -119,16 +129,27 @@ class FaissItemIndex(TableBacked):
         return out
 
     def save(self, directory: Path) -> None:
-        """Write the index, ids and vectors under ``directory`` (created if missing)."""
+        """Write the index, ids and vectors under ``directory`` (created if missing).
+
+        Each file is written under a temporary name and renamed; the ids file, which
+        :func:`index_stamp` watches, is renamed last, so a worker that sees it change
+        finds the other two files complete.
+        """
         directory.mkdir(parents=True, exist_ok=True)
         ids, vectors = self._table.live()
-        np.save(directory / VECTORS_FILE, vectors)
-        meta = {"format": 1, "dim": self.dim, "factory": self.factory, "params": self.params}
-        (directory / IDS_FILE).write_text(json.dumps({**meta, "item_ids": ids}))
         compact = FaissItemIndex(self.dim, self.factory, Device("cpu"), params=self.params)
         compact.upsert(ids, vectors)
+        with open(directory / f".{VECTORS_FILE}.partial", "wb") as fh:
+            np.save(fh, vectors)
+        (directory / f".{VECTORS_FILE}.partial").replace(directory / VECTORS_FILE)
         if compact._index is not None:
-            faiss.write_index(compact._index, str(directory / INDEX_FILE))
+            faiss.write_index(compact._index, str(directory / f".{INDEX_FILE}.partial"))
+            (directory / f".{INDEX_FILE}.partial").replace(directory / INDEX_FILE)
+        else:
+            (directory / INDEX_FILE).unlink(missing_ok=True)
+        meta = {"format": 1, "dim": self.dim, "factory": self.factory, "params": self.params}
+        (directory / f".{IDS_FILE}.partial").write_text(json.dumps({**meta, "item_ids": ids}))
+        (directory / f".{IDS_FILE}.partial").replace(directory / IDS_FILE)
 
     @classmethod
     def load(cls, directory: Path, device: Device | None = None) -> FaissItemIndex:

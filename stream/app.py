@@ -77,6 +77,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     async def follow_catalog() -> None:
         await pipeline.sync_catalog()
 
+    if settings.index_reload_interval_s > 0:
+
+        @app.timer(settings.index_reload_interval_s)  # type: ignore[untyped-decorator]
+        async def follow_index() -> None:
+            await pipeline.reload_index()
+
     return app
 
 

@@ -80,6 +80,12 @@ class Metrics:
         self.index_items = Gauge(
             "streamrec_index_items", "Items in the candidate index.", registry=registry
         )
+        self.index_reloads = Counter(
+            "streamrec_index_reloads",
+            "Rebuilt indexes found in the index folder, by outcome (swapped, rejected).",
+            ["outcome"],
+            registry=registry,
+        )
         self.redis_errors = Counter(
             "streamrec_redis_errors",
             "Redis operations that failed and were retried, by op.",

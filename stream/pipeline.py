@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from engine.item_stats import ItemStats, session_items
-from engine.recommender import Ranked, Recommender
+from engine.ports import CandidateIndex
+from engine.recommender import IndexMismatchError, Ranked, Recommender
 from engine.types import Event, Item, UserState
+from index.faiss_index import IndexFileError, index_stamp
 from stream.contracts import (
     InvalidMessage,
     decode_event,
@@ -78,6 +80,7 @@ class Pipeline:
         store: RedisStore,
         metrics: Metrics,
         clock: Callable[[], int] = wall_clock_ms,
+        index_loader: Callable[[], CandidateIndex] | None = None,
     ) -> None:
         self.settings = settings
         self.recommender = recommender
@@ -89,6 +92,8 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank")
         self._catalog_position: str | None = None
         self._catalog_lock = asyncio.Lock()
+        self._index_loader = index_loader
+        self._index_stamp = index_stamp(settings.index_dir)
         metrics.set_model(recommender.model_version)
         metrics.index_items.set(len(recommender.index))
         # Language-model reasons (STREAMREC_REASON_GENERATOR=lm); None keeps the templates.
@@ -108,6 +113,45 @@ class Pipeline:
 
     async def _in_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    # -- index hot swap -----------------------------------------------------------
+
+    async def reload_index(self) -> bool:
+        """Swap in the index at ``STREAMREC_INDEX_DIR`` if it was rebuilt since it was loaded
+        (``streamrec index build`` writes its ids file last). The new index loads off the
+        event loop and off the ranking thread; the swap itself runs on the ranking thread
+        between batches, so no batch sees half of it. A rebuild that cannot be read yet is
+        tried again on the next call; one for another model is kept out until it changes.
+
+        Returns:
+            Whether a new index is now in use.
+        """
+        stamp = index_stamp(self.settings.index_dir)
+        if self._index_loader is None or stamp is None or stamp == self._index_stamp:
+            return False
+        loader = self._index_loader
+        try:
+            index = await asyncio.get_running_loop().run_in_executor(None, loader)
+            upserted = await self._in_thread(lambda: self.recommender.swap_index(index))
+        except IndexMismatchError as exc:
+            self._index_stamp = stamp
+            log.warning("rebuilt index not used: %s", exc)
+            self.metrics.index_reloads.labels(outcome="rejected").inc()
+            return False
+        except (IndexFileError, OSError) as exc:
+            log.warning("rebuilt index not readable yet, trying again later: %s", exc)
+            self.metrics.index_reloads.labels(outcome="rejected").inc()
+            return False
+        self._index_stamp = stamp
+        self.metrics.index_reloads.labels(outcome="swapped").inc()
+        self.metrics.index_items.set(len(self.recommender.index))
+        log.info(
+            "swapped in the rebuilt index from %s (%d items, %d upserted from the catalog)",
+            self.settings.index_dir,
+            len(self.recommender.index),
+            upserted,
+        )
+        return True
 
     # -- catalog ------------------------------------------------------------------
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     recommendation_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="TTL of stored lists.")
     redis_retry_max_s: float = Field(5.0, gt=0, description="Max backoff between Redis retries.")
     catalog_sync_interval_s: float = Field(0.5, gt=0, description="Catalog poll period.")
+    index_reload_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="How often the index folder is checked for a rebuilt index (0: never).",
+    )
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where FAISS runs.")
     faiss_threads: int = Field(1, ge=1, le=256, description="OpenMP threads for FAISS on CPU.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -83,7 +83,14 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
         on_stats_error=lambda op: metrics.item_stats_errors.labels(op=op).inc(),
         impressions_window_s=settings.impressions_window_s if settings.max_impressions else 0,
     )
-    return Pipeline(settings, load_recommender(settings), store, metrics)
+    device = choose_device(settings.device)
+    return Pipeline(
+        settings,
+        load_recommender(settings),
+        store,
+        metrics,
+        index_loader=lambda: FaissItemIndex.load(settings.index_dir, device),
+    )
 
 
 def run_worker(settings: Settings) -> None:
