@@ -312,9 +312,10 @@ def _fit_sasrec(
     return _Fitted(model, chosen, model.best_validation_ndcg, 0, notes=notes, meta=meta)
 
 
-#: Bump when a change of code changes what a cached model would score
-#: (2: our training tunes the per-user adaptation).
+#: Bump when a change of code changes what a cached model would score: the baselines'
+#: format, and ours (3: our training tunes the per-user adaptation and the ranker).
 CACHE_FORMAT = 2
+OURS_CACHE_FORMAT = 3
 
 
 def _cache_key(
@@ -340,7 +341,8 @@ def _cache_key(
             digest_size=8,
         ).hexdigest()
     )
-    params = {"format": CACHE_FORMAT, "seed": seed, "catalog": catalog_digest}
+    fmt = OURS_CACHE_FORMAT if name == "ours" else CACHE_FORMAT
+    params = {"format": fmt, "seed": seed, "catalog": catalog_digest}
     if name == "ours":
         params["train"] = _changed(TrainParams() if train_params is None else train_params)
         params["sequence"] = None if sequence_params is None else _changed(sequence_params)
@@ -540,6 +542,18 @@ def run_evaluation(
                 val_ndcg = model.metrics.get("validation_ndcg@10_with_adaptation", val_ndcg)
             else:
                 chosen["adaptation_learning_rate"] = 0.0
+            chosen["ranker"] = "used" if model.ranker is not None else "off"
+            held_out = model.metrics.get("validation_ndcg@10_ranker_heldout")
+            if held_out is not None and math.isfinite(held_out):
+                notes = "; ".join(
+                    [
+                        *([notes] if notes else []),
+                        f"second-stage ranker {'used' if model.ranker is not None else 'off'} "
+                        f"(held-out validation NDCG@10 {held_out:.4f} vs "
+                        f"{model.metrics.get('validation_ndcg@10_base_heldout', math.nan):.4f} "
+                        "for the model's order)",
+                    ]
+                )
             fitted[name] = _Fitted(
                 model.recommender(universe),
                 chosen,

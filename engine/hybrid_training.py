@@ -11,6 +11,9 @@
 4. The encoder is refit on all events for the best epoch count (``refit=True``).
 5. The per-user online adaptation (:mod:`engine.adaptation`) is tuned on the same
    validation split, on top of the chosen blend; learning rate 0 (off) is a candidate.
+6. The second-stage ranker (:mod:`engine.ranker`) is trained on the validation users'
+   candidates from that blend, judged on half of them it was not trained on, and kept
+   only if it beats the blend's own order there.
 
 The result is one :class:`engine.model.ItemModel` whose index vectors are
 ``[item vector, weight * encoder item embedding]``: serving stays one inner-product search.
@@ -35,6 +38,7 @@ import pandas as pd
 
 from engine.adaptation import AdaptationParams, adaptation
 from engine.model import ItemModel, make_version
+from engine.ranker import FEATURES, CoTable, LinearRanker, train_ranker
 from engine.sequential import SequenceParams
 from engine.sequential_training import (
     Sequences,
@@ -53,6 +57,13 @@ logger = logging.getLogger(__name__)
 
 #: Weights of the encoder's score tried on validation (0: linear part only).
 SEQUENCE_WEIGHTS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 100.0)
+#: Candidates the second-stage ranker re-orders.
+RANKER_CANDIDATES = 100
+#: A placeholder ranker: lets the validation features be computed through the model.
+_UNIT_RANKER = LinearRanker(
+    np.ones(len(FEATURES)), np.zeros(len(FEATURES)), np.ones(len(FEATURES)), RANKER_CANDIDATES
+)
+
 #: Per-user adaptation steps tried on validation (learning rate 0: off).
 ADAPTATION_GRID: tuple[AdaptationParams, ...] = (
     AdaptationParams(),
@@ -81,6 +92,30 @@ class AdaptationReport:
         return dict(self.scores).get(self.chosen, math.nan)
 
 
+def adaptation_scores(
+    validation_model: ItemModel,
+    columns: Sequence[str],
+    validation: ValidationSet,
+    params: AdaptationParams,
+) -> npt.NDArray[np.float32]:
+    """(u, len(columns)) what the adaptation adds to the validation users' scores."""
+    cols = validation_model.rows(columns)
+    known = cols >= 0
+    items = np.zeros((len(columns), validation_model.dim), dtype=np.float32)
+    items[known] = validation_model.vectors[cols[known]]
+    shift = np.stack(
+        [
+            adaptation(validation_model.vectors[rows], w, params)
+            for rows, w in (
+                validation_model.history([columns[r] for r in h.tolist()], kinds)
+                for h, kinds in zip(validation.history, validation.types, strict=True)
+            )
+        ]
+    )
+    out: npt.NDArray[np.float32] = shift @ items.T
+    return out
+
+
 def tune_adaptation(
     validation_model: ItemModel,
     columns: Sequence[str],
@@ -100,20 +135,9 @@ def tune_adaptation(
     Returns:
         The chosen step and every step's score.
     """
-    cols = validation_model.rows(columns)
-    known = cols >= 0
-    items = np.zeros((len(columns), validation_model.dim), dtype=np.float32)
-    items[known] = validation_model.vectors[cols[known]]
-    inputs = [
-        validation_model.history([columns[r] for r in h.tolist()], kinds)
-        for h, kinds in zip(validation.history, validation.types, strict=True)
-    ]
     scores: list[tuple[AdaptationParams, float]] = []
     for params in grid:
-        shift = np.stack(
-            [adaptation(validation_model.vectors[rows], w, params) for rows, w in inputs]
-        )
-        total = base + shift @ items.T
+        total = base + adaptation_scores(validation_model, columns, validation, params)
         scores.append((params, heldout_ndcg(total, validation.history, validation.targets)))
     best = max(scores, key=lambda ps: ps[1])[0]  # max keeps the first of equal scores
     return AdaptationReport(best, tuple(scores))
@@ -172,6 +196,7 @@ def train_model(
     *,
     refit: bool = True,
     weights: Sequence[float] = SEQUENCE_WEIGHTS,
+    rank: bool = True,
     now: datetime | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[ItemModel, TrainReport, SequenceReport | None]:
@@ -186,6 +211,8 @@ def train_model(
         progress: Called as ``progress(stage, done, total)``.
         refit: Refit the encoder on all events for the best epoch count.
         weights: Encoder score weights to try on validation.
+        rank: Train the second-stage ranker (:mod:`engine.ranker`); it is kept only if it
+            beats the model's order on held-out validation users.
         now: Creation time for the version (default: the last event's time).
         clock: Monotonic seconds.
 
@@ -227,15 +254,73 @@ def train_model(
         adapt.validation_ndcg,
         adapt.scores[0][1],
     )
-    if not adapt.chosen.enabled:
-        return model, report, seq_report
-    hyper = dict(model.hyperparameters) | {
-        "adaptation_learning_rate": adapt.chosen.learning_rate,
-        "adaptation_decay": adapt.chosen.decay,
+    if adapt.chosen.enabled:
+        hyper = dict(model.hyperparameters) | {
+            "adaptation_learning_rate": adapt.chosen.learning_rate,
+            "adaptation_decay": adapt.chosen.decay,
+        }
+        metrics = dict(model.metrics) | {
+            "validation_ndcg@10_with_adaptation": adapt.validation_ndcg
+        }
+        model = replace(model, adaptation=adapt.chosen, hyperparameters=hyper, metrics=metrics)
+        base = base + adaptation_scores(linear_val, model.item_ids, validation, adapt.chosen)
+    if rank:
+        model = _add_ranker(model, base, validation, train_part, sequences, seed)
+    return replace(model, version=_version_of(model)), report, seq_report
+
+
+def _add_ranker(
+    model: ItemModel,
+    base: npt.NDArray[np.floating],
+    validation: ValidationSet,
+    train_part: Sequences,
+    sequences: Sequences,
+    seed: int,
+) -> ItemModel:
+    """Train the second-stage ranker on the validation users (features from the models
+    fitted without their held-out events) and keep it if it beats the model's order on
+    held-out users; its co-occurrence table is then rebuilt from all events."""
+    candidates = RANKER_CANDIDATES
+    table = CoTable.build(list(zip(train_part.rows, train_part.types, strict=True)), model.n_items)
+    probe = replace(model, ranker=_UNIT_RANKER, cotable=table)
+    features, targets = [], []
+    for u, history in enumerate(validation.history):
+        masked = base[u].astype(np.float64, copy=True)
+        masked[history] = -np.inf
+        cands = np.argsort(-masked, kind="stable")[
+            : min(candidates, int(np.isfinite(masked).sum()))
+        ]
+        ids = [model.item_ids[r] for r in history.tolist()]
+        features.append(
+            probe.ranker_features(
+                masked[cands],
+                cands,
+                [model.item_categories[c] for c in cands],
+                ids,
+                [model.item_categories[r] for r in history.tolist()],
+            )
+        )
+        hit = np.nonzero(cands == validation.targets[u])[0]
+        targets.append(int(hit[0]) if len(hit) else -1)
+    ranker, report = train_ranker(features, targets, candidates=candidates, seed=seed)
+    logger.info(
+        "second-stage ranker: %s (held-out validation NDCG@10 %.4f vs the model's order %.4f; "
+        "targets among the %d candidates: %.1f%%)",
+        "used" if ranker is not None else "not used",
+        report.ranker_ndcg,
+        report.base_ndcg,
+        candidates,
+        100 * report.reachable,
+    )
+    metrics = dict(model.metrics) | {
+        "validation_ndcg@10_ranker_heldout": report.ranker_ndcg,
+        "validation_ndcg@10_base_heldout": report.base_ndcg,
     }
-    metrics = dict(model.metrics) | {"validation_ndcg@10_with_adaptation": adapt.validation_ndcg}
-    adapted = replace(model, adaptation=adapt.chosen, hyperparameters=hyper, metrics=metrics)
-    return replace(adapted, version=_version_of(adapted)), report, seq_report
+    if ranker is None:
+        return replace(model, metrics=metrics)
+    full = CoTable.build(list(zip(sequences.rows, sequences.types, strict=True)), model.n_items)
+    hyper = dict(model.hyperparameters) | {f"ranker_{k}": v for k, v in report.weights.items()}
+    return replace(model, ranker=ranker, cotable=full, metrics=metrics, hyperparameters=hyper)
 
 
 def _version_of(model: ItemModel) -> str:
@@ -249,6 +334,7 @@ def _version_of(model: ItemModel) -> str:
         model.content,
         None if model.encoder is None else (model.encoder, model.sequence_weight),
         model.adaptation,
+        None if model.ranker is None or model.cotable is None else (model.ranker, model.cotable),
     )
 
 

@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from engine.adaptation import AdaptationParams, adaptation
 from engine.content import FEATURIZERS, HASHING, HASHING_FEATURES, ContentEncoder
+from engine.ranker import CoTable, LinearRanker, candidate_features, rerank_scores
 from engine.scoring import ScoringParams, normalised_log_popularity, score_items_batch
 from engine.sequential import SequenceEncoder, SequenceParams
 from engine.text_encoders import TextEmbedder, load_embedder
@@ -100,6 +101,7 @@ def _content_hash(
     content: ContentEncoder | None,
     sequence: tuple[SequenceEncoder, float] | None = None,
     adapt: AdaptationParams | None = None,
+    ranker: tuple[LinearRanker, CoTable] | None = None,
 ) -> str:
     h = hashlib.blake2b(digest_size=4)
     h.update("\n".join(item_ids).encode("utf-8"))
@@ -120,6 +122,11 @@ def _content_hash(
         h.update(encoder.to_bytes())
     if adapt is not None and adapt.enabled:  # models without it keep their earlier hashes
         h.update(json.dumps({"adaptation": adapt.as_dict()}, sort_keys=True).encode())
+    if ranker is not None:
+        scorer, table = ranker
+        h.update(json.dumps({"ranker": scorer.params()}, sort_keys=True).encode())
+        for value in (*scorer.arrays().values(), table.partners, table.counts):
+            h.update(np.ascontiguousarray(value).tobytes())
     return h.hexdigest()
 
 
@@ -140,6 +147,7 @@ def make_version(
     content: ContentEncoder | None = None,
     sequence: tuple[SequenceEncoder, float] | None = None,
     adapt: AdaptationParams | None = None,
+    ranker: tuple[LinearRanker, CoTable] | None = None,
 ) -> str:
     """``item2vec-<UTC YYYYmmddHHMMSS>-<8 hex digits of a hash of the model's content>``.
 
@@ -153,6 +161,7 @@ def make_version(
         content: The content encoder, if any.
         sequence: The sequential encoder and its score weight, if any.
         adapt: The per-user adaptation, if any.
+        ranker: The second-stage ranker and its co-occurrence table, if any.
 
     Returns:
         The version string.
@@ -162,7 +171,7 @@ def make_version(
     """
     stamp = _require_aware(now, "now").strftime("%Y%m%d%H%M%S")
     digest = _content_hash(
-        item_ids, vectors, popularity, user_params, scoring, content, sequence, adapt
+        item_ids, vectors, popularity, user_params, scoring, content, sequence, adapt, ranker
     )
     prefix = VERSION_PREFIX if sequence is None else SEQUENCE_VERSION_PREFIX
     return f"{prefix}-{stamp}-{digest}"
@@ -192,6 +201,9 @@ class ItemModel:
         sequence_weight: The weight of the encoder's score, tuned on validation.
         adaptation: The per-user online adaptation (:mod:`engine.adaptation`) added to the
             linear user vector; off unless training found it helps on validation.
+        ranker: The learned second stage (:mod:`engine.ranker`) that re-orders the best
+            candidates, or None (the model's score order is served).
+        cotable: The co-occurrence table the ranker's features read (with ``ranker``).
     """
 
     version: str
@@ -208,6 +220,8 @@ class ItemModel:
     encoder: SequenceEncoder | None = field(default=None, repr=False)
     sequence_weight: float = 0.0
     adaptation: AdaptationParams = field(default_factory=AdaptationParams)
+    ranker: LinearRanker | None = field(default=None, repr=False)
+    cotable: CoTable | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -237,6 +251,12 @@ class ItemModel:
         _require_aware(self.created_at, "ItemModel.created_at")
         if self.encoder is not None and self.encoder.n_items != n:
             msg = f"ItemModel.encoder must know the {n} items, got {self.encoder.n_items}"
+            raise ValueError(msg)
+        if (self.ranker is None) != (self.cotable is None):
+            msg = "ItemModel.ranker and ItemModel.cotable come together"
+            raise ValueError(msg)
+        if self.cotable is not None and len(self.cotable.partners) != n:
+            msg = f"ItemModel.cotable must cover the {n} items, got {len(self.cotable.partners)}"
             raise ValueError(msg)
         if not math.isfinite(self.sequence_weight) or self.sequence_weight < 0:
             msg = f"ItemModel.sequence_weight must be finite and >= 0, got {self.sequence_weight}"
@@ -446,11 +466,69 @@ class ItemModel:
         ) -> npt.NDArray[np.float32]:
             users = self.embed_users(histories, types)
             full = score_items_batch(users, self.index_vectors, self.log_popularity, self.scoring)
+            if self.ranker is not None:
+                for u, history in enumerate(histories):
+                    full[u] = self.reranked(full[u], history)
             out = np.full((len(histories), width), -np.inf, dtype=np.float32)
             out[:, known] = full[:, cols[known]]
             return out
 
         return recommend
+
+    def ranker_features(
+        self,
+        scores: npt.NDArray[np.floating],
+        candidates: npt.NDArray[np.intp],
+        candidate_categories: Sequence[str],
+        history: Sequence[str],
+        history_categories: Sequence[str],
+    ) -> npt.NDArray[np.float64]:
+        """:func:`engine.ranker.candidate_features` with this model's table and settings
+        (candidate rows -1: items the model has no row for)."""
+        if self.ranker is None or self.cotable is None:
+            msg = f"model {self.version} has no ranker"
+            raise ValueError(msg)
+        known = candidates >= 0
+        pop = np.where(known, self.log_popularity[np.where(known, candidates, 0)], 0.0)
+        return candidate_features(
+            scores,
+            candidates,
+            candidate_categories,
+            pop,
+            [self.index.get(i, -1) for i in history],
+            history_categories,
+            self.cotable,
+            session=self.ranker.session,
+            category_window=self.ranker.category_window,
+        )
+
+    def reranked(
+        self, scores: npt.NDArray[np.float32], history: Sequence[str]
+    ) -> npt.NDArray[np.float32]:
+        """One user's (n,) scores with the ranker's order on top: the ``candidates`` best
+        unseen items (the ones the index returns online) are re-ordered by the ranker and
+        placed above every other item, which keeps the model's order."""
+        if self.ranker is None:
+            return scores
+        masked = scores.astype(np.float64, copy=True)
+        seen = [self.index[i] for i in history if i in self.index]
+        masked[seen] = -np.inf
+        finite = np.isfinite(masked)
+        cands = np.argsort(-masked, kind="stable")[: min(self.ranker.candidates, int(finite.sum()))]
+        if not len(cands):
+            return scores
+        features = self.ranker_features(
+            masked[cands],
+            cands,
+            [self.item_categories[c] for c in cands],
+            history,
+            [self.item_categories[self.index[i]] if i in self.index else "" for i in history],
+        )
+        learned = rerank_scores(self.ranker, features)
+        out = scores.astype(np.float64, copy=True)
+        top = float(np.max(out[np.isfinite(out)])) if np.isfinite(out).any() else 0.0
+        out[cands] = top + 1.0 + (learned - learned.min())
+        return out.astype(np.float32)
 
     def metadata(self) -> dict[str, Any]:
         """The content of ``model.json``."""
@@ -476,6 +554,7 @@ class ItemModel:
             if self.encoder is None
             else {"params": self.encoder.params.as_dict(), "weight": self.sequence_weight},
             "adaptation": self.adaptation.as_dict() if self.adaptation.enabled else None,
+            "ranker": None if self.ranker is None else self.ranker.params(),
             "hyperparameters": dict(self.hyperparameters),
             "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()},
         }
@@ -501,6 +580,10 @@ class ItemModel:
             arrays["content_weights"] = self.content.weights
         if self.encoder is not None:
             arrays.update(self.encoder.state_arrays())
+        if self.ranker is not None and self.cotable is not None:
+            arrays.update(self.ranker.arrays())
+            arrays["cotable.partners"] = self.cotable.partners
+            arrays["cotable.counts"] = self.cotable.counts
         fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".npz", dir=directory)
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
@@ -541,6 +624,7 @@ class ItemModel:
             arrays_path,
             with_content=meta["content"] is not None,
             with_sequence=meta.get("sequence") is not None,
+            with_ranker=meta.get("ranker") is not None,
         )
         try:
             model = _model_from(meta, arrays)
@@ -556,6 +640,9 @@ class ItemModel:
             model.content,
             None if model.encoder is None else (model.encoder, model.sequence_weight),
             model.adaptation,
+            None
+            if model.ranker is None or model.cotable is None
+            else (model.ranker, model.cotable),
         )
         if not model.version.endswith(f"-{digest}"):
             msg = (
@@ -603,11 +690,19 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def _read_arrays(
-    path: Path, *, with_content: bool, with_sequence: bool
+    path: Path, *, with_content: bool, with_sequence: bool, with_ranker: bool = False
 ) -> dict[str, npt.NDArray[Any]]:
     names = ["vectors", "popularity", "item_ids", "item_categories"]
     if with_content:
         names.append("content_weights")
+    if with_ranker:
+        names += [
+            "ranker.weights",
+            "ranker.mean",
+            "ranker.std",
+            "cotable.partners",
+            "cotable.counts",
+        ]
     try:
         with np.load(path, allow_pickle=False) as data:
             if with_sequence:
@@ -678,4 +773,13 @@ def _model_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> It
         encoder=encoder,
         sequence_weight=0.0 if sequence is None else float(sequence["weight"]),
         adaptation=AdaptationParams(**(meta.get("adaptation") or {})),
+        ranker=None
+        if meta.get("ranker") is None
+        else LinearRanker.from_arrays(arrays, meta["ranker"]),
+        cotable=None
+        if meta.get("ranker") is None
+        else CoTable(
+            arrays["cotable.partners"].astype(np.int32, copy=False),
+            arrays["cotable.counts"].astype(np.int32, copy=False),
+        ),
     )

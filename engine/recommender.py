@@ -26,6 +26,7 @@ from engine.diversity import mmr_order
 from engine.item_stats import ItemStats
 from engine.model import ItemModel
 from engine.ports import CandidateIndex, FloatArray, Hits
+from engine.ranker import rerank_scores
 from engine.reasons import (
     CitableHistory,
     Language,
@@ -278,6 +279,8 @@ class Recommender:
         hits: dict[int, Hits] = {}
         if personal:
             fetch = self.params.k + self.params.fan_out
+            if self.model.ranker is not None:
+                fetch = max(fetch, self.model.ranker.candidates)
             fetch += max(len(self._excluded(states[i])) for i in personal)
             queries = augment_user(np.stack([vectors[i] for i in personal]))
             hits = dict(zip(personal, self.index.search(queries, fetch), strict=True))
@@ -331,6 +334,9 @@ class Recommender:
         stats: ItemStats | None = None,
     ) -> list[RecommendedItem]:
         excluded = self._excluded(state)
+        ranked = self.model.ranker is not None
+        if ranked:
+            hits = self._reranked(state, hits, excluded)
         chosen: list[tuple[str, float]] = []
         chosen_vectors: list[FloatArray] = []
         titles: set[str] = set()
@@ -383,7 +389,13 @@ class Recommender:
             picked.append((item_id, score, reason))
         if len(picked) < self.params.k:
             taken = excluded | {i for i, _ in chosen}
-            picked += self._popular(state, user_vec, taken, len(picked), stats)
+            filler = self._popular(state, user_vec, taken, len(picked), stats)
+            if ranked and filler and picked:
+                filler = self._rescored_filler(state, filler, len(hits.item_ids))
+                if self.params.diversity_weight == 0:
+                    picked = sorted(picked + filler, key=lambda p: -p[1])
+                    filler = []
+            picked += filler
         # One call per list, so that no sentence repeats within it.
         texts = self._templates.render_list(
             [(r.code, r.evidence) for _, _, r in picked], [i for i, _, _ in picked]
@@ -434,6 +446,63 @@ class Recommender:
             )
             items.append((item_id, score, reason))
         return items
+
+    def _ranker_features(
+        self, state: UserState, item_ids: Sequence[str], scores: npt.NDArray[np.floating]
+    ) -> npt.NDArray[np.float64]:
+        rows = np.asarray([self._row.get(i, -1) for i in item_ids], dtype=np.intp)
+        history = [i.item_id for i in state.history]
+        return self.model.ranker_features(
+            scores,
+            rows,
+            [self._category(i) for i in item_ids],
+            history,
+            [self._category(i) for i in history],
+        )
+
+    def _category(self, item_id: str) -> str:
+        """The model's category for items it knows (as offline), else the catalog's."""
+        row = self._row.get(item_id)
+        if row is not None:
+            return self.model.item_categories[row]
+        item = self.catalog.get(item_id)
+        return "" if item is None else item.category
+
+    def _reranked(self, state: UserState, hits: Hits, excluded: set[str]) -> Hits:
+        """The ranker's order of the ``ranker.candidates`` best unseen hits, with its
+        scores (the items the offline :meth:`ItemModel.reranked` puts on top)."""
+        assert self.model.ranker is not None  # noqa: S101 - checked by the caller
+        ids: list[str] = []
+        scores: list[float] = []
+        for item_id, score in zip(hits.item_ids, hits.scores, strict=True):
+            if item_id in excluded:
+                continue
+            ids.append(item_id)
+            scores.append(score)
+            if len(ids) == self.model.ranker.candidates:
+                break
+        if not ids:
+            return Hits((), ())
+        features = self._ranker_features(state, ids, np.asarray(scores, dtype=np.float64))
+        learned = rerank_scores(self.model.ranker, features)
+        order = np.argsort(-learned, kind="stable")
+        return Hits(tuple(ids[i] for i in order), tuple(float(learned[i]) for i in order))
+
+    def _rescored_filler(
+        self, state: UserState, filler: list[tuple[str, float, Reason]], after: int
+    ) -> list[tuple[str, float, Reason]]:
+        """Popular fill-up items scored by the ranker too (as candidates ranked after the
+        ``after`` re-ranked ones), so one list carries one kind of score."""
+        assert self.model.ranker is not None  # noqa: S101 - checked by the caller
+        ids = [i for i, _, _ in filler]
+        base = np.asarray([s for _, s, _ in filler], dtype=np.float64)
+        features = self._ranker_features(state, ids, base)
+        features[:, 1] = np.log1p(after + np.arange(len(ids)))
+        learned = self.model.ranker.score(features)
+        return [
+            (item_id, float(score), reason)
+            for (item_id, _, reason), score in zip(filler, learned, strict=True)
+        ]
 
     def _near_duplicate(self, vector: FloatArray, chosen: list[FloatArray]) -> bool:
         if not chosen:
