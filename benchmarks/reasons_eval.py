@@ -744,8 +744,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         "are not claims; passes guard: no violation at all, what the LM writer accepts. The "
         "guard checks words (titles, categories, numbers, event verbs, claim keywords, "
         "personal data), not meaning.",
-        "* specific: reason code other than `popular` and `trending`; states a fact: not `ungrounded` (the "
-        "generic template phrasings, used when a list runs out of phrasings, state none).",
+        "* specific: reason code other than `popular` and `trending`; states a fact: not "
+        "`ungrounded` (the generic template phrasings, used when a list runs out of "
+        "phrasings, state none).",
         "* distinct-n: unique n-grams over all n-grams of all sentences (English words, "
         "Chinese characters); it falls as the corpus grows, so compare rows over the same "
         "lists; distinct-2 in list: the same within each list, averaged.",
