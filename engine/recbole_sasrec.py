@@ -242,6 +242,8 @@ class RecBoleSASRec:
         """
         lib = load_recbole()
         settings = {**DEFAULT_SASREC, **(params or {})}
+        if checkpoint is not None:
+            checkpoint = checkpoint.resolve()  # training runs in a temporary directory
         if threads is not None:
             lib.torch.set_num_threads(threads)
         with (

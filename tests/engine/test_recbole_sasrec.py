@@ -141,14 +141,19 @@ def test_a_run_cut_by_the_budget_resumes_from_its_checkpoint_as_one_run(tmp_path
 
 
 def test_evaluation_resumes_a_budget_cut_sasrec_run_instead_of_reading_its_scores(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A relative cache dir (as `--cache-dir .cache/evaluation`): the checkpoint must land
+    # there, not in the temporary directory RecBole trains in.
+    monkeypatch.chdir(tmp_path)
+    cache = Path("cache")
     events = shop_events(users=20, per_user=8)
     cut = BaselineGrids(sasrec={**TINY, "epochs": 3}, sasrec_threads=1, sasrec_max_seconds=1e-9)
     first = run_evaluation(
-        events, None, "leave-last-out", 0, ("sasrec",), grids=cut, cache_dir=tmp_path
+        events, None, "leave-last-out", 0, ("sasrec",), grids=cut, cache_dir=cache
     )
     assert first["sasrec"].chosen["epochs_run"] == 1
+    assert len(list((tmp_path / "cache").glob("sasrec-*.checkpoint.pt"))) == 1
     assert "time budget" in first["sasrec"].notes
     reported = run_evaluation(
         events,
@@ -157,7 +162,7 @@ def test_evaluation_resumes_a_budget_cut_sasrec_run_instead_of_reading_its_score
         0,
         ("sasrec",),
         grids=replace(cut, sasrec_max_seconds=0),
-        cache_dir=tmp_path,
+        cache_dir=cache,
     )
     assert "from the cache" in reported["sasrec"].notes
     assert reported["sasrec"].chosen["epochs_run"] == 1
@@ -168,7 +173,7 @@ def test_evaluation_resumes_a_budget_cut_sasrec_run_instead_of_reading_its_score
         0,
         ("sasrec",),
         grids=replace(cut, sasrec_max_seconds=None),
-        cache_dir=tmp_path,
+        cache_dir=cache,
     )
     assert resumed["sasrec"].chosen["epochs_run"] == 3
     assert "3 epochs (stopped by its epoch limit)" in resumed["sasrec"].notes
