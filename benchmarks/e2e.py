@@ -1,15 +1,18 @@
 """End-to-end benchmark on the local broker: events/s and event-to-recommendation latency.
 
-Starts its own Kafka (KRaft) and redis-server through deploy/local, runs one
-`streamrec worker` process, publishes the catalog, then for each phase produces events
+Starts its own Kafka (KRaft) and redis-server through deploy/local and publishes the
+catalog. Then, for each worker configuration in turn (``batched``: micro-batches; ``naive``:
+one event at a time, so per-event Redis round-trips and index searches), it runs one
+`streamrec worker` process on its own topics and, for each phase, produces the same events
 (MovieLens-100K users and items, ts = send time) and consumes the recommendations,
-measuring latency from the event's ts to the moment the recommendation is consumed.
+measuring latency from the event's ts to the moment the recommendation is consumed. The
+gain of batching is the ratio of the two rows, measured side by side.
 
-    python benchmarks/e2e.py                     # throughput phase + 500 ev/s latency phase
-    python benchmarks/e2e.py --events 50000 --rates max,1000
+    python benchmarks/e2e.py                     # both configurations, unthrottled + 500 ev/s
+    python benchmarks/e2e.py --events 50000 --rates max,1000 --configs batched
 
 Needs a trained ML-100K model (make demo trains one, or `streamrec train --dataset ml-100k`
-then `streamrec index build`). Writes benchmarks/results/e2e-<timestamp>.{json,md}.
+then `streamrec index build`). Writes benchmarks/results/e2e-<timestamp>.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine  # noqa: E402
 from engine.datasets import load_movielens_100k  # noqa: E402
+from engine.types import Item  # noqa: E402
 from stream.contracts import encode_item  # noqa: E402
 from stream.kafka_io import ensure_topics  # noqa: E402
 from stream.local_infra import start_kafka, start_redis  # noqa: E402
@@ -113,6 +117,115 @@ async def phase(
     }
 
 
+async def publish_catalog(settings: Settings, items: list[Item]) -> None:
+    prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await prod.start()
+    for item in items:
+        await prod.send(settings.topic_items, encode_item(item), key=item.item_id.encode())
+    await prod.stop()
+
+
+#: Worker settings of each configuration compared in one run.
+CONFIGS: dict[str, dict[str, str]] = {
+    # Micro-batches: one Redis script call, one index search and one pipelined write per batch.
+    "batched": {},
+    # One event at a time: per-event Redis round-trips, one search per event.
+    "naive": {"STREAMREC_BATCH_SIZE": "1", "STREAMREC_BATCH_WITHIN_MS": "1"},
+}
+
+
+def run_config(
+    name: str,
+    base: Settings,
+    env: dict[str, str],
+    state: Path,
+    log: list[dict[str, object]],
+    items: list[Item],
+    rates: list[str],
+    n_events: int,
+) -> list[dict[str, object]]:
+    """Start a worker with this configuration on its own topics, publish the catalog to
+    it, warm it up, run the phases, stop it."""
+    settings = base.model_copy(
+        update={
+            "app_id": f"streamrec-bench-{name}",
+            "topic_events": f"bench-{name}.events",
+            "topic_items": f"bench-{name}.items",
+            "topic_recommendations": f"bench-{name}.recommendations",
+            "topic_dlq": f"bench-{name}.dlq",
+        }
+    )
+    asyncio.run(ensure_topics(settings))
+    worker_env = {
+        **env,
+        "STREAMREC_APP_ID": settings.app_id,
+        "STREAMREC_TOPIC_EVENTS": settings.topic_events,
+        "STREAMREC_TOPIC_ITEMS": settings.topic_items,
+        "STREAMREC_TOPIC_RECOMMENDATIONS": settings.topic_recommendations,
+        "STREAMREC_TOPIC_DLQ": settings.topic_dlq,
+        **CONFIGS[name],
+    }
+    with (state / f"worker-{name}.log").open("wb") as worker_log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"],
+            cwd=ROOT,
+            env=worker_env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            asyncio.run(publish_catalog(settings, items))
+            asyncio.run(wait_for_catalog(settings, {i.item_id for i in items}))
+            # Warm-up: wait until the worker answers (group joined, catalog loaded).
+            warm = [
+                (f"{name}-warm-{n}", str(log[n]["user_id"]), str(log[n]["item_id"]))
+                for n in range(200)
+            ]
+            asyncio.run(phase(settings, warm, 200.0, worker.pid))
+            rng = np.random.default_rng(0)  # the same events for every configuration
+            results = []
+            for rate_s in rates:
+                rate = None if rate_s == "max" else float(rate_s)
+                picks = rng.integers(len(log), size=n_events)
+                events = [
+                    (f"{name}-{rate_s}-{n}", str(log[i]["user_id"]), str(log[i]["item_id"]))
+                    for n, i in enumerate(picks)
+                ]
+                result = {"config": name, **asyncio.run(phase(settings, events, rate, worker.pid))}
+                print(json.dumps(result), flush=True)
+                results.append(result)
+            return results
+        finally:
+            worker.terminate()
+            worker.wait(30)
+
+
+def plot(results: list[dict[str, object]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = list(dict.fromkeys(str(r["config"]) for r in results))
+    rates = list(dict.fromkeys(float(r["target_rate"]) for r in results))  # type: ignore[arg-type]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / max(len(configs), 1)
+    for c, config in enumerate(configs):
+        rows = [r for r in results if r["config"] == config]
+        xs = [rates.index(float(r["target_rate"])) + c * width for r in rows]  # type: ignore[arg-type]
+        axes[0].bar(xs, [float(r["events_per_s"]) for r in rows], width, label=config)  # type: ignore[arg-type]
+        axes[1].bar(xs, [float(r["p99_ms"]) for r in rows], width, label=config)  # type: ignore[arg-type]
+    labels = ["unthrottled" if not r else f"{r:g}/s" for r in rates]
+    for ax, ylabel in zip(axes, ("events/s", "p99 event-to-consumed ms (log)"), strict=True):
+        ax.set_xticks([i + width * (len(configs) - 1) / 2 for i in range(len(rates))], labels)
+        ax.set_ylabel(ylabel)
+        ax.legend()
+    axes[1].set_yscale("log")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,28 +236,37 @@ def main() -> int:
     )
     parser.add_argument("--model-dir", default=str(ROOT / "models" / "current"))
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--configs",
+        default="batched,naive",
+        help="worker configurations to run side by side: batched (micro-batches of "
+        "--batch-size), naive (one event at a time)",
+    )
     args = parser.parse_args()
     model_dir = Path(args.model_dir).resolve()
     if not (model_dir / "index" / "items.ids.json").is_file():
         print(f"no model+index in {model_dir}: run `make demo` once or streamrec train/index build")
         return 2
+    configs = [c for c in args.configs.split(",") if c]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        print(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+        return 2
 
     data = load_movielens_100k()
-    rng = np.random.default_rng(0)
     log = data.events.to_dict("records")
     state = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     kafka = start_kafka(state / "kafka")
     redis = start_redis(state / "redis")
-    worker = None
+    results: list[dict[str, object]] = []
     try:
         settings = Settings(
             kafka_bootstrap=kafka.address,
-            redis_url=redis.address,
+            redis_url=redis.address,  # type: ignore[arg-type]
             model_dir=model_dir,
             metrics_port=0,
             batch_size=args.batch_size,
         )
-        asyncio.run(ensure_topics(settings))
         env = {
             **os.environ,
             "STREAMREC_KAFKA_BOOTSTRAP": kafka.address,
@@ -154,42 +276,13 @@ def main() -> int:
             "STREAMREC_BATCH_SIZE": str(args.batch_size),
             "STREAMREC_LOG_LEVEL": "WARNING",
         }
-        worker_log = (state / "worker.log").open("wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-        )
 
-        async def publish_catalog() -> None:
-            prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-            await prod.start()
-            for item in catalog_items(data.catalog):
-                await prod.send(settings.topic_items, encode_item(item), key=item.item_id.encode())
-            await prod.stop()
-
-        asyncio.run(publish_catalog())
-        asyncio.run(wait_for_catalog(settings, {str(i) for i in data.catalog["item_id"]}))
-        # Warm-up: wait until the worker answers (group joined, catalog loaded).
-        warm = [(f"warm-{n}", str(log[n]["user_id"]), str(log[n]["item_id"])) for n in range(200)]
-        asyncio.run(phase(settings, warm, 200.0, worker.pid))
-        results = []
-        for rate_s in args.rates.split(","):
-            rate = None if rate_s == "max" else float(rate_s)
-            picks = rng.integers(len(log), size=args.events)
-            events = [
-                (f"b{rate_s}-{n}", str(log[i]["user_id"]), str(log[i]["item_id"]))
-                for n, i in enumerate(picks)
-            ]
-            result = asyncio.run(phase(settings, events, rate, worker.pid))
-            print(json.dumps(result))
-            results.append(result)
+        items = catalog_items(data.catalog)
+        for name in configs:
+            results += run_config(
+                name, settings, env, state, log, items, args.rates.split(","), args.events
+            )
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(30)
         kafka.stop()
         redis.stop()
 
@@ -200,24 +293,37 @@ def main() -> int:
         "machine": machine(),
         "model_dir": str(model_dir),
         "batch_size": args.batch_size,
+        "configs": {c: CONFIGS[c] for c in configs},
         "phases": results,
         "at": stamp,
     }
     (out / f"e2e-{stamp}.json").write_text(json.dumps(report, indent=2))
     lines = [
-        f"End-to-end on the local broker ({report['machine']}), batch_size={args.batch_size}",
+        f"End-to-end on the local broker ({report['machine']}), batched = micro-batches of "
+        f"{args.batch_size}, naive = one event at a time; the same events for both",
         "",
-        "| target rate | events | events/s | p50 ms | p95 ms | p99 ms | worker CPU % "
+        "| config | target rate | events | events/s | p50 ms | p95 ms | p99 ms | worker CPU % "
         "| worker RSS MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         target = "max" if not r["target_rate"] else f"{r['target_rate']:g}/s"
         lines.append(
-            f"| {target} | {r['events']} | {r['events_per_s']} | {r['p50_ms']} | "
+            f"| {r['config']} | {target} | {r['events']} | {r['events_per_s']} | {r['p50_ms']} | "
             f"{r['p95_ms']} | {r['p99_ms']} | {r['worker_cpu_percent']} | {r['worker_rss_mb']} |"
         )
+    by = {(r["config"], r["target_rate"]): r for r in results}
+    for r in results:
+        naive = by.get(("naive", r["target_rate"]))
+        if r["config"] == "batched" and naive is not None:
+            target = "unthrottled" if not r["target_rate"] else f"{r['target_rate']:g}/s"
+            lines.append(
+                f"\n{target}: batched / naive events/s = "
+                f"{float(r['events_per_s']) / float(naive['events_per_s']):.2f}x, "  # type: ignore[arg-type]
+                f"p99 {r['p99_ms']} vs {naive['p99_ms']} ms"
+            )
     (out / f"e2e-{stamp}.md").write_text("\n".join(lines) + "\n")
+    plot(results, out / f"e2e-{stamp}.png", f"streamrec end to end, {report['machine']}")
     print("\n".join(lines))
     return 0
 
