@@ -134,6 +134,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(Markdown(report.to_markdown()))
     if seq_report is not None:
         console.print(Markdown(seq_report.to_markdown()))
+    adapt = model.adaptation
+    console.print(
+        "per-user adaptation: "
+        + (
+            f"learning rate {adapt.learning_rate:g}, decay {adapt.decay:g}"
+            if adapt.enabled
+            else "off (no gain on validation)"
+        )
+    )
+    held_out = model.metrics.get("validation_ndcg@10_ranker_heldout")
+    if held_out is not None:
+        base = model.metrics.get("validation_ndcg@10_base_heldout", float("nan"))
+        console.print(
+            f"second-stage ranker: {'used' if model.ranker is not None else 'off'} "
+            f"(held-out validation NDCG@10 {held_out:.4f} vs {base:.4f} for the model's order)"
+        )
     console.print(f"model {model.version} written to {out}")
     return 0
 
