@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -67,11 +68,13 @@ def model_vectors(model_dir: Path, queries: int) -> tuple[Any, Any]:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
+    load = result["load_average"]
     lines = [
         f"# CPU retrieval, {result['stamp']}",
         "",
         f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']}; faiss {result['faiss']}, {result['threads']} "
+        f"Machine: {result['machine']} (1-minute load average {load['start'][0]:.1f} at the "
+        f"start, {load['end'][0]:.1f} at the end); faiss {result['faiss']}, {result['threads']} "
         f"thread(s); recall@{result['k']} against exact search (`Flat`) on the same "
         f"{result['queries']:,} queries, queries/s as the best of two runs of the batch.",
         "",
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in (int(s) for s in args.sizes.split(",") if s):
         items, queries = clustered(n, args.dim, args.clusters, args.queries, seed=n)
         data.append(("synthetic", items, queries))
+    load_start = os.getloadavg()
     runs = []
     for name, vectors, queries in data:
         say(f"{name}: {len(vectors):,} x {vectors.shape[1]}")
@@ -166,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "stamp": stamp,
         "command": " ".join(["python", "benchmarks/retrieval_cpu.py", *(argv or sys.argv[1:])]),
         "machine": machine(),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "faiss": faiss.__version__,
         "threads": args.threads,
         "k": args.k,
