@@ -311,7 +311,8 @@ class RecBoleSASRec:
                 logger.info(
                     "RecBole SASRec: resuming after epoch %d from %s", epochs_run, checkpoint
                 )
-            done_before = epochs_run >= epochs or trainer.cur_step >= int(settings["stopping_step"])
+            # RecBole stops once more than `stopping_step` epochs brought no improvement.
+            done_before = epochs_run >= epochs or trainer.cur_step > int(settings["stopping_step"])
 
             def after_epoch(epoch: int, valid_score: float) -> None:
                 nonlocal epochs_run
