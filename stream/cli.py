@@ -159,7 +159,7 @@ def build_index(
     factory: str = "auto",
     device: DeviceChoice = "auto",
     say: Callable[[str], None] | None = None,
-) -> tuple[int, int]:
+) -> tuple[int, int, str]:
     """Build the FAISS index of the model in ``model_dir`` and save it to ``model_dir/index``.
 
     Every item of the model is indexed with its popularity-augmented vector; catalog items
@@ -173,7 +173,7 @@ def build_index(
     the measurements go to ``model_dir/index/tuning.json``.
 
     Returns:
-        (items indexed, of which from content).
+        (items indexed, of which from content, the index factory used).
 
     Raises:
         SystemExit: No model in ``model_dir``.
@@ -214,7 +214,7 @@ def build_index(
         tuning_path.write_text(json.dumps(tuning, indent=2) + "\n")
     else:
         tuning_path.unlink(missing_ok=True)
-    return len(index), added
+    return len(index), added, index.factory
 
 
 def _choose_index(
@@ -249,9 +249,9 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     model_dir = Path(args.model_dir)
-    indexed, added = build_index(model_dir, args.factory, args.device, say=console.print)
+    indexed, added, factory = build_index(model_dir, args.factory, args.device, say=console.print)
     console.print(
-        f"indexed {indexed:,} items ({added:,} from content) with {args.factory} "
+        f"indexed {indexed:,} items ({added:,} from content) with {factory} "
         f"into {model_dir / 'index'}"
     )
     return 0
