@@ -19,3 +19,14 @@ def machine() -> str:
         pass
     system = f"{platform.system()} {platform.release()}"
     return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
+
+
+def missing_model(model_dir: Path) -> str | None:
+    """Why ``model_dir`` cannot be benchmarked (no trained model with an index), with the
+    commands that make one; None when it can."""
+    if (model_dir / "index" / "items.ids.json").is_file():
+        return None
+    return (
+        f"no model with an index in {model_dir}: streamrec train --dataset ml-100k "
+        f"--out {model_dir} && streamrec index build --model-dir {model_dir}"
+    )

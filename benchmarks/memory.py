@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import machine, missing_model  # noqa: E402
 
 
 def _kind(key: str) -> str:
@@ -50,38 +50,13 @@ def _kind(key: str) -> str:
 
 
 async def _feed(settings: Any, events: Any, batch: int) -> tuple[int, float]:
-    from prometheus_client import CollectorRegistry
+    from benchmarks.pipeline_feed import event_messages, ready_pipeline
 
-    from engine.datasets import load_movielens_100k
-    from stream.pipeline import RawMessage
-    from stream.replay import catalog_items
-    from stream.worker import build_pipeline
-
-    pipeline = build_pipeline(settings, CollectorRegistry())
-    await pipeline.store.put_items(catalog_items(load_movielens_100k().catalog))
-    await pipeline.sync_catalog()
+    pipeline = await ready_pipeline(settings)
     started = time.perf_counter()
     rows = events.to_dict("records")
     for start in range(0, len(rows), batch):
-        messages = [
-            RawMessage(
-                json.dumps(
-                    {
-                        "event_id": str(r["event_id"]),
-                        "user_id": str(r["user_id"]),
-                        "item_id": str(r["item_id"]),
-                        "type": r["type"],
-                        "ts": int(r["ts"]),
-                    }
-                ).encode(),
-                str(r["user_id"]).encode(),
-                "events",
-                0,
-                start + j,
-            )
-            for j, r in enumerate(rows[start : start + batch])
-        ]
-        await pipeline.handle_events(messages)
+        await pipeline.handle_events(event_messages(rows[start : start + batch], start))
     seconds = time.perf_counter() - started
     await pipeline.close()
     await pipeline.store.close()
@@ -232,12 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from engine.model import ItemModel
 
-    if not (args.model_dir / "index" / "items.ids.json").is_file():
-        print(
-            f"no model with an index in {args.model_dir}: streamrec train --dataset ml-100k "
-            f"--out {args.model_dir} && streamrec index build --model-dir {args.model_dir}",
-            file=sys.stderr,
-        )
+    if (problem := missing_model(args.model_dir)) is not None:
+        print(problem, file=sys.stderr)
         return 1
     model = ItemModel.load(args.model_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

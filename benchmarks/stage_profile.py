@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import machine, missing_model  # noqa: E402
 
 STAGES = ("decode", "state", "item stats", "embed", "search", "rank", "save", "encode")
 
@@ -76,40 +76,11 @@ class Timers:
         return timed
 
 
-def _messages(rows: list[dict[str, Any]], offset: int) -> list[Any]:
-    from stream.pipeline import RawMessage
-
-    return [
-        RawMessage(
-            json.dumps(
-                {
-                    "event_id": f"{r['event_id']}",
-                    "user_id": str(r["user_id"]),
-                    "item_id": str(r["item_id"]),
-                    "type": r["type"],
-                    "ts": int(r["ts"]),
-                }
-            ).encode(),
-            str(r["user_id"]).encode(),
-            "events",
-            0,
-            offset + j,
-        )
-        for j, r in enumerate(rows)
-    ]
-
-
 async def _profile(settings: Any, rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
-    from prometheus_client import CollectorRegistry
-
     import stream.pipeline as pipeline_module
-    from engine.datasets import load_movielens_100k
-    from stream.replay import catalog_items
-    from stream.worker import build_pipeline
+    from benchmarks.pipeline_feed import event_messages, ready_pipeline
 
-    pipeline = build_pipeline(settings, CollectorRegistry())
-    await pipeline.store.put_items(catalog_items(load_movielens_100k().catalog))
-    await pipeline.sync_catalog()
+    pipeline = await ready_pipeline(settings)
     timers = Timers()
     store, rec = pipeline.store, pipeline.recommender
     originals = (pipeline_module.decode_event, pipeline_module.encode_recommendation)
@@ -123,12 +94,14 @@ async def _profile(settings: Any, rows: list[dict[str, Any]], batch: int) -> dic
     rec._rank = timers.wrap_sync("rank", rec._rank)  # type: ignore[method-assign]
     try:
         # Warm-up batch (imports, first Redis script load), not counted.
-        await pipeline.handle_events(_messages(rows[:batch], 0))
+        await pipeline.handle_events(event_messages(rows[:batch], 0))
         timers.seconds.clear()
         measured = rows[batch:]
         started = time.perf_counter()
         for start in range(0, len(measured), batch):
-            await pipeline.handle_events(_messages(measured[start : start + batch], start + batch))
+            await pipeline.handle_events(
+                event_messages(measured[start : start + batch], start + batch)
+            )
         wall = time.perf_counter() - started
     finally:
         pipeline_module.decode_event, pipeline_module.encode_recommendation = originals
@@ -209,12 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     from index.faiss_index import FaissItemIndex
     from stream.settings import Settings
 
-    if not (args.model_dir / "index" / "items.ids.json").is_file():
-        print(
-            f"no model with an index in {args.model_dir}: streamrec train --dataset ml-100k "
-            f"--out {args.model_dir} && streamrec index build --model-dir {args.model_dir}",
-            file=sys.stderr,
-        )
+    if (problem := missing_model(args.model_dir)) is not None:
+        print(problem, file=sys.stderr)
         return 1
     model_dir = args.model_dir.resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -324,18 +324,7 @@ def _add_ranker(
 
 
 def _version_of(model: ItemModel) -> str:
-    return make_version(
-        model.created_at,
-        model.item_ids,
-        model.vectors,
-        model.popularity,
-        model.user_params,
-        model.scoring,
-        model.content,
-        None if model.encoder is None else (model.encoder, model.sequence_weight),
-        model.adaptation,
-        None if model.ranker is None or model.cotable is None else (model.ranker, model.cotable),
-    )
+    return make_version(model.created_at, *model.content_parts())
 
 
 def _add_encoder(

@@ -530,6 +530,21 @@ class ItemModel:
         out[cands] = top + 1.0 + (learned - learned.min())
         return out.astype(np.float32)
 
+    def content_parts(self) -> tuple[Any, ...]:
+        """Everything the content hash of the version covers, in :func:`_content_hash`
+        order (also the tail of :func:`make_version`'s arguments)."""
+        return (
+            self.item_ids,
+            self.vectors,
+            self.popularity,
+            self.user_params,
+            self.scoring,
+            self.content,
+            None if self.encoder is None else (self.encoder, self.sequence_weight),
+            self.adaptation,
+            None if self.ranker is None or self.cotable is None else (self.ranker, self.cotable),
+        )
+
     def metadata(self) -> dict[str, Any]:
         """The content of ``model.json``."""
         return {
@@ -631,19 +646,7 @@ class ItemModel:
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"{directory}: model.json and model.npz do not form a valid model: {exc}"
             raise ModelFormatError(msg) from exc
-        digest = _content_hash(
-            model.item_ids,
-            model.vectors,
-            model.popularity,
-            model.user_params,
-            model.scoring,
-            model.content,
-            None if model.encoder is None else (model.encoder, model.sequence_weight),
-            model.adaptation,
-            None
-            if model.ranker is None or model.cotable is None
-            else (model.ranker, model.cotable),
-        )
+        digest = _content_hash(*model.content_parts())
         if not model.version.endswith(f"-{digest}"):
             msg = (
                 f"{arrays_path} does not belong to {meta_path}: version {model.version!r} "

@@ -1,0 +1,45 @@
+"""Feeding the worker's pipeline directly (no Kafka) from benchmarks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from engine.datasets import load_movielens_100k
+from stream.pipeline import Pipeline, RawMessage
+from stream.replay import catalog_items
+from stream.settings import Settings
+from stream.worker import build_pipeline
+
+
+async def ready_pipeline(settings: Settings) -> Pipeline:
+    """The worker's pipeline (``stream.worker.build_pipeline``) with the MovieLens-100K
+    catalog in its store and taken in, as a worker has it before its first event."""
+    pipeline = build_pipeline(settings, CollectorRegistry())
+    await pipeline.store.put_items(catalog_items(load_movielens_100k().catalog))
+    await pipeline.sync_catalog()
+    return pipeline
+
+
+def event_messages(rows: list[dict[str, Any]], offset: int) -> list[RawMessage]:
+    """Event-log rows as the raw Kafka messages a worker consumes (offsets from ``offset``)."""
+    return [
+        RawMessage(
+            json.dumps(
+                {
+                    "event_id": str(r["event_id"]),
+                    "user_id": str(r["user_id"]),
+                    "item_id": str(r["item_id"]),
+                    "type": r["type"],
+                    "ts": int(r["ts"]),
+                }
+            ).encode(),
+            str(r["user_id"]).encode(),
+            "events",
+            0,
+            offset + j,
+        )
+        for j, r in enumerate(rows)
+    ]
