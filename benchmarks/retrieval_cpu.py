@@ -56,15 +56,11 @@ def clustered(
 
 def model_vectors(model_dir: Path, queries: int) -> tuple[Any, Any]:
     from engine.model import ItemModel
-    from engine.recommender import index_entries
-    from engine.scoring import augment_user
+    from engine.recommender import index_entries, index_queries
 
     model = ItemModel.load(model_dir)
     _, vectors = index_entries(model)
-    rng = np.random.default_rng(0)
-    sample = rng.choice(model.n_items, size=min(queries, model.n_items), replace=False)
-    users = model.embed_users([[model.item_ids[i]] for i in sample], [["view"]] * len(sample))
-    return vectors, augment_user(users)
+    return vectors, index_queries(model, queries)
 
 
 def to_markdown(result: dict[str, Any]) -> str:

@@ -513,7 +513,7 @@ def run_evaluation(
             vectors = np.where(rows[:, None] >= 0, model.vectors[rows], 0.0).astype(np.float32)
             val = train_report.validation
             chosen: dict[str, float | str] = dict(train_report.chosen.as_dict())
-            notes = ""
+            notes: list[str] = []
             val_ndcg = None if val is None else val["ndcg@10"].mean
             if seq_report is not None:
                 chosen |= {
@@ -521,7 +521,7 @@ def run_evaluation(
                     "sequence_epochs": seq_report.best_epoch,
                 }
                 val_ndcg = seq_report.validation_ndcg
-                notes = (
+                notes.append(
                     f"co-occurrence vectors + sequential encoder (weight {seq_report.weight:g}, "
                     f"best epoch {seq_report.best_epoch} of {seq_report.epochs_run}, "
                     f"{'refit on all training events' if seq_report.refit else 'not refit'}), "
@@ -532,12 +532,9 @@ def run_evaluation(
                     "adaptation_learning_rate": model.adaptation.learning_rate,
                     "adaptation_decay": model.adaptation.decay,
                 }
-                notes = "; ".join(
-                    [
-                        *([notes] if notes else []),
-                        f"per-user adaptation (learning rate {model.adaptation.learning_rate:g}, "
-                        f"decay {model.adaptation.decay:g})",
-                    ]
+                notes.append(
+                    f"per-user adaptation (learning rate {model.adaptation.learning_rate:g}, "
+                    f"decay {model.adaptation.decay:g})"
                 )
                 val_ndcg = model.metrics.get("validation_ndcg@10_with_adaptation", val_ndcg)
             else:
@@ -545,21 +542,18 @@ def run_evaluation(
             chosen["ranker"] = "used" if model.ranker is not None else "off"
             held_out = model.metrics.get("validation_ndcg@10_ranker_heldout")
             if held_out is not None and math.isfinite(held_out):
-                notes = "; ".join(
-                    [
-                        *([notes] if notes else []),
-                        f"second-stage ranker {'used' if model.ranker is not None else 'off'} "
-                        f"(held-out validation NDCG@10 {held_out:.4f} vs "
-                        f"{model.metrics.get('validation_ndcg@10_base_heldout', math.nan):.4f} "
-                        "for the model's order)",
-                    ]
+                notes.append(
+                    f"second-stage ranker {'used' if model.ranker is not None else 'off'} "
+                    f"(held-out validation NDCG@10 {held_out:.4f} vs "
+                    f"{model.metrics.get('validation_ndcg@10_base_heldout', math.nan):.4f} "
+                    "for the model's order)"
                 )
             fitted[name] = _Fitted(
                 model.recommender(universe),
                 chosen,
                 val_ndcg,
                 len(train_report.grid),
-                notes=notes,
+                notes="; ".join(notes),
             )
         elif (reason := _unavailable(name, len(universe), grids)) is not None:
             logger.warning("skipping %s: %s", name, reason)

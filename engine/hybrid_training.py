@@ -38,7 +38,7 @@ import pandas as pd
 
 from engine.adaptation import AdaptationParams, adaptation
 from engine.model import ItemModel, make_version
-from engine.ranker import FEATURES, CoTable, LinearRanker, train_ranker
+from engine.ranker import CANDIDATES, CoTable, train_ranker
 from engine.sequential import SequenceParams
 from engine.sequential_training import (
     Sequences,
@@ -57,12 +57,6 @@ logger = logging.getLogger(__name__)
 
 #: Weights of the encoder's score tried on validation (0: linear part only).
 SEQUENCE_WEIGHTS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 100.0)
-#: Candidates the second-stage ranker re-orders.
-RANKER_CANDIDATES = 100
-#: A placeholder ranker: lets the validation features be computed through the model.
-_UNIT_RANKER = LinearRanker(
-    np.ones(len(FEATURES)), np.zeros(len(FEATURES)), np.ones(len(FEATURES)), RANKER_CANDIDATES
-)
 
 #: Per-user adaptation steps tried on validation (learning rate 0: off).
 ADAPTATION_GRID: tuple[AdaptationParams, ...] = (
@@ -75,45 +69,23 @@ ADAPTATION_GRID: tuple[AdaptationParams, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AdaptationReport:
     """How the per-user adaptation was chosen.
 
     Attributes:
         chosen: The chosen step (learning rate 0: off).
         scores: (step, validation NDCG@10) of each step tried.
+        added: (u, n) what the chosen step adds to the validation users' scores.
     """
 
     chosen: AdaptationParams
     scores: tuple[tuple[AdaptationParams, float], ...]
+    added: npt.NDArray[np.float32] = field(repr=False)
 
     @property
     def validation_ndcg(self) -> float:
         return dict(self.scores).get(self.chosen, math.nan)
-
-
-def adaptation_scores(
-    validation_model: ItemModel,
-    columns: Sequence[str],
-    validation: ValidationSet,
-    params: AdaptationParams,
-) -> npt.NDArray[np.float32]:
-    """(u, len(columns)) what the adaptation adds to the validation users' scores."""
-    cols = validation_model.rows(columns)
-    known = cols >= 0
-    items = np.zeros((len(columns), validation_model.dim), dtype=np.float32)
-    items[known] = validation_model.vectors[cols[known]]
-    shift = np.stack(
-        [
-            adaptation(validation_model.vectors[rows], w, params)
-            for rows, w in (
-                validation_model.history([columns[r] for r in h.tolist()], kinds)
-                for h, kinds in zip(validation.history, validation.types, strict=True)
-            )
-        ]
-    )
-    out: npt.NDArray[np.float32] = shift @ items.T
-    return out
 
 
 def tune_adaptation(
@@ -133,14 +105,34 @@ def tune_adaptation(
         grid: Steps to try; ties go to the earlier one (put "off" first).
 
     Returns:
-        The chosen step and every step's score.
+        The chosen step, every step's score, and what the chosen step adds.
     """
+    # The users' history vectors and the items' vectors, once for the whole grid.
+    cols = validation_model.rows(columns)
+    known = cols >= 0
+    items = np.zeros((len(columns), validation_model.dim), dtype=np.float32)
+    items[known] = validation_model.vectors[cols[known]]
+    histories = [
+        (validation_model.vectors[rows], weights)
+        for rows, weights in (
+            validation_model.history([columns[r] for r in h.tolist()], kinds)
+            for h, kinds in zip(validation.history, validation.types, strict=True)
+        )
+    ]
+    best: tuple[AdaptationParams, float, npt.NDArray[np.float32]] | None = None
     scores: list[tuple[AdaptationParams, float]] = []
     for params in grid:
-        total = base + adaptation_scores(validation_model, columns, validation, params)
-        scores.append((params, heldout_ndcg(total, validation.history, validation.targets)))
-    best = max(scores, key=lambda ps: ps[1])[0]  # max keeps the first of equal scores
-    return AdaptationReport(best, tuple(scores))
+        added: npt.NDArray[np.float32] = (
+            np.stack([adaptation(v, w, params) for v, w in histories]) @ items.T
+        )
+        score = heldout_ndcg(base + added, validation.history, validation.targets)
+        scores.append((params, score))
+        if best is None or score > best[1]:  # ties keep the earlier step
+            best = (params, score, added)
+    if best is None:
+        msg = "grid must list at least one adaptation step, got ()"
+        raise ValueError(msg)
+    return AdaptationReport(best[0], tuple(scores), best[2])
 
 
 @dataclass(frozen=True)
@@ -263,7 +255,7 @@ def train_model(
             "validation_ndcg@10_with_adaptation": adapt.validation_ndcg
         }
         model = replace(model, adaptation=adapt.chosen, hyperparameters=hyper, metrics=metrics)
-        base = base + adaptation_scores(linear_val, model.item_ids, validation, adapt.chosen)
+        base = base + adapt.added
     if rank:
         model = _add_ranker(model, base, validation, train_part, sequences, seed)
     return replace(model, version=_version_of(model)), report, seq_report
@@ -280,36 +272,23 @@ def _add_ranker(
     """Train the second-stage ranker on the validation users (features from the models
     fitted without their held-out events) and keep it if it beats the model's order on
     held-out users; its co-occurrence table is then rebuilt from all events."""
-    candidates = RANKER_CANDIDATES
     table = CoTable.build(list(zip(train_part.rows, train_part.types, strict=True)), model.n_items)
-    probe = replace(model, ranker=_UNIT_RANKER, cotable=table)
     features, targets = [], []
     for u, history in enumerate(validation.history):
-        masked = base[u].astype(np.float64, copy=True)
-        masked[history] = -np.inf
-        cands = np.argsort(-masked, kind="stable")[
-            : min(candidates, int(np.isfinite(masked).sum()))
-        ]
-        ids = [model.item_ids[r] for r in history.tolist()]
-        features.append(
-            probe.ranker_features(
-                masked[cands],
-                cands,
-                [model.item_categories[c] for c in cands],
-                ids,
-                [model.item_categories[r] for r in history.tolist()],
-            )
+        cands, found = model.ranker_inputs(
+            base[u], [model.item_ids[r] for r in history.tolist()], table
         )
+        features.append(found)
         hit = np.nonzero(cands == validation.targets[u])[0]
         targets.append(int(hit[0]) if len(hit) else -1)
-    ranker, report = train_ranker(features, targets, candidates=candidates, seed=seed)
+    ranker, report = train_ranker(features, targets, seed=seed)
     logger.info(
         "second-stage ranker: %s (held-out validation NDCG@10 %.4f vs the model's order %.4f; "
         "targets among the %d candidates: %.1f%%)",
         "used" if ranker is not None else "not used",
         report.ranker_ndcg,
         report.base_ndcg,
-        candidates,
+        CANDIDATES,
         100 * report.reachable,
     )
     metrics = dict(model.metrics) | {

@@ -41,7 +41,15 @@ import numpy.typing as npt
 
 from engine.adaptation import AdaptationParams, adaptation
 from engine.content import FEATURIZERS, HASHING, HASHING_FEATURES, ContentEncoder
-from engine.ranker import CoTable, LinearRanker, candidate_features, rerank_scores
+from engine.ranker import (
+    CANDIDATES,
+    CATEGORY_WINDOW,
+    SESSION,
+    CoTable,
+    LinearRanker,
+    candidate_features,
+    rerank_scores,
+)
 from engine.scoring import ScoringParams, normalised_log_popularity, score_items_batch
 from engine.sequential import SequenceEncoder, SequenceParams
 from engine.text_encoders import TextEmbedder, load_embedder
@@ -488,6 +496,29 @@ class ItemModel:
         if self.ranker is None or self.cotable is None:
             msg = f"model {self.version} has no ranker"
             raise ValueError(msg)
+        return self._features(
+            scores,
+            candidates,
+            candidate_categories,
+            history,
+            history_categories,
+            self.cotable,
+            session=self.ranker.session,
+            category_window=self.ranker.category_window,
+        )
+
+    def _features(
+        self,
+        scores: npt.NDArray[np.floating],
+        candidates: npt.NDArray[np.intp],
+        candidate_categories: Sequence[str],
+        history: Sequence[str],
+        history_categories: Sequence[str],
+        table: CoTable,
+        *,
+        session: int,
+        category_window: int,
+    ) -> npt.NDArray[np.float64]:
         known = candidates >= 0
         pop = np.where(known, self.log_popularity[np.where(known, candidates, 0)], 0.0)
         return candidate_features(
@@ -497,10 +528,42 @@ class ItemModel:
             pop,
             [self.index.get(i, -1) for i in history],
             history_categories,
-            self.cotable,
-            session=self.ranker.session,
-            category_window=self.ranker.category_window,
+            table,
+            session=session,
+            category_window=category_window,
         )
+
+    def ranker_inputs(
+        self,
+        scores: npt.NDArray[np.floating],
+        history: Sequence[str],
+        table: CoTable,
+        *,
+        candidates: int = CANDIDATES,
+        session: int = SESSION,
+        category_window: int = CATEGORY_WINDOW,
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """One user's candidates and their features, as the index gives them online: the
+        ``candidates`` best items by ``scores`` (n,) that are not in ``history``.
+
+        Returns:
+            ``(candidate rows, best first; their (c, len(FEATURES)) features)``.
+        """
+        masked = scores.astype(np.float64, copy=True)
+        masked[[self.index[i] for i in history if i in self.index]] = -np.inf
+        finite = int(np.isfinite(masked).sum())
+        cands = np.argsort(-masked, kind="stable")[: min(candidates, finite)]
+        features = self._features(
+            masked[cands],
+            cands,
+            [self.item_categories[c] for c in cands],
+            history,
+            [self.item_categories[self.index[i]] if i in self.index else "" for i in history],
+            table,
+            session=session,
+            category_window=category_window,
+        )
+        return cands, features
 
     def reranked(
         self, scores: npt.NDArray[np.float32], history: Sequence[str]
@@ -508,22 +571,18 @@ class ItemModel:
         """One user's (n,) scores with the ranker's order on top: the ``candidates`` best
         unseen items (the ones the index returns online) are re-ordered by the ranker and
         placed above every other item, which keeps the model's order."""
-        if self.ranker is None:
+        if self.ranker is None or self.cotable is None:
             return scores
-        masked = scores.astype(np.float64, copy=True)
-        seen = [self.index[i] for i in history if i in self.index]
-        masked[seen] = -np.inf
-        finite = np.isfinite(masked)
-        cands = np.argsort(-masked, kind="stable")[: min(self.ranker.candidates, int(finite.sum()))]
+        cands, features = self.ranker_inputs(
+            scores,
+            history,
+            self.cotable,
+            candidates=self.ranker.candidates,
+            session=self.ranker.session,
+            category_window=self.ranker.category_window,
+        )
         if not len(cands):
             return scores
-        features = self.ranker_features(
-            masked[cands],
-            cands,
-            [self.item_categories[c] for c in cands],
-            history,
-            [self.item_categories[self.index[i]] if i in self.index else "" for i in history],
-        )
         learned = rerank_scores(self.ranker, features)
         out = scores.astype(np.float64, copy=True)
         top = float(np.max(out[np.isfinite(out)])) if np.isfinite(out).any() else 0.0

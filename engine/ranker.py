@@ -38,7 +38,10 @@ from engine.item_stats import cooccurrence_pairs
 from engine.types import Interaction
 
 __all__ = [
+    "CANDIDATES",
+    "CATEGORY_WINDOW",
     "FEATURES",
+    "SESSION",
     "CoTable",
     "LinearRanker",
     "RankerReport",
@@ -58,6 +61,13 @@ FEATURES: tuple[str, ...] = (
 )
 
 FloatArray = npt.NDArray[np.float64]
+
+#: How many of the best unseen items the ranker re-orders.
+CANDIDATES = 100
+#: How many of the user's last items the co-occurrence features look at.
+SESSION = 5
+#: How many of the user's last items the category share counts.
+CATEGORY_WINDOW = 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,8 +136,8 @@ def candidate_features(
     history_categories: Sequence[str],
     table: CoTable,
     *,
-    session: int = 5,
-    category_window: int = 20,
+    session: int = SESSION,
+    category_window: int = CATEGORY_WINDOW,
 ) -> FloatArray:
     """(c, len(FEATURES)) features of one user's candidates; the same call offline and
     online.
@@ -181,9 +191,9 @@ class LinearRanker:
     weights: FloatArray = field(repr=False)
     mean: FloatArray = field(repr=False)
     std: FloatArray = field(repr=False)
-    candidates: int = 100
-    session: int = 5
-    category_window: int = 20
+    candidates: int = CANDIDATES
+    session: int = SESSION
+    category_window: int = CATEGORY_WINDOW
 
     def __post_init__(self) -> None:
         f = len(FEATURES)
@@ -295,9 +305,9 @@ def train_ranker(
     features: Sequence[FloatArray],
     targets: Sequence[int],
     *,
-    candidates: int = 100,
-    session: int = 5,
-    category_window: int = 20,
+    candidates: int = CANDIDATES,
+    session: int = SESSION,
+    category_window: int = CATEGORY_WINDOW,
     l2: float = 1e-3,
     seed: int = 0,
 ) -> tuple[LinearRanker | None, RankerReport]:

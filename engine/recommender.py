@@ -93,6 +93,15 @@ def index_entries(model: ItemModel) -> tuple[list[str], FloatArray]:
     return list(model.item_ids), vectors
 
 
+def index_queries(model: ItemModel, limit: int = 1000, seed: int = 0) -> FloatArray:
+    """Representative (q, query_dim + 1) queries for measuring an index of the model: the
+    query vectors of one-item histories, for a seeded sample of at most ``limit`` items."""
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(model.n_items, size=min(limit, model.n_items), replace=False)
+    users = model.embed_users([[model.item_ids[i]] for i in sample], [["view"]] * len(sample))
+    return augment_user(users)
+
+
 class Recommender:
     """Ranks items for users from a trained :class:`ItemModel`, an index and the catalog.
 

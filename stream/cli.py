@@ -221,20 +221,13 @@ def _choose_index(
     model: ItemModel, vectors: FloatArray, say: Callable[[str], None] | None
 ) -> tuple[str, dict[str, int], dict[str, Any] | None]:
     """(factory, search params, tuning report or None) for ``--factory auto``."""
-    import numpy as np
-
-    from engine.scoring import augment_user
+    from engine.recommender import index_queries
     from index.tuning import default_candidates, tune_index
 
     candidates = default_candidates(len(vectors))
     if [c.factory for c in candidates] == ["Flat"]:
         return "Flat", {}, None
-    rng = np.random.default_rng(0)
-    sample = rng.choice(model.n_items, size=min(1000, model.n_items), replace=False)
-    queries = augment_user(
-        model.embed_users([[model.item_ids[i]] for i in sample], [["view"]] * len(sample))
-    )
-    report = tune_index(vectors, queries, candidates=candidates, progress=say)
+    report = tune_index(vectors, index_queries(model), candidates=candidates, progress=say)
     choice = report.choice
     if say is not None:
         say(
