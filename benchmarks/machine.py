@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 
 def machine() -> str:
@@ -30,3 +32,14 @@ def missing_model(model_dir: Path) -> str | None:
         f"no model with an index in {model_dir}: streamrec train --dataset ml-100k "
         f"--out {model_dir} && streamrec index build --model-dir {model_dir}"
     )
+
+
+def write_report(out_dir: Path, name: str, result: dict[str, Any], markdown: str) -> Path:
+    """Write ``<out_dir>/<name>.json`` and ``.md`` (creating the folder), print the
+    Markdown, and return the path without suffix (for extra files such as a plot)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = out_dir / name
+    base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    base.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    return base

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import machine, missing_model  # noqa: E402
+from benchmarks.machine import machine, missing_model, write_report  # noqa: E402
 
 
 def _kind(key: str) -> str:
@@ -66,20 +65,14 @@ async def _feed(settings: Any, events: Any, batch: int) -> tuple[int, float]:
 def redis_memory(model_dir: Path, n_events: int, batch: int) -> dict[str, Any]:
     import redis as redis_sync
 
+    from benchmarks.pipeline_feed import bench_settings
     from engine.datasets import load_movielens_100k
     from stream.local_infra import start_redis
-    from stream.settings import Settings
 
     state = Path(tempfile.mkdtemp(prefix="streamrec-memory-"))
     server = start_redis(state / "redis")
     try:
-        settings = Settings(
-            redis_url=server.address,  # type: ignore[arg-type]
-            model_dir=model_dir,
-            metrics_port=0,
-            log_level="WARNING",
-            max_impressions=3,
-        )
+        settings = bench_settings(server.address, model_dir, max_impressions=3)
         events = load_movielens_100k().events.iloc[:n_events]
         fed, seconds = asyncio.run(_feed(settings, events, batch))
         client = redis_sync.Redis.from_url(server.address)
@@ -221,11 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis": redis_memory(args.model_dir.resolve(), args.events, args.batch_size),
         "index": index_memory(model.query_dim + 1, args.index_items),
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    base = args.out_dir / f"memory-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    base.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_report(args.out_dir, f"memory-{stamp}", result, to_markdown(result))
     return 0
 
 

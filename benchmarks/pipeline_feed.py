@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -12,6 +13,18 @@ from stream.pipeline import Pipeline, RawMessage
 from stream.replay import catalog_items
 from stream.settings import Settings
 from stream.worker import build_pipeline
+
+
+def bench_settings(redis_url: str, model_dir: Path, **overrides: Any) -> Settings:
+    """Worker settings for an in-process pipeline on a benchmark's own redis-server: no
+    metrics port, warnings only, ``overrides`` on top."""
+    return Settings(
+        redis_url=redis_url,  # type: ignore[arg-type]
+        model_dir=model_dir,
+        metrics_port=0,
+        log_level="WARNING",
+        **overrides,
+    )
 
 
 async def ready_pipeline(settings: Settings) -> Pipeline:

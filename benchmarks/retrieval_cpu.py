@@ -17,7 +17,6 @@ Writes ``benchmarks/results/retrieval-cpu-<stamp>.{md,json,png}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import machine  # noqa: E402
+from benchmarks.machine import machine, write_report  # noqa: E402
 from index.tuning import default_candidates, tune_index  # noqa: E402
 
 
@@ -174,12 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "queries": args.queries,
         "runs": runs,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    base = args.out_dir / f"retrieval-cpu-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    base.with_suffix(".md").write_text(to_markdown(result))
+    base = write_report(args.out_dir, f"retrieval-cpu-{stamp}", result, to_markdown(result))
     plot(result, base.with_suffix(".png"))
-    print(to_markdown(result))
     say(f"wrote {base}.md, .json and .png")
     return 0
 

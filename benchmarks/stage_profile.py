@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import json
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.machine import machine, missing_model  # noqa: E402
+from benchmarks.machine import machine, missing_model, write_report  # noqa: E402
 
 STAGES = ("decode", "state", "item stats", "embed", "search", "rank", "save", "encode")
 
@@ -120,9 +119,9 @@ async def _profile(settings: Any, rows: list[dict[str, Any]], batch: int) -> dic
 
 
 def run(model_dir: Path, n_events: int, batches: list[int]) -> list[dict[str, Any]]:
+    from benchmarks.pipeline_feed import bench_settings
     from engine.datasets import load_movielens_100k
     from stream.local_infra import start_redis
-    from stream.settings import Settings
 
     rows = load_movielens_100k().events.to_dict("records")
     out = []
@@ -130,13 +129,7 @@ def run(model_dir: Path, n_events: int, batches: list[int]) -> list[dict[str, An
         state = Path(tempfile.mkdtemp(prefix="streamrec-profile-"))
         server = start_redis(state / "redis")
         try:
-            settings = Settings(
-                redis_url=server.address,  # type: ignore[arg-type]
-                model_dir=model_dir,
-                metrics_port=0,
-                log_level="WARNING",
-                batch_size=batch,
-            )
+            settings = bench_settings(server.address, model_dir, batch_size=batch)
             out.append(asyncio.run(_profile(settings, rows[: n_events + batch], batch)))
         finally:
             server.stop()
@@ -197,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "faiss_threads": Settings().faiss_threads,
         "runs": run(model_dir, args.events, [int(b) for b in args.batch_sizes.split(",")]),
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    base = args.out_dir / f"stage-profile-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    base.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_report(args.out_dir, f"stage-profile-{stamp}", result, to_markdown(result))
     return 0
 
 
