@@ -46,7 +46,7 @@ from engine.evaluation import (
     time_split,
 )
 from engine.evaluation_report import EvaluationReport, ModelResult
-from engine.hybrid_training import train_model
+from engine.hybrid_training import train_model, trending_at_end
 from engine.list_metrics import intra_list_diversity, ndcg_per_user, novelty
 from engine.recbole_sasrec import DEFAULT_SASREC, RecBoleSASRec, load_recbole
 from engine.score_cache import CachedScores, cache_key, load_scores, save_scores
@@ -313,9 +313,9 @@ def _fit_sasrec(
 
 
 #: Bump when a change of code changes what a cached model would score: the baselines'
-#: format, and ours (3: our training tunes the per-user adaptation and the ranker).
+#: format, and ours (4: the ranker's candidates come from several sources).
 CACHE_FORMAT = 2
-OURS_CACHE_FORMAT = 3
+OURS_CACHE_FORMAT = 4
 
 
 def _cache_key(
@@ -549,7 +549,7 @@ def run_evaluation(
                     "for the model's order)"
                 )
             fitted[name] = _Fitted(
-                model.recommender(universe),
+                model.recommender(universe, trending_at_end(split.train)),
                 chosen,
                 val_ndcg,
                 len(train_report.grid),

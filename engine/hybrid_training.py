@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -37,8 +37,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from engine.adaptation import AdaptationParams, adaptation
+from engine.item_stats import TrendParams, trending_in_log
 from engine.model import ItemModel, make_version
-from engine.ranker import CANDIDATES, CoTable, train_ranker
+from engine.ranker import CoTable, RankerSettings, train_ranker
 from engine.sequential import SequenceParams
 from engine.sequential_training import (
     Sequences,
@@ -51,7 +52,7 @@ from engine.sequential_training import (
 )
 from engine.training import Progress, TrainParams, TrainReport, train_item_model
 
-__all__ = ["SEQUENCE_WEIGHTS", "SequenceReport", "train_model"]
+__all__ = ["SEQUENCE_WEIGHTS", "SequenceReport", "train_model", "trending_at_end"]
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +258,8 @@ def train_model(
         model = replace(model, adaptation=adapt.chosen, hyperparameters=hyper, metrics=metrics)
         base = base + adapt.added
     if rank:
-        model = _add_ranker(model, base, validation, train_part, sequences, seed)
+        trend = _trending_rows(_without_validation_targets(ordered), model.index)
+        model = _add_ranker(model, base, validation, train_part, sequences, trend, seed)
     return replace(model, version=_version_of(model)), report, seq_report
 
 
@@ -267,28 +269,30 @@ def _add_ranker(
     validation: ValidationSet,
     train_part: Sequences,
     sequences: Sequences,
+    trending: Sequence[int],
     seed: int,
 ) -> ItemModel:
     """Train the second-stage ranker on the validation users (features from the models
-    fitted without their held-out events) and keep it if it beats the model's order on
-    held-out users; its co-occurrence table is then rebuilt from all events."""
+    fitted without their held-out events, ``trending`` rows as of the end of the events
+    before them) and keep it if it beats the model's order on held-out users; its
+    co-occurrence table is then rebuilt from all events."""
     table = CoTable.build(list(zip(train_part.rows, train_part.types, strict=True)), model.n_items)
+    settings = RankerSettings()
     features, targets = [], []
     for u, history in enumerate(validation.history):
         cands, found = model.ranker_inputs(
-            base[u], [model.item_ids[r] for r in history.tolist()], table
+            base[u], [model.item_ids[r] for r in history.tolist()], table, settings, trending
         )
         features.append(found)
         hit = np.nonzero(cands == validation.targets[u])[0]
         targets.append(int(hit[0]) if len(hit) else -1)
-    ranker, report = train_ranker(features, targets, seed=seed)
+    ranker, report = train_ranker(features, targets, settings=settings, seed=seed)
     logger.info(
         "second-stage ranker: %s (held-out validation NDCG@10 %.4f vs the model's order %.4f; "
-        "targets among the %d candidates: %.1f%%)",
+        "targets among the candidates: %.1f%%)",
         "used" if ranker is not None else "not used",
         report.ranker_ndcg,
         report.base_ndcg,
-        CANDIDATES,
         100 * report.reachable,
     )
     metrics = dict(model.metrics) | {
@@ -300,6 +304,32 @@ def _add_ranker(
     full = CoTable.build(list(zip(sequences.rows, sequences.types, strict=True)), model.n_items)
     hyper = dict(model.hyperparameters) | {f"ranker_{k}": v for k, v in report.weights.items()}
     return replace(model, ranker=ranker, cotable=full, metrics=metrics, hyperparameters=hyper)
+
+
+def _without_validation_targets(ordered: pd.DataFrame) -> pd.DataFrame:
+    """The time-ordered events without each 2+-event user's last one (the validation
+    targets of :func:`holdout_last`)."""
+    by_user = ordered.groupby("user_id", sort=False)
+    last = by_user.cumcount(ascending=False) == 0
+    return ordered[~(last & (by_user["item_id"].transform("size") >= 2))]
+
+
+def trending_at_end(events: pd.DataFrame) -> list[str]:
+    """The items trending at the end of an event log (best first), with the worker's
+    default trending settings: what the ranker's trending source sees offline."""
+    if events.empty:
+        return []
+    found = trending_in_log(
+        events["item_id"].astype(str).tolist(),
+        events["ts"].astype(np.int64).tolist(),
+        int(events["ts"].max()),
+        TrendParams(),
+    )
+    return [t.item_id for t in sorted(found.values(), key=lambda t: t.rank)]
+
+
+def _trending_rows(events: pd.DataFrame, index: Mapping[str, int]) -> list[int]:
+    return [index[i] for i in trending_at_end(events) if i in index]
 
 
 def _version_of(model: ItemModel) -> str:

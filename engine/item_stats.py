@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from engine.types import EventType, Interaction
 
 TREND_EPOCH_MS = 1_577_836_800_000
@@ -169,6 +171,30 @@ def trending(
             break
         out[item_id] = TrendingItem(item_id, count, rank)
     return out
+
+
+def trending_in_log(
+    item_ids: Sequence[str], ts_ms: Sequence[int], now_ms: int, params: TrendParams
+) -> dict[str, TrendingItem]:
+    """:func:`trending` at ``now_ms`` over a log of events (one per (item, time) pair), as
+    the online counter would report it after counting them: offline evaluation and
+    training use it for the ranker's trending candidates.
+
+    Events after ``now_ms`` are not counted.
+    """
+    ids = np.asarray(item_ids, dtype=object)
+    ts = np.asarray(ts_ms, dtype=np.int64)
+    keep = ts <= now_ms
+    if not keep.any():
+        return {}
+    names, inverse = np.unique(ids[keep].astype(str), return_inverse=True)
+    weights = decay_rate(params.half_life_s) * (ts[keep] - TREND_EPOCH_MS) / 1000.0
+    high = np.full(len(names), -np.inf)
+    np.maximum.at(high, inverse, weights)
+    total = np.zeros(len(names))
+    np.add.at(total, inverse, np.exp(weights - high[inverse]))
+    scores = high + np.log(total)
+    return trending(zip(names.tolist(), scores.tolist(), strict=True), now_ms, params)
 
 
 def cooccurrence_pairs(

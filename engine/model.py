@@ -42,12 +42,12 @@ import numpy.typing as npt
 from engine.adaptation import AdaptationParams, adaptation
 from engine.content import FEATURIZERS, HASHING, HASHING_FEATURES, ContentEncoder
 from engine.ranker import (
-    CANDIDATES,
-    CATEGORY_WINDOW,
-    SESSION,
+    CandidateContext,
     CoTable,
     LinearRanker,
+    RankerSettings,
     candidate_features,
+    merge_sources,
     rerank_scores,
 )
 from engine.scoring import ScoringParams, normalised_log_popularity, score_items_batch
@@ -110,6 +110,7 @@ def _content_hash(
     sequence: tuple[SequenceEncoder, float] | None = None,
     adapt: AdaptationParams | None = None,
     ranker: tuple[LinearRanker, CoTable] | None = None,
+    prices: npt.NDArray[np.float32] | None = None,
 ) -> str:
     h = hashlib.blake2b(digest_size=4)
     h.update("\n".join(item_ids).encode("utf-8"))
@@ -135,6 +136,9 @@ def _content_hash(
         h.update(json.dumps({"ranker": scorer.params()}, sort_keys=True).encode())
         for value in (*scorer.arrays().values(), table.partners, table.counts):
             h.update(np.ascontiguousarray(value).tobytes())
+    if prices is not None:  # models without prices keep their earlier hashes
+        h.update(b"prices")
+        h.update(np.ascontiguousarray(prices, dtype=np.float32).tobytes())
     return h.hexdigest()
 
 
@@ -156,6 +160,7 @@ def make_version(
     sequence: tuple[SequenceEncoder, float] | None = None,
     adapt: AdaptationParams | None = None,
     ranker: tuple[LinearRanker, CoTable] | None = None,
+    prices: npt.NDArray[np.float32] | None = None,
 ) -> str:
     """``item2vec-<UTC YYYYmmddHHMMSS>-<8 hex digits of a hash of the model's content>``.
 
@@ -170,6 +175,7 @@ def make_version(
         sequence: The sequential encoder and its score weight, if any.
         adapt: The per-user adaptation, if any.
         ranker: The second-stage ranker and its co-occurrence table, if any.
+        prices: (n,) item prices, if the catalog had any.
 
     Returns:
         The version string.
@@ -179,8 +185,9 @@ def make_version(
     """
     stamp = _require_aware(now, "now").strftime("%Y%m%d%H%M%S")
     digest = _content_hash(
-        item_ids, vectors, popularity, user_params, scoring, content, sequence, adapt, ranker
-    )
+        item_ids, vectors, popularity, user_params, scoring, content, sequence, adapt, ranker,
+        prices,
+    )  # fmt: skip
     prefix = VERSION_PREFIX if sequence is None else SEQUENCE_VERSION_PREFIX
     return f"{prefix}-{stamp}-{digest}"
 
@@ -212,6 +219,8 @@ class ItemModel:
         ranker: The learned second stage (:mod:`engine.ranker`) that re-orders the best
             candidates, or None (the model's score order is served).
         cotable: The co-occurrence table the ranker's features read (with ``ranker``).
+        item_prices: (n,) float32 prices from the training catalog (NaN when unknown), or
+            None when it had none.
     """
 
     version: str
@@ -230,6 +239,7 @@ class ItemModel:
     adaptation: AdaptationParams = field(default_factory=AdaptationParams)
     ranker: LinearRanker | None = field(default=None, repr=False)
     cotable: CoTable | None = field(default=None, repr=False)
+    item_prices: npt.NDArray[np.float32] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -265,6 +275,14 @@ class ItemModel:
             raise ValueError(msg)
         if self.cotable is not None and len(self.cotable.partners) != n:
             msg = f"ItemModel.cotable must cover the {n} items, got {len(self.cotable.partners)}"
+            raise ValueError(msg)
+        if self.item_prices is not None and (
+            self.item_prices.dtype != np.float32 or self.item_prices.shape != (n,)
+        ):
+            msg = (
+                f"ItemModel.item_prices must be float32 of shape ({n},), "
+                f"got {self.item_prices.dtype} {self.item_prices.shape}"
+            )
             raise ValueError(msg)
         if not math.isfinite(self.sequence_weight) or self.sequence_weight < 0:
             msg = f"ItemModel.sequence_weight must be finite and >= 0, got {self.sequence_weight}"
@@ -452,7 +470,7 @@ class ItemModel:
         return sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
 
     def recommender(
-        self, item_ids: Sequence[str]
+        self, item_ids: Sequence[str], trending: Sequence[str] = ()
     ) -> Callable[[Sequence[Sequence[str]], Sequence[Sequence[str]]], npt.NDArray[np.float32]]:
         """A batch scorer over the columns ``item_ids``, for offline evaluation.
 
@@ -461,6 +479,8 @@ class ItemModel:
 
         Args:
             item_ids: The evaluation's item universe, in column order.
+            trending: Trending item ids, best first, for the ranker's trending source (as
+                the online item statistics would give them at the evaluation's time).
 
         Returns:
             ``recommend(histories, types) -> (u, len(item_ids))`` float32 scores.
@@ -468,6 +488,7 @@ class ItemModel:
         cols = self.rows(item_ids)
         known = cols >= 0
         width = len(item_ids)
+        trend_rows = [self.index[i] for i in trending if i in self.index]
 
         def recommend(
             histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
@@ -476,20 +497,27 @@ class ItemModel:
             full = score_items_batch(users, self.index_vectors, self.log_popularity, self.scoring)
             if self.ranker is not None:
                 for u, history in enumerate(histories):
-                    full[u] = self.reranked(full[u], history)
+                    full[u] = self.reranked(full[u], history, trend_rows)
             out = np.full((len(histories), width), -np.inf, dtype=np.float32)
             out[:, known] = full[:, cols[known]]
             return out
 
         return recommend
 
+    def item_price(self, row: int) -> float:
+        """The price of a model row (NaN when unknown or no row)."""
+        if self.item_prices is None or row < 0:
+            return math.nan
+        return float(self.item_prices[row])
+
     def ranker_features(
         self,
         scores: npt.NDArray[np.floating],
         candidates: npt.NDArray[np.intp],
-        candidate_categories: Sequence[str],
-        history: Sequence[str],
-        history_categories: Sequence[str],
+        sources: npt.NDArray[np.bool_],
+        categories: Sequence[str],
+        prices: npt.NDArray[np.floating],
+        user: CandidateContext,
     ) -> npt.NDArray[np.float64]:
         """:func:`engine.ranker.candidate_features` with this model's table and settings
         (candidate rows -1: items the model has no row for)."""
@@ -497,40 +525,35 @@ class ItemModel:
             msg = f"model {self.version} has no ranker"
             raise ValueError(msg)
         return self._features(
-            scores,
-            candidates,
-            candidate_categories,
-            history,
-            history_categories,
-            self.cotable,
-            session=self.ranker.session,
-            category_window=self.ranker.category_window,
-        )
+            scores, candidates, sources, categories, prices, user, self.cotable,
+            self.ranker.settings,
+        )  # fmt: skip
 
     def _features(
         self,
         scores: npt.NDArray[np.floating],
         candidates: npt.NDArray[np.intp],
-        candidate_categories: Sequence[str],
-        history: Sequence[str],
-        history_categories: Sequence[str],
+        sources: npt.NDArray[np.bool_],
+        categories: Sequence[str],
+        prices: npt.NDArray[np.floating],
+        user: CandidateContext,
         table: CoTable,
-        *,
-        session: int,
-        category_window: int,
+        settings: RankerSettings,
     ) -> npt.NDArray[np.float64]:
         known = candidates >= 0
         pop = np.where(known, self.log_popularity[np.where(known, candidates, 0)], 0.0)
         return candidate_features(
-            scores,
-            candidates,
-            candidate_categories,
-            pop,
-            [self.index.get(i, -1) for i in history],
-            history_categories,
-            table,
-            session=session,
-            category_window=category_window,
+            scores, candidates, sources, categories, prices, pop, user, table,
+            session=settings.session, category_window=settings.category_window,
+        )  # fmt: skip
+
+    def candidate_context(self, history: Sequence[str]) -> CandidateContext:
+        """The features' view of a history of item ids the model knows (offline)."""
+        rows = [self.index.get(i, -1) for i in history]
+        return CandidateContext(
+            rows,
+            [self.item_categories[r] if r >= 0 else "" for r in rows],
+            [self.item_price(r) for r in rows],
         )
 
     def ranker_inputs(
@@ -538,48 +561,50 @@ class ItemModel:
         scores: npt.NDArray[np.floating],
         history: Sequence[str],
         table: CoTable,
-        *,
-        candidates: int = CANDIDATES,
-        session: int = SESSION,
-        category_window: int = CATEGORY_WINDOW,
+        settings: RankerSettings,
+        trending: Sequence[int] = (),
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
-        """One user's candidates and their features, as the index gives them online: the
-        ``candidates`` best items by ``scores`` (n,) that are not in ``history``.
+        """One user's candidates and their features, as the worker gathers them online:
+        the ``settings.candidates`` best items by ``scores`` (n,) that are not in
+        ``history`` (the ANN search), their co-occurrence partners and the first
+        ``trending`` rows (ranked trending items), merged and ordered by score.
 
         Returns:
-            ``(candidate rows, best first; their (c, len(FEATURES)) features)``.
+            ``(candidate rows, best score first; their (c, len(FEATURES)) features)``.
         """
         masked = scores.astype(np.float64, copy=True)
-        masked[[self.index[i] for i in history if i in self.index]] = -np.inf
-        finite = int(np.isfinite(masked).sum())
-        cands = np.argsort(-masked, kind="stable")[: min(candidates, finite)]
+        seen = {self.index[i] for i in history if i in self.index}
+        masked[list(seen)] = -np.inf
+        excluded = seen | {int(r) for r in np.flatnonzero(~np.isfinite(masked))}
+        finite = masked.size - len(excluded)
+        ann = np.argsort(-masked, kind="stable")[: min(settings.candidates, finite)].tolist()
+        user = self.candidate_context(history)
+        co = table.partners_of(user.rows[-settings.session :], settings.co_candidates, excluded)
+        trend = [r for r in trending if r not in excluded][: settings.trending_candidates]
+        keys, flags = merge_sources(ann, co, trend)
+        cands = np.asarray(keys, dtype=np.intp)
+        order = np.argsort(-masked[cands], kind="stable")
+        cands, flags = cands[order], flags[order]
+        prices = np.asarray([self.item_price(int(r)) for r in cands], dtype=np.float64)
+        categories = [self.item_categories[r] for r in cands]
         features = self._features(
-            masked[cands],
-            cands,
-            [self.item_categories[c] for c in cands],
-            history,
-            [self.item_categories[self.index[i]] if i in self.index else "" for i in history],
-            table,
-            session=session,
-            category_window=category_window,
+            masked[cands], cands, flags, categories, prices, user, table, settings
         )
         return cands, features
 
     def reranked(
-        self, scores: npt.NDArray[np.float32], history: Sequence[str]
+        self,
+        scores: npt.NDArray[np.float32],
+        history: Sequence[str],
+        trending: Sequence[int] = (),
     ) -> npt.NDArray[np.float32]:
-        """One user's (n,) scores with the ranker's order on top: the ``candidates`` best
-        unseen items (the ones the index returns online) are re-ordered by the ranker and
-        placed above every other item, which keeps the model's order."""
+        """One user's (n,) scores with the ranker's order on top: the candidates the
+        worker gathers (:meth:`ranker_inputs`) are re-ordered by the ranker and placed
+        above every other item, which keeps the model's order."""
         if self.ranker is None or self.cotable is None:
             return scores
         cands, features = self.ranker_inputs(
-            scores,
-            history,
-            self.cotable,
-            candidates=self.ranker.candidates,
-            session=self.ranker.session,
-            category_window=self.ranker.category_window,
+            scores, history, self.cotable, self.ranker.settings, trending
         )
         if not len(cands):
             return scores
@@ -602,6 +627,7 @@ class ItemModel:
             None if self.encoder is None else (self.encoder, self.sequence_weight),
             self.adaptation,
             None if self.ranker is None or self.cotable is None else (self.ranker, self.cotable),
+            self.item_prices,
         )
 
     def metadata(self) -> dict[str, Any]:
@@ -658,6 +684,8 @@ class ItemModel:
             arrays.update(self.ranker.arrays())
             arrays["cotable.partners"] = self.cotable.partners
             arrays["cotable.counts"] = self.cotable.counts
+        if self.item_prices is not None:
+            arrays["item_prices"] = self.item_prices
         fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".npz", dir=directory)
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
@@ -769,6 +797,8 @@ def _read_arrays(
         with np.load(path, allow_pickle=False) as data:
             if with_sequence:
                 names += [n for n in data.files if n.startswith("seq.")]
+            if "item_prices" in data.files:
+                names.append("item_prices")
             missing = [n for n in names if n not in data.files]
             if missing:
                 msg = f"{path}: missing array(s) {', '.join(missing)}"
@@ -844,4 +874,5 @@ def _model_from(meta: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> It
             arrays["cotable.partners"].astype(np.int32, copy=False),
             arrays["cotable.counts"].astype(np.int32, copy=False),
         ),
+        item_prices=arrays.get("item_prices"),
     )

@@ -1,21 +1,36 @@
-"""The learned second stage: re-rank the retrieved candidates with features of each
-(user, candidate) pair. Pure.
+"""The learned second stage: gather candidates from several sources, then re-rank them with
+features of each (user, candidate) pair. Pure.
 
-Candidates are the ``candidates`` best items by the model's score among the items the user
-has not seen (the ANN search online, the same items offline). Each gets
-:data:`FEATURES`:
+Candidate sources (:data:`SOURCES`), merged without repeats and ordered by the model's score:
 
-====================  ==========================================================
-``score``             the model's score (inner product, popularity prior included)
-``log_rank``          ``log1p`` of its rank among the candidates (0 = best)
-``popularity``        normalised log popularity in the training log
-``co_max``            ``log1p`` of its largest co-occurrence count with one of the
-                      user's last ``session`` items
-``co_last``           ``log1p`` of its co-occurrence count with the user's last item
-``co_sum``            ``log1p`` of the sum of those counts
-``category_share``    share of the user's last ``category_window`` items in its
-                      category (0 for an item without one)
-====================  ==========================================================
+``ann``           the ``candidates`` best unseen items by the model's score (the ANN search
+                  online, the same items offline)
+``cooccurrence``  the ``co_candidates`` items most often viewed together with the user's last
+                  ``session`` items, from the model's :class:`CoTable`
+``trending``      the ``trending_candidates`` best-ranked trending items (the online item
+                  statistics; offline, trending at the end of the training log)
+``fresh``         the ``fresh_candidates`` newest items the model has no row for (indexed
+                  from their text; online only)
+
+Each candidate gets :data:`FEATURES`:
+
+=======================  ======================================================
+``score``                the model's score (inner product, popularity prior included)
+``log_rank``             ``log1p`` of its rank by score among the candidates (0 = best)
+``popularity``           normalised log popularity in the training log
+``co_max``               ``log1p`` of its largest co-occurrence count with one of the
+                         user's last ``session`` items
+``co_last``              ``log1p`` of its co-occurrence count with the user's last item
+``co_sum``               ``log1p`` of the sum of those counts
+``category_share``       share of the user's last ``category_window`` items in its
+                         category (0 for an item without one)
+``category_recency``     ``1 / (1 + k)`` where k is how many items ago the user last met
+                         its category within the window (0: never, or no category)
+``price_match``          ``exp(-|log price - median log price of the user's recent items|)``
+                         (0 when either is unknown)
+``from_ann``, ``from_cooccurrence``, ``from_trending``, ``from_fresh``
+                         1 when that source proposed it
+=======================  ======================================================
 
 Co-occurrence counts come from :class:`CoTable`, built from the training events with the
 online statistics' definition (:func:`engine.item_stats.cooccurrence_pairs`, "viewed
@@ -28,8 +43,9 @@ model's own order on users it was not trained on.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,15 +56,25 @@ from engine.types import Interaction
 __all__ = [
     "CANDIDATES",
     "CATEGORY_WINDOW",
+    "CO_CANDIDATES",
     "FEATURES",
+    "FRESH_CANDIDATES",
     "SESSION",
+    "SOURCES",
+    "TRENDING_CANDIDATES",
+    "CandidateContext",
     "CoTable",
     "LinearRanker",
     "RankerReport",
+    "RankerSettings",
     "candidate_features",
+    "merge_sources",
     "rerank_scores",
     "train_ranker",
 ]
+
+#: Candidate sources, in merge order.
+SOURCES: tuple[str, ...] = ("ann", "cooccurrence", "trending", "fresh")
 
 FEATURES: tuple[str, ...] = (
     "score",
@@ -58,15 +84,25 @@ FEATURES: tuple[str, ...] = (
     "co_last",
     "co_sum",
     "category_share",
+    "category_recency",
+    "price_match",
+    *(f"from_{s}" for s in SOURCES),
 )
 
 FloatArray = npt.NDArray[np.float64]
+K = TypeVar("K", bound=Hashable)
 
-#: How many of the best unseen items the ranker re-orders.
+#: How many of the best unseen items by score the ranker considers (the ANN source).
 CANDIDATES = 100
-#: How many of the user's last items the co-occurrence features look at.
+#: How many co-occurring items the co-occurrence source adds.
+CO_CANDIDATES = 50
+#: How many trending items the trending source adds.
+TRENDING_CANDIDATES = 20
+#: How many of the newest items without interaction data the fresh source adds.
+FRESH_CANDIDATES = 10
+#: How many of the user's last items the co-occurrence features and source look at.
 SESSION = 5
-#: How many of the user's last items the category share counts.
+#: How many of the user's last items the category features count.
 CATEGORY_WINDOW = 20
 
 
@@ -126,14 +162,74 @@ class CoTable:
             out[:] = [lookup.get(int(c), 0) for c in candidates]
         return out
 
+    def partners_of(
+        self, history: Sequence[int], limit: int, excluded: Set[int] = frozenset()
+    ) -> list[int]:
+        """The ``limit`` rows not in ``excluded`` most often viewed together with the
+        ``history`` rows, by summed count (ties: the smaller row first); history rows -1
+        are skipped."""
+        summed: dict[int, int] = {}
+        for item in history:
+            if 0 <= item < len(self.partners):
+                for row, count in zip(self.partners[item], self.counts[item], strict=True):
+                    if row >= 0 and int(row) not in excluded:
+                        summed[int(row)] = summed.get(int(row), 0) + int(count)
+        ranked = sorted(summed.items(), key=lambda rc: (-rc[1], rc[0]))
+        return [row for row, _ in ranked[:limit]]
+
+
+def merge_sources(
+    ann: Sequence[K],
+    cooccurrence: Sequence[K] = (),
+    trending: Sequence[K] = (),
+    fresh: Sequence[K] = (),
+    excluded: Set[K] = frozenset(),
+) -> tuple[list[K], npt.NDArray[np.bool_]]:
+    """The union of the sources' candidates, first proposal first, without ``excluded``.
+
+    Returns:
+        ``(keys, flags)``: flags is (c, len(SOURCES)), True where a source proposed the key.
+    """
+    keys: list[K] = []
+    where: dict[K, int] = {}
+    proposed: list[list[bool]] = []
+    for s, source in enumerate((ann, cooccurrence, trending, fresh)):
+        for key in source:
+            if key in excluded:
+                continue
+            at = where.get(key)
+            if at is None:
+                at = where[key] = len(keys)
+                keys.append(key)
+                proposed.append([False] * len(SOURCES))
+            proposed[at][s] = True
+    flags = np.asarray(proposed, dtype=bool).reshape(len(keys), len(SOURCES))
+    return keys, flags
+
+
+@dataclass(frozen=True)
+class CandidateContext:
+    """What the features need to know about the user: their recent items, oldest first.
+
+    Attributes:
+        rows: Model rows (-1 for items the model has no row for).
+        categories: Their categories ("" for none).
+        prices: Their prices (NaN when unknown).
+    """
+
+    rows: Sequence[int]
+    categories: Sequence[str]
+    prices: Sequence[float]
+
 
 def candidate_features(
     scores: npt.NDArray[np.floating],
     candidates: npt.NDArray[np.intp],
-    candidate_categories: Sequence[str],
+    sources: npt.NDArray[np.bool_],
+    categories: Sequence[str],
+    prices: npt.NDArray[np.floating],
     popularity: npt.NDArray[np.floating],
-    history: Sequence[int],
-    history_categories: Sequence[str],
+    user: CandidateContext,
     table: CoTable,
     *,
     session: int = SESSION,
@@ -145,34 +241,83 @@ def candidate_features(
     Args:
         scores: (c,) the model's scores of the candidates, best first.
         candidates: (c,) their model rows (-1 for items indexed from their text).
-        candidate_categories: (c,) their categories ("" for none).
+        sources: (c, len(SOURCES)) which sources proposed each (:func:`merge_sources`).
+        categories: (c,) their categories ("" for none).
+        prices: (c,) their prices (NaN when unknown).
         popularity: (c,) their normalised log popularity.
-        history: The user's recent item rows, oldest first (-1 for items without one).
-        history_categories: The matching categories.
+        user: The user's recent items.
         table: The co-occurrence table.
         session: How many of the last history items the co-occurrence features use.
-        category_window: How many of the last history items the category share counts.
+        category_window: How many of the last history items the category features count.
     """
     c = len(candidates)
     out = np.zeros((c, len(FEATURES)), dtype=np.float64)
     out[:, 0] = scores
     out[:, 1] = np.log1p(np.arange(c))
     out[:, 2] = popularity
-    last = list(history[-session:])
+    last = list(user.rows[-session:])
     if last and c:
         per_item = np.stack([table.counts_with(row, candidates) for row in last])
         out[:, 3] = np.log1p(per_item.max(axis=0))
         out[:, 4] = np.log1p(per_item[-1])
         out[:, 5] = np.log1p(per_item.sum(axis=0))
-    recent = list(history_categories[-category_window:])
-    if recent:
+    recent = list(user.categories[-category_window:])
+    if recent and c:
         counts: dict[str, int] = {}
-        for cat in recent:
+        ago: dict[str, int] = {}
+        for k, cat in enumerate(reversed(recent)):
             counts[cat] = counts.get(cat, 0) + 1
-        out[:, 6] = [
-            counts.get(cat, 0) / len(recent) if cat else 0.0 for cat in candidate_categories
-        ]
+            ago.setdefault(cat, k)
+        out[:, 6] = [counts.get(cat, 0) / len(recent) if cat else 0.0 for cat in categories]
+        out[:, 7] = [1.0 / (1 + ago[cat]) if cat and cat in ago else 0.0 for cat in categories]
+    known = [p for p in user.prices[-category_window:] if math.isfinite(p) and p > 0]
+    if known and c:
+        centre = float(np.median(np.log(known)))
+        price = np.asarray(prices, dtype=np.float64)
+        ok = np.isfinite(price) & (price > 0)
+        gap = np.abs(np.log(np.where(ok, price, 1.0)) - centre)
+        out[:, 8] = np.where(ok, np.exp(-gap), 0.0)
+    out[:, 9 : 9 + len(SOURCES)] = sources
     return out
+
+
+@dataclass(frozen=True)
+class RankerSettings:
+    """Where a ranker's candidates come from and what its features look at.
+
+    Attributes:
+        candidates: How many of the best unseen items by score it considers (ANN source).
+        session: Session items the co-occurrence features and source look at.
+        category_window: Recent items the category and price features look at.
+        co_candidates: Items the co-occurrence source adds.
+        trending_candidates: Items the trending source adds.
+        fresh_candidates: Items the fresh source adds.
+    """
+
+    candidates: int = CANDIDATES
+    session: int = SESSION
+    category_window: int = CATEGORY_WINDOW
+    co_candidates: int = CO_CANDIDATES
+    trending_candidates: int = TRENDING_CANDIDATES
+    fresh_candidates: int = FRESH_CANDIDATES
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1 or self.session < 1 or self.category_window < 1:
+            msg = "ranker candidates, session and category_window must be >= 1"
+            raise ValueError(msg)
+        if min(self.co_candidates, self.trending_candidates, self.fresh_candidates) < 0:
+            msg = "ranker co/trending/fresh candidate counts must be >= 0"
+            raise ValueError(msg)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "candidates": self.candidates,
+            "session": self.session,
+            "category_window": self.category_window,
+            "co_candidates": self.co_candidates,
+            "trending_candidates": self.trending_candidates,
+            "fresh_candidates": self.fresh_candidates,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,28 +328,25 @@ class LinearRanker:
         weights: (f,) learned weights.
         mean: (f,) feature means on the training users.
         std: (f,) feature standard deviations (1 where constant).
-        candidates: How many candidates it re-ranks.
-        session: Session items the co-occurrence features look at.
-        category_window: Recent items the category share counts.
+        settings: Its candidate sources and feature windows.
     """
 
     weights: FloatArray = field(repr=False)
     mean: FloatArray = field(repr=False)
     std: FloatArray = field(repr=False)
-    candidates: int = CANDIDATES
-    session: int = SESSION
-    category_window: int = CATEGORY_WINDOW
+    settings: RankerSettings = field(default_factory=RankerSettings)
 
     def __post_init__(self) -> None:
         f = len(FEATURES)
         for name in ("weights", "mean", "std"):
             value = getattr(self, name)
             if value.shape != (f,) or not np.all(np.isfinite(value)):
-                msg = f"LinearRanker.{name} must be {f} finite numbers, got {value!r}"
+                msg = (
+                    f"LinearRanker.{name} must be {f} finite numbers (one per feature), "
+                    f"got shape {value.shape}; a ranker from an older streamrec must be "
+                    "retrained with `streamrec train`"
+                )
                 raise ValueError(msg)
-        if self.candidates < 1 or self.session < 1 or self.category_window < 1:
-            msg = "LinearRanker candidates, session and category_window must be >= 1"
-            raise ValueError(msg)
 
     def score(self, features: FloatArray) -> FloatArray:
         """(c,) learned scores of (c, f) features."""
@@ -213,11 +355,7 @@ class LinearRanker:
         return scored
 
     def params(self) -> dict[str, int]:
-        return {
-            "candidates": self.candidates,
-            "session": self.session,
-            "category_window": self.category_window,
-        }
+        return self.settings.as_dict()
 
     def arrays(self) -> dict[str, FloatArray]:
         return {"ranker.weights": self.weights, "ranker.mean": self.mean, "ranker.std": self.std}
@@ -230,7 +368,7 @@ class LinearRanker:
             np.asarray(arrays["ranker.weights"], dtype=np.float64),
             np.asarray(arrays["ranker.mean"], dtype=np.float64),
             np.asarray(arrays["ranker.std"], dtype=np.float64),
-            **{k: int(v) for k, v in params.items()},
+            RankerSettings(**{k: int(v) for k, v in params.items()}),
         )
 
 
@@ -305,9 +443,7 @@ def train_ranker(
     features: Sequence[FloatArray],
     targets: Sequence[int],
     *,
-    candidates: int = CANDIDATES,
-    session: int = SESSION,
-    category_window: int = CATEGORY_WINDOW,
+    settings: RankerSettings | None = None,
     l2: float = 1e-3,
     seed: int = 0,
 ) -> tuple[LinearRanker | None, RankerReport]:
@@ -318,8 +454,8 @@ def train_ranker(
         targets: Per user, the position of their held-out item among the candidates
             (-1: not a candidate; such users count as misses for both orders and do not
             train).
-        candidates, session, category_window: Recorded in the ranker (the feature
-            settings used to compute ``features``).
+        settings: Recorded in the ranker (the candidate and feature settings used to
+            compute ``features``; default: the defaults).
         l2: L2 penalty of the weights.
         seed: Seeds the split of the users.
 
@@ -337,7 +473,8 @@ def train_ranker(
     w, mean, std = _fit(
         [features[i] for i in trainable_a], [targets[i] for i in trainable_a], l2, seed
     )
-    judge = LinearRanker(w, mean, std, candidates, session, category_window)
+    chosen = settings or RankerSettings()
+    judge = LinearRanker(w, mean, std, chosen)
     base = float(
         np.mean(
             [_ndcg_at_10(-np.arange(len(features[i]), dtype=float), targets[i]) for i in half_b]
@@ -350,6 +487,6 @@ def train_ranker(
         return None, RankerReport(False, base, learned, {}, reachable)
     trainable = [i for i in range(n) if targets[i] >= 0]
     w, mean, std = _fit([features[i] for i in trainable], [targets[i] for i in trainable], l2, seed)
-    ranker = LinearRanker(w, mean, std, candidates, session, category_window)
+    ranker = LinearRanker(w, mean, std, chosen)
     named = {name: float(v) for name, v in zip(FEATURES, w, strict=True)}
     return ranker, RankerReport(True, base, learned, named, reachable)

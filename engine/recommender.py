@@ -13,6 +13,7 @@ when the caller passes them, back the ``trending`` and ``*_together`` reasons.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from engine.diversity import mmr_order
 from engine.item_stats import ItemStats
 from engine.model import ItemModel
 from engine.ports import CandidateIndex, FloatArray, Hits
-from engine.ranker import rerank_scores
+from engine.ranker import SOURCES, CandidateContext, merge_sources, rerank_scores
 from engine.reasons import (
     CitableHistory,
     Language,
@@ -289,7 +290,7 @@ class Recommender:
         if personal:
             fetch = self.params.k + self.params.fan_out
             if self.model.ranker is not None:
-                fetch = max(fetch, self.model.ranker.candidates)
+                fetch = max(fetch, self.model.ranker.settings.candidates)
             fetch += max(len(self._excluded(states[i])) for i in personal)
             queries = augment_user(np.stack([vectors[i] for i in personal]))
             hits = dict(zip(personal, self.index.search(queries, fetch), strict=True))
@@ -345,7 +346,7 @@ class Recommender:
         excluded = self._excluded(state)
         ranked = self.model.ranker is not None
         if ranked:
-            hits = self._reranked(state, hits, excluded)
+            hits = self._reranked(state, hits, excluded, user_vec, stats)
         chosen: list[tuple[str, float]] = []
         chosen_vectors: list[FloatArray] = []
         titles: set[str] = set()
@@ -457,17 +458,22 @@ class Recommender:
         return items
 
     def _ranker_features(
-        self, state: UserState, item_ids: Sequence[str], scores: npt.NDArray[np.floating]
+        self,
+        state: UserState,
+        item_ids: Sequence[str],
+        scores: npt.NDArray[np.floating],
+        sources: npt.NDArray[np.bool_],
     ) -> npt.NDArray[np.float64]:
         rows = np.asarray([self._row.get(i, -1) for i in item_ids], dtype=np.intp)
         history = [i.item_id for i in state.history]
-        return self.model.ranker_features(
-            scores,
-            rows,
-            [self._category(i) for i in item_ids],
-            history,
+        user = CandidateContext(
+            [self._row.get(i, -1) for i in history],
             [self._category(i) for i in history],
+            [self._price(i) for i in history],
         )
+        prices = np.asarray([self._price(i) for i in item_ids], dtype=np.float64)
+        categories = [self._category(i) for i in item_ids]
+        return self.model.ranker_features(scores, rows, sources, categories, prices, user)
 
     def _category(self, item_id: str) -> str:
         """The model's category for items it knows (as offline), else the catalog's."""
@@ -477,23 +483,66 @@ class Recommender:
         item = self.catalog.get(item_id)
         return "" if item is None else item.category
 
-    def _reranked(self, state: UserState, hits: Hits, excluded: set[str]) -> Hits:
-        """The ranker's order of the ``ranker.candidates`` best unseen hits, with its
-        scores (the items the offline :meth:`ItemModel.reranked` puts on top)."""
-        assert self.model.ranker is not None  # noqa: S101 - checked by the caller
-        ids: list[str] = []
+    def _price(self, item_id: str) -> float:
+        """The model's price for items it knows (as offline), else the catalog's."""
+        row = self._row.get(item_id)
+        if row is not None:
+            return self.model.item_price(row)
+        item = self.catalog.get(item_id)
+        return math.nan if item is None or item.price is None else float(item.price)
+
+    def _reranked(
+        self,
+        state: UserState,
+        hits: Hits,
+        excluded: set[str],
+        user_vec: FloatArray,
+        stats: ItemStats | None,
+    ) -> Hits:
+        """The ranker's order of the candidates from every source (the items the offline
+        :meth:`ItemModel.reranked` puts on top), with its scores: the
+        ``candidates`` best unseen hits, the user's co-occurrence partners, trending
+        items and the newest items indexed from their text."""
+        ranker, table = self.model.ranker, self.model.cotable
+        assert ranker is not None  # noqa: S101 - checked by the caller
+        assert table is not None  # noqa: S101 - comes with the ranker
+        settings = ranker.settings
+        ann = [i for i in hits.item_ids if i not in excluded][: settings.candidates]
+        hit_score = dict(zip(hits.item_ids, hits.scores, strict=True))
+        history = [self._row.get(i.item_id, -1) for i in state.history]
+        excluded_rows = {self._row[i] for i in excluded if i in self._row}
+        partners = table.partners_of(
+            history[-settings.session :], settings.co_candidates, excluded_rows
+        )
+        co = [self.model.item_ids[r] for r in partners]
+        trend = (
+            [] if stats is None else sorted(stats.trending, key=lambda i: stats.trending[i].rank)
+        )
+        trend = [i for i in trend if i not in excluded][: settings.trending_candidates]
+        fresh = [
+            i for i in reversed(self._content_vectors)
+            if i not in excluded and self.catalog.is_available(i)
+        ][: settings.fresh_candidates]  # fmt: skip
+        keys, flags = merge_sources(ann, co, trend, fresh)
+        query = augment_user(user_vec[None, :])[0]
         scores: list[float] = []
-        for item_id, score in zip(hits.item_ids, hits.scores, strict=True):
-            if item_id in excluded:
-                continue
-            ids.append(item_id)
+        kept: list[int] = []
+        for k, item_id in enumerate(keys):
+            score = hit_score.get(item_id)
+            if score is None:
+                indexed = self.index.vector(item_id)
+                if indexed is None:
+                    continue  # not indexed (unavailable): never served
+                score = float(indexed @ query)
             scores.append(score)
-            if len(ids) == self.model.ranker.candidates:
-                break
-        if not ids:
+            kept.append(k)
+        if not kept:
             return Hits((), ())
-        features = self._ranker_features(state, ids, np.asarray(scores, dtype=np.float64))
-        learned = rerank_scores(self.model.ranker, features)
+        by_score = np.argsort(-np.asarray(scores), kind="stable")
+        ids = [keys[kept[j]] for j in by_score]
+        ordered = np.asarray(scores, dtype=np.float64)[by_score]
+        features = self._ranker_features(state, ids, ordered, flags[np.asarray(kept)[by_score]])
+        learned = rerank_scores(ranker, features)
         order = np.argsort(-learned, kind="stable")
         return Hits(tuple(ids[i] for i in order), tuple(float(learned[i]) for i in order))
 
@@ -501,11 +550,13 @@ class Recommender:
         self, state: UserState, filler: list[tuple[str, float, Reason]], after: int
     ) -> list[tuple[str, float, Reason]]:
         """Popular fill-up items scored by the ranker too (as candidates ranked after the
-        ``after`` re-ranked ones), so one list carries one kind of score."""
+        ``after`` re-ranked ones, proposed by no source), so one list carries one kind of
+        score."""
         assert self.model.ranker is not None  # noqa: S101 - checked by the caller
         ids = [i for i, _, _ in filler]
         base = np.asarray([s for _, s, _ in filler], dtype=np.float64)
-        features = self._ranker_features(state, ids, base)
+        none = np.zeros((len(ids), len(SOURCES)), dtype=bool)
+        features = self._ranker_features(state, ids, base, none)
         features[:, 1] = np.log1p(after + np.arange(len(ids)))
         learned = self.model.ranker.score(features)
         return [

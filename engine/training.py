@@ -513,6 +513,17 @@ def _tune(
     return best[1], best[2], pop_result, tuple(points), best[3]
 
 
+def _catalog_prices(
+    catalog: pd.DataFrame | None, item_ids: Sequence[str]
+) -> npt.NDArray[np.float32] | None:
+    """(n,) catalog prices in row order (NaN when unknown); None without any price."""
+    if catalog is None or "price" not in catalog.columns:
+        return None
+    known = dict(zip(catalog["item_id"].astype(str), catalog["price"].astype(float), strict=True))
+    prices = np.asarray([known.get(i, math.nan) for i in item_ids], dtype=np.float32)
+    return prices if np.isfinite(prices).any() else None
+
+
 def _catalog_texts(catalog: pd.DataFrame) -> dict[str, tuple[ItemText, str]]:
     out: dict[str, tuple[ItemText, str]] = {}
     columns = (catalog[c].tolist() for c in ("item_id", "title", "category", "tags", "description"))
@@ -610,7 +621,8 @@ def train_item_model(
 
     t0 = clock()
     train_items = set(events["item_id"].astype(str))
-    texts = _catalog_texts(validate_catalog(catalog)) if catalog is not None else {}
+    checked = validate_catalog(catalog) if catalog is not None else None
+    texts = _catalog_texts(checked) if checked is not None else {}
     item_ids = sorted(train_items | set(texts))
     codes = _codes(events, item_ids, params.event_weights)
     total_steps = 3 if texts else 2
@@ -669,10 +681,18 @@ def train_item_model(
         "effective_rank": float(s.size),
         "seed": float(seed),
     }
+    prices = _catalog_prices(checked, item_ids)
     model = ItemModel(
         version=make_version(
-            created, item_ids, vectors, codes.counts, user_params, scoring, content
-        ),
+            created,
+            item_ids,
+            vectors,
+            codes.counts,
+            user_params,
+            scoring,
+            content,
+            prices=prices,
+        ),  # fmt: skip
         item_ids=tuple(item_ids),
         vectors=vectors,
         popularity=codes.counts,
@@ -683,5 +703,6 @@ def train_item_model(
         created_at=created,
         metrics=report.metrics(),
         hyperparameters=hyper,
+        item_prices=prices,
     )
     return model, report

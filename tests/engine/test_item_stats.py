@@ -22,6 +22,7 @@ from engine.item_stats import (
     log_weight,
     session_items,
     trending,
+    trending_in_log,
 )
 from engine.types import Interaction
 
@@ -199,3 +200,24 @@ def test_the_best_partner_is_the_session_item_seen_most_often_with_the_candidate
 
 def test_docstring_examples_hold():
     assert doctest.testmod(item_stats, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_trending_over_a_log_is_what_the_online_counter_reports_after_it():
+    half_hour = 1_800_000
+    log = [("a", 0), ("b", 0), ("b", half_hour), ("a", 2 * half_hour), ("c", 2 * half_hour)]
+    log += [("a", 3 * half_hour), ("b", 3 * half_hour), ("late", 9 * half_hour)]
+    now = TREND_EPOCH_MS + 3 * half_hour
+    params = TrendParams(half_life_s=3600.0, top_n=2, min_count=0.5)
+    counter = ItemStatsCounter(params)
+    for item, at in log:
+        if at <= 3 * half_hour:  # the counter has seen what happened up to now
+            counter.add(item, "view", TREND_EPOCH_MS + at)
+    offline = trending_in_log(
+        [i for i, _ in log], [TREND_EPOCH_MS + at for _, at in log], now, params
+    )
+    online = counter.trending(now)
+    assert list(offline) == list(online) == ["a", "b"]
+    for item in offline:
+        assert offline[item].rank == online[item].rank
+        assert math.isclose(offline[item].count, online[item].count, rel_tol=1e-12)
+    assert trending_in_log([], [], now, params) == {}

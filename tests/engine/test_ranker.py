@@ -12,11 +12,21 @@ import pytest
 
 from engine.catalog import Catalog
 from engine.hybrid_training import _version_of
-from engine.item_stats import ItemStatsCounter
+from engine.item_stats import ItemStats, ItemStatsCounter, TrendingItem
 from engine.model import ItemModel, ModelFormatError
-from engine.ranker import FEATURES, CoTable, LinearRanker, candidate_features, train_ranker
+from engine.ranker import (
+    FEATURES,
+    SOURCES,
+    CandidateContext,
+    CoTable,
+    LinearRanker,
+    RankerSettings,
+    candidate_features,
+    merge_sources,
+    train_ranker,
+)
 from engine.recommender import RankingParams, Recommender, index_entries
-from engine.types import Interaction, UserState
+from engine.types import Interaction, Item, UserState
 from index.exact import ExactIndex
 from stream.replay import catalog_items
 from tests import shop
@@ -54,36 +64,77 @@ def test_the_co_occurrence_table_counts_pairs_as_the_online_counter_does() -> No
     assert not table.counts_with(-1, np.array([0, 1])).any()
 
 
+def test_the_co_occurrence_source_proposes_the_partners_of_the_last_items() -> None:
+    table = CoTable.build([([0, 1, 0, 2, 3], ["view"] * 5)], n_items=5)
+    # Counts: 0-1 x2, 0-2 x2, 0-3 x1, 1-2 x1, 1-3 x1, 2-3 x1 (window 5).
+    assert table.partners_of([0], limit=10) == [1, 2, 3]
+    assert table.partners_of([0, 3], limit=2) == [1, 2]  # 1: 2+1, 2: 2+1, 0: 1 -> ties by row
+    # The history items themselves are partners too, unless excluded (the worker excludes
+    # what the user has seen).
+    assert table.partners_of([0, 3], limit=10, excluded={1}) == [2, 0, 3]
+    assert table.partners_of([0, 3], limit=10, excluded={0, 1, 3}) == [2]
+    assert table.partners_of([-1], limit=10) == []
+
+
+def test_sources_merge_without_repeats_and_remember_who_proposed_what() -> None:
+    keys, flags = merge_sources(["a", "b"], ["b", "c"], ["d", "a"], ["e"], excluded={"d"})
+    assert keys == ["a", "b", "c", "e"]
+    assert flags.shape == (4, len(SOURCES))
+    assert flags.tolist() == [
+        [True, False, True, False],
+        [True, True, False, False],
+        [False, True, False, False],
+        [False, False, False, True],
+    ]
+    empty, none = merge_sources([])
+    assert empty == []
+    assert none.shape == (0, len(SOURCES))
+
+
+def _features(**overrides: object) -> np.ndarray:
+    args: dict[str, object] = {
+        "scores": np.array([0.9, 0.5, 0.1]),
+        "candidates": np.array([1, 2, 3]),
+        "sources": np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=bool),
+        "categories": ["shoes", "", "shoes"],
+        "prices": np.array([100.0, np.nan, 25.0]),
+        "popularity": np.array([0.3, 0.2, 0.1]),
+        "user": CandidateContext([], [], []),
+        "table": CoTable.build([([0, 1, 0, 2], ["view"] * 4)], n_items=4),
+    }
+    args.update(overrides)
+    return candidate_features(**args)  # type: ignore[arg-type]
+
+
 def test_each_feature_is_what_its_name_says() -> None:
-    table = CoTable.build([([0, 1, 0, 2], ["view"] * 4)], n_items=4)
-    features = candidate_features(
-        np.array([0.9, 0.5, 0.1]),
-        np.array([1, 2, 3]),
-        ["shoes", "", "shoes"],
-        np.array([0.3, 0.2, 0.1]),
-        history=[],
-        history_categories=[],
-        table=table,
-    )
+    features = _features()
     assert features.shape == (3, len(FEATURES))
-    np.testing.assert_allclose(features[:, 0], [0.9, 0.5, 0.1])
-    np.testing.assert_allclose(features[:, 1], np.log1p([0, 1, 2]))
-    np.testing.assert_allclose(features[:, 2], [0.3, 0.2, 0.1])
-    with_history = candidate_features(
-        np.array([0.9, 0.5, 0.1]),
-        np.array([1, 2, 3]),
-        ["shoes", "", "shoes"],
-        np.array([0.3, 0.2, 0.1]),
-        history=[0, 2],  # rows, most recent last
-        history_categories=["shoes", "books", "shoes", "shoes"],
-        table=table,
-        session=2,
+    named = dict(zip(FEATURES, features.T, strict=True))
+    np.testing.assert_allclose(named["score"], [0.9, 0.5, 0.1])
+    np.testing.assert_allclose(named["log_rank"], np.log1p([0, 1, 2]))
+    np.testing.assert_allclose(named["popularity"], [0.3, 0.2, 0.1])
+    for empty in ("co_max", "co_last", "co_sum", "category_share", "category_recency"):
+        assert not named[empty].any(), empty
+    assert not named["price_match"].any()  # no history prices: no price band to match
+    np.testing.assert_array_equal(named["from_ann"], [1, 1, 0])
+    np.testing.assert_array_equal(named["from_cooccurrence"], [0, 1, 0])
+    np.testing.assert_array_equal(named["from_trending"], [0, 0, 1])
+    np.testing.assert_array_equal(named["from_fresh"], [0, 0, 1])
+    user = CandidateContext(
+        rows=[0, 2],  # most recent last
+        categories=["shoes", "books", "shoes", "books"],
+        prices=[50.0, np.nan, 200.0],
     )
+    with_history = dict(zip(FEATURES, _features(user=user, session=2).T, strict=True))
     # Counts with 0: item 1 twice (0-1, 1-0), item 2 once; with 2 (the last): item 1 once.
-    np.testing.assert_allclose(with_history[:, 3], np.log1p([2, 1, 0]))
-    np.testing.assert_allclose(with_history[:, 4], np.log1p([1, 0, 0]))
-    np.testing.assert_allclose(with_history[:, 5], np.log1p([3, 1, 0]))
-    np.testing.assert_allclose(with_history[:, 6], [0.75, 0.0, 0.75])
+    np.testing.assert_allclose(with_history["co_max"], np.log1p([2, 1, 0]))
+    np.testing.assert_allclose(with_history["co_last"], np.log1p([1, 0, 0]))
+    np.testing.assert_allclose(with_history["co_sum"], np.log1p([3, 1, 0]))
+    np.testing.assert_allclose(with_history["category_share"], [0.5, 0.0, 0.5])
+    # Shoes were met 1 item ago (the last item is books).
+    np.testing.assert_allclose(with_history["category_recency"], [0.5, 0.0, 0.5])
+    # The user's price band: the median of log 50 and log 200 = log 100.
+    np.testing.assert_allclose(with_history["price_match"], [1.0, 0.0, 0.25])
 
 
 def _synthetic(users: int, informative: bool, seed: int = 0):
@@ -105,7 +156,7 @@ def _synthetic(users: int, informative: bool, seed: int = 0):
 
 def test_a_ranker_that_beats_the_model_order_on_held_out_users_is_kept() -> None:
     features, targets = _synthetic(200, informative=True)
-    ranker, report = train_ranker(features, targets, candidates=30)
+    ranker, report = train_ranker(features, targets, settings=RankerSettings(candidates=30))
     assert ranker is not None
     assert report.used
     assert report.ranker_ndcg > report.base_ndcg + 0.5
@@ -115,7 +166,7 @@ def test_a_ranker_that_beats_the_model_order_on_held_out_users_is_kept() -> None
 
 def test_a_ranker_that_cannot_beat_the_model_order_is_not_used() -> None:
     features, targets = _synthetic(200, informative=False)
-    ranker, report = train_ranker(features, targets, candidates=30)
+    ranker, report = train_ranker(features, targets, settings=RankerSettings(candidates=30))
     assert ranker is None
     assert not report.used
     assert report.base_ndcg == 1.0
@@ -126,7 +177,11 @@ def test_bad_ranker_arrays_are_refused() -> None:
     with pytest.raises(ValueError, match="weights"):
         LinearRanker(np.array([math.nan] * len(FEATURES)), ones * 0, ones)
     with pytest.raises(ValueError, match="candidates"):
-        LinearRanker(ones, ones * 0, ones, candidates=0)
+        RankerSettings(candidates=0)
+    with pytest.raises(ValueError, match="trending"):
+        RankerSettings(trending_candidates=-1)
+    with pytest.raises(ValueError, match="retrained"):
+        LinearRanker(np.ones(7), np.zeros(7), np.ones(7))  # a ranker of an older release
 
 
 def _ranked_model(model: ItemModel, weights: list[float]) -> ItemModel:
@@ -137,42 +192,106 @@ def _ranked_model(model: ItemModel, weights: list[float]) -> ItemModel:
         np.asarray(weights, dtype=np.float64),
         np.zeros(len(FEATURES)),
         np.ones(len(FEATURES)),
-        candidates=40,
+        RankerSettings(candidates=40),
     )
     ranked = replace(model, ranker=ranker, cotable=table)
     return replace(ranked, version=_version_of(ranked))
 
 
-def test_the_worker_serves_the_order_the_offline_code_scores(trained: shop.TrainedShop) -> None:
-    # Weights that reorder a lot: co-occurrence and category over the model's score.
-    model = _ranked_model(trained.model, [0.2, 0.0, -1.0, 1.0, 2.0, 0.5, 1.5])
+def _weights(**named: float) -> list[float]:
+    return [named.get(name, 0.0) for name in FEATURES]
+
+
+def _online_and_offline(
+    model: ItemModel, history: list[str], stats: ItemStats | None = None, k: int = 10
+) -> tuple[list[str], list[str], Recommender]:
     index = ExactIndex(model.query_dim + 1)
     index.upsert(*index_entries(model))
     # Near-duplicate filtering off: it is a later step, the same with or without a ranker.
-    params = RankingParams(k=10, near_duplicate_cosine=2.0)
+    params = RankingParams(k=k, near_duplicate_cosine=2.0)
     rec = Recommender(model, index, Catalog(catalog_items(shop.catalog())), params)
-    history = ["running-1", "books-3", "running-4", "kitchen-9", "running-2"]
     state = UserState("u", tuple(Interaction(i, "view", n) for n, i in enumerate(history)))
-    online = [i.item_id for i in rec.recommend([state], ["t"], now_ms=1)[0].recommendation.items]
-    scores = model.score(model.embed_user(history, ["view"] * 5))
-    offline_scores = model.reranked(scores, history)
+    ranked = rec.recommend([state], ["t"], now_ms=1, stats=stats)[0].recommendation.items
+    online = [i.item_id for i in ranked]
+    assert [i.score for i in ranked] == sorted((i.score for i in ranked), reverse=True)
+    trending = [] if stats is None else sorted(stats.trending, key=lambda i: stats.trending[i].rank)
+    scores = model.score(model.embed_user(history, ["view"] * len(history)))
+    offline_scores = model.reranked(scores, history, [model.index[i] for i in trending])
     offline_scores[[model.index[i] for i in history]] = -np.inf
-    offline = [model.item_ids[i] for i in np.argsort(-offline_scores, kind="stable")[:10]]
+    offline = [model.item_ids[i] for i in np.argsort(-offline_scores, kind="stable")[:k]]
+    return online, offline, rec
+
+
+HISTORY = ["running-1", "books-3", "running-4", "kitchen-9", "running-2"]
+
+
+def test_the_worker_serves_the_order_the_offline_code_scores(trained: shop.TrainedShop) -> None:
+    # Weights that reorder a lot: co-occurrence and category over the model's score.
+    weights = _weights(
+        score=0.2, popularity=-1.0, co_max=1.0, co_last=2.0, co_sum=0.5, category_share=1.5,
+        category_recency=0.5, price_match=0.5, from_cooccurrence=0.3,
+    )  # fmt: skip
+    model = _ranked_model(trained.model, weights)
+    online, offline, _ = _online_and_offline(model, HISTORY)
     assert online == offline
-    plain = np.argsort(
-        -np.where(
-            np.isin(np.arange(model.n_items), [model.index[i] for i in history]), -np.inf, scores
-        )
-    )[:10]
+    scores = model.score(model.embed_user(HISTORY, ["view"] * 5))
+    seen = [model.index[i] for i in HISTORY]
+    plain = np.argsort(-np.where(np.isin(np.arange(model.n_items), seen), -np.inf, scores))[:10]
     assert offline != [model.item_ids[i] for i in plain]  # the ranker changed the order
-    published = [i.score for i in rec.recommend([state], ["t"], now_ms=1)[0].recommendation.items]
-    assert published == sorted(published, reverse=True)
+
+
+def _few_from_the_index(model: ItemModel, **named: float) -> ItemModel:
+    """The shop model with a ranker that takes only the 3 best items by score from the
+    index and prefers what the ``named`` weights say."""
+    ranked = _ranked_model(model, _weights(**named))
+    settings = RankerSettings(candidates=3, trending_candidates=2)
+    return replace(ranked, ranker=replace(ranked.ranker, settings=settings))  # type: ignore[type-var]
+
+
+def test_trending_items_reach_the_list_through_their_own_source(
+    trained: shop.TrainedShop,
+) -> None:
+    model = _few_from_the_index(trained.model, score=0.1, from_trending=3.0)
+    scores = model.score(model.embed_user(HISTORY, ["view"] * 5))
+    seen = [model.index[i] for i in HISTORY]
+    by_score = [int(i) for i in np.argsort(-scores, kind="stable") if i not in seen]
+    # Trending: the two unseen items the model likes least (far from the index's top 3).
+    cold = [model.item_ids[i] for i in by_score[-2:]]
+    stats = ItemStats(trending={i: TrendingItem(i, 9.0, r) for r, i in enumerate(cold, 1)})
+    online, offline, _ = _online_and_offline(model, HISTORY, stats)
+    assert online == offline
+    assert set(online[:2]) == set(cold)
+
+
+def test_co_occurring_items_reach_the_list_through_their_own_source(
+    trained: shop.TrainedShop,
+) -> None:
+    model = _few_from_the_index(trained.model, score=0.1, co_sum=1.0, from_cooccurrence=1.0)
+    online, offline, _ = _online_and_offline(model, HISTORY)
+    assert online == offline
+    scores = model.score(model.embed_user(HISTORY, ["view"] * 5))
+    seen = [model.index[i] for i in HISTORY]
+    top3 = {model.item_ids[i] for i in [int(i) for i in np.argsort(-scores) if i not in seen][:3]}
+    partners = model.cotable.partners_of(seen, 50, set(seen))  # type: ignore[union-attr]
+    outside = {model.item_ids[r] for r in partners} - top3
+    assert outside & set(online), "a co-occurrence partner outside the index's top 3"
+
+
+def test_a_new_item_enters_as_a_fresh_candidate(trained: shop.TrainedShop) -> None:
+    model = _ranked_model(trained.model, _weights(score=0.1, from_fresh=5.0))
+    _, _, rec = _online_and_offline(model, HISTORY)
+    new = Item("garden-new", "Garden Hose Deluxe", "garden", ("garden", "hose"), price=30.0)
+    rec.apply_item(new)
+    state = UserState("u", tuple(Interaction(i, "view", n) for n, i in enumerate(HISTORY)))
+    first = rec.recommend([state], ["t"], now_ms=1)[0].recommendation.items[0]
+    assert first.item_id == "garden-new"
+    assert first.reason_code == "new_arrival"
 
 
 def test_the_ranker_is_saved_versioned_and_checked(
     trained: shop.TrainedShop, tmp_path: Path
 ) -> None:
-    model = _ranked_model(trained.model, [1.0, -0.5, 0.0, 0.3, 0.2, 0.1, 0.4])
+    model = _ranked_model(trained.model, _weights(score=1.0, log_rank=-0.5, co_max=0.3))
     assert model.version != trained.model.version
     model.save(tmp_path / "m")
     loaded = ItemModel.load(tmp_path / "m")
@@ -187,3 +306,21 @@ def test_the_ranker_is_saved_versioned_and_checked(
     (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFormatError, match="does not belong"):
         ItemModel.load(tmp_path / "m")
+
+
+def test_offline_trending_for_the_ranker_leaves_out_the_validation_targets() -> None:
+    import pandas as pd
+
+    from engine.hybrid_training import _without_validation_targets, trending_at_end
+
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u1", "u1", "u3", "u3"],
+            "item_id": ["a", "b", "a", "target-1", "c", "target-3"],
+            "ts": [1, 2, 3, 4, 5, 6],
+        }
+    )
+    kept = _without_validation_targets(events)
+    # Each 2+-event user's last event is their validation target; u2's only event stays.
+    assert kept["item_id"].tolist() == ["a", "b", "a", "c"]
+    assert trending_at_end(events.iloc[:0]) == []
