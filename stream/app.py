@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import faust
 
+from stream.kafka_io import ssl_context
 from stream.pipeline import Outgoing, Pipeline, RawMessage
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: How often the consumer lag is exported when no batch arrives.
+LAG_INTERVAL_S = 5.0
+
 
 def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     """Build the Faust app with its topics, agents and catalog timer."""
+    # Faust wants a data folder even with in-memory tables: keep it out of the cwd.
+    datadir = Path(tempfile.gettempdir()) / "streamrec-faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.bootstrap_servers],
@@ -34,6 +43,10 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_every=settings.batch_size,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
+        datadir=str(datadir),
+        broker_credentials=_credentials(settings),
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4 * settings.batch_size, 256),
         logging_config=None,
@@ -55,6 +68,18 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         if futures:
             await asyncio.gather(*futures)
 
+    processed: dict[int, int] = {}  # last processed offset per events partition
+
+    def export_lag() -> None:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.topic_events]
+        ends: dict[int, int | None] = {}
+        for tp in assigned:
+            try:
+                ends[tp.partition] = app.consumer.highwater(tp)
+            except (AssertionError, KeyError, TypeError):  # no fetch on it yet
+                ends[tp.partition] = None
+        pipeline.record_lag(processed, ends)
+
     @app.agent(events, name="process_events")
     async def process_events(stream: faust.StreamT[bytes]) -> None:
         async for batch in cast(faust.Stream[bytes], stream).take_events(
@@ -64,6 +89,14 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             await publish(recommendations, result.recommendations)
             await publish(dlq, result.dead_letters)
             pipeline.record_published(result)
+            for e in batch:
+                p = e.message.partition
+                processed[p] = max(processed.get(p, -1), e.message.offset)
+            export_lag()
+
+    @app.timer(LAG_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def follow_lag() -> None:
+        export_lag()  # also while no batch comes (idle, or stuck)
 
     @app.agent(items, name="process_items")
     async def process_items(stream: faust.StreamT[bytes]) -> None:
@@ -84,6 +117,23 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             await pipeline.reload_index()
 
     return app
+
+
+def _credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust's form of the Kafka security settings (None: plaintext)."""
+    protocol = settings.kafka_security_protocol
+    context = ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=None if password is None else password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def _raw(event: faust.EventT[Any]) -> RawMessage:

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+)
+from aiokafka.helpers import create_ssl_context
 
 from stream.settings import Settings
 
@@ -26,10 +35,76 @@ class KafkaUnavailableError(RuntimeError):
 
 def _unreachable(settings: Settings, exc: BaseException) -> KafkaUnavailableError:
     msg = (
-        f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); "
-        "check STREAMREC_KAFKA_BOOTSTRAP and that the broker is running"
+        f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); check "
+        "STREAMREC_KAFKA_BOOTSTRAP, STREAMREC_KAFKA_SECURITY_PROTOCOL and that the broker "
+        "is running"
     )
     return KafkaUnavailableError(msg)
+
+
+def _refused(settings: Settings) -> KafkaUnavailableError:
+    msg = (
+        f"Kafka at {settings.kafka_bootstrap} refused the credentials of user "
+        f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}); check "
+        "STREAMREC_KAFKA_SASL_USERNAME and STREAMREC_KAFKA_SASL_PASSWORD"
+    )
+    return KafkaUnavailableError(msg)
+
+
+async def _diagnose(settings: Settings, exc: BaseException) -> KafkaUnavailableError:
+    """Why a client could not start: refused credentials (checked with one direct
+    connection, since aiokafka reports them only as a failed bootstrap) or unreachable."""
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options = client_options(settings)
+        host, port = settings.bootstrap_servers[0].rsplit(":", 1)
+        try:
+            conn = await create_conn(
+                host,
+                int(port),
+                request_timeout_ms=10_000,
+                ssl_context=options.get("ssl_context"),
+                security_protocol=options["security_protocol"],
+                sasl_mechanism=options["sasl_mechanism"],
+                sasl_plain_username=options["sasl_plain_username"],
+                sasl_plain_password=options["sasl_plain_password"],
+            )
+            conn.close()
+        except SaslAuthenticationFailed:
+            return _refused(settings)
+        except (KafkaError, OSError, TimeoutError):
+            pass
+    return _unreachable(settings, exc)
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of the SSL / SASL_SSL protocols (None for the plain ones)."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=None if settings.kafka_ssl_cafile is None else str(settings.kafka_ssl_cafile),
+        certfile=None if settings.kafka_ssl_certfile is None else str(settings.kafka_ssl_certfile),
+        keyfile=None if settings.kafka_ssl_keyfile is None else str(settings.kafka_ssl_keyfile),
+    )
+    return context
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the bootstrap servers and the security settings."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": None if password is None else password.get_secret_value(),
+        }
+    return options
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
@@ -50,11 +125,12 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create any missing streamrec topic; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
     except (KafkaConnectionError, TimeoutError, OSError) as exc:
-        raise _unreachable(settings, exc) from exc
+        await admin.close()
+        raise await _diagnose(settings, exc) from exc
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topic_specs(settings) if t.name not in existing]
@@ -74,12 +150,12 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
 
 @asynccontextmanager
 async def producer(settings: Settings, **kwargs: object) -> AsyncIterator[AIOKafkaProducer]:
-    prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", **kwargs)
+    prod = AIOKafkaProducer(**client_options(settings), acks="all", **kwargs)
     try:
         await prod.start()
     except (KafkaConnectionError, OSError) as exc:
         await prod.stop()
-        raise _unreachable(settings, exc) from exc
+        raise await _diagnose(settings, exc) from exc
     try:
         yield prod
     finally:
@@ -105,7 +181,7 @@ async def consumer(
 ) -> AsyncIterator[AIOKafkaConsumer]:
     cons = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         group_id=group_id,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=group_id is not None,
@@ -114,7 +190,7 @@ async def consumer(
         await cons.start()
     except (KafkaConnectionError, OSError) as exc:
         await cons.stop()
-        raise _unreachable(settings, exc) from exc
+        raise await _diagnose(settings, exc) from exc
     try:
         yield cons
     finally:

@@ -29,6 +29,11 @@ class LocalService:
     def stop(self) -> None:
         _run(self.script, "stop", self.state_dir)
 
+    def resume(self) -> None:
+        """Start a stopped Kafka broker again on its data and address (a restart; the
+        local redis-server keeps no data, so it has no resume)."""
+        _run(self.script, "resume", self.state_dir)
+
 
 def _run(script: str, action: str, state_dir: Path, env: dict[str, str] | None = None) -> str:
     path = SCRIPTS / script

@@ -105,6 +105,13 @@ class Metrics:
             ["action"],
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "streamrec_consumer_lag",
+            "Events waiting in the events topic for this worker, by partition: the partition's "
+            "end offset minus the next offset to process (0: caught up).",
+            ["partition"],
+            registry=registry,
+        )
         self.model_info = Gauge(
             "streamrec_model_info",
             "The model version being served (value 1).",

@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -317,6 +317,22 @@ class Pipeline:
         for ts in result.event_ts:
             self.metrics.event_to_publish.observe(max(0, now - ts) / 1000.0)
         self.metrics.recommendations_published.inc(len(result.recommendations))
+
+    def record_lag(
+        self, processed: Mapping[int, int], end_offsets: Mapping[int, int | None]
+    ) -> None:
+        """Export consumer lag: per assigned partition of the events topic, its end offset
+        minus the next offset to process. ``processed``: the last processed offset per
+        partition; partitions missing from ``end_offsets`` are no longer assigned and lose
+        their series."""
+        for partition, end in end_offsets.items():
+            done = processed.get(partition)
+            if end is not None and done is not None:
+                lag = max(0, end - (done + 1))
+                self.metrics.consumer_lag.labels(partition=str(partition)).set(lag)
+        for labels in list(self.metrics.consumer_lag._metrics):  # noqa: SLF001 - label sets
+            if int(labels[0]) not in end_offsets:
+                self.metrics.consumer_lag.remove(*labels)
 
     def _dead(self, msg: RawMessage, reason: str, detail: str) -> Outgoing:
         self.metrics.dlq_events.labels(reason=reason).inc()

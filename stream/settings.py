@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.item_stats import TrendParams
@@ -38,6 +38,27 @@ class Settings(BaseSettings):
     topic_recommendations: str = "streamrec.recommendations"
     topic_dlq: str = "streamrec.events.dlq"
     topic_partitions: int = Field(4, ge=1, description="Partitions when the worker creates topics.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How clients talk to Kafka: plain, TLS, SASL, SASL over TLS."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user (SASL_* protocols).")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (SASL_* protocols; never logged)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA bundle to verify the brokers (SSL, SASL_SSL; default: system)."
+    )
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    kafka_session_timeout_s: float = Field(
+        30.0,
+        ge=6.0,
+        le=300.0,
+        description="A worker that stops heartbeating (crashed) loses its partitions after this.",
+    )
     num_recommendations: int = Field(10, ge=1, le=200, description="Items per recommendation.")
     candidate_fan_out: int = Field(200, ge=10, description="ANN candidates fetched per user.")
     exclude_seen: bool = Field(
@@ -140,6 +161,25 @@ class Settings(BaseSettings):
             msg = f"STREAMREC_REASON_LM_URL must start with http:// or https://, got {value!r}"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            msg = (
+                f"STREAMREC_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "STREAMREC_KAFKA_SASL_USERNAME and STREAMREC_KAFKA_SASL_PASSWORD"
+            )
+            raise ValueError(msg)
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                msg = f"STREAMREC_{name.upper()}={path} is not a file"
+                raise ValueError(msg)
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            msg = "STREAMREC_KAFKA_SSL_CERTFILE and STREAMREC_KAFKA_SSL_KEYFILE come together"
+            raise ValueError(msg)
+        return self
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -7,12 +7,15 @@
 #   kafka.sh fetch               resolve the jars into the cache (once; ~/.m2 is reused)
 #   kafka.sh start STATE_DIR     start a fresh broker; prints "127.0.0.1:PORT" (the only stdout line)
 #   kafka.sh stop STATE_DIR      SIGTERM, up to 30 s, then SIGKILL; idempotent
+#   kafka.sh resume STATE_DIR    start a stopped broker again with its data and ports (a restart)
 #   kafka.sh status STATE_DIR    prints "running PID 127.0.0.1:PORT" (exit 0) or "stopped" (exit 1)
 #
 # env: KAFKA_PORT, KAFKA_CONTROLLER_PORT (default: free loopback ports), KAFKA_START_TIMEOUT (90),
 #      KAFKA_HEAP_OPTS ("-Xms256m -Xmx512m"), KAFKA_JVM_OPTS (extra JVM flags), KAFKA_CDS (1; 0 = no
 #      class-data-sharing archive),
-#      XDG_CACHE_HOME (jars go to ${XDG_CACHE_HOME:-~/.cache}/streamrec/kafka-VERSION/libs).
+#      XDG_CACHE_HOME (jars go to ${XDG_CACHE_HOME:-~/.cache}/streamrec/kafka-VERSION/libs),
+#      KAFKA_SASL_USERS ("name:password ..."; adds a SASL_PLAINTEXT listener with SCRAM-SHA-512
+#      for these users, its host:port written to STATE_DIR/bootstrap_sasl).
 # STATE_DIR gets server.properties, log4j2.properties, data/ (wiped on every start), kafka.log,
 # kafka.out (JVM stdout/stderr), kafka.pid and bootstrap.
 set -euo pipefail
@@ -95,20 +98,37 @@ start() {
   fi
   command -v java >/dev/null || die "java not found (need JDK 17+)"
   fetch
-  local p1 p2 JSA
-  JSA=$(jsa_path)
-  { read -r p1; read -r p2; } < <(python3 "$HERE/freeport.py" 2)
+  local p1 p2 p3
+  { read -r p1; read -r p2; read -r p3; } < <(python3 "$HERE/freeport.py" 3)
   port=${KAFKA_PORT:-$p1}
   cport=${KAFKA_CONTROLLER_PORT:-$p2}
   [[ $cport != "$port" ]] || cport=$p1
-  rm -rf "$dir/data" "$dir/kafka.log" "$dir/kafka.out" "$dir/kafka.pid" "$dir/bootstrap"
+  rm -rf "$dir/data" "$dir/kafka.log" "$dir/kafka.out" "$dir/kafka.pid" "$dir/bootstrap" \
+    "$dir/bootstrap_sasl"
+  # Optional SCRAM-SHA-512 listener: users are created when the storage is formatted.
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+  local advertised="PLAINTEXT://127.0.0.1:$port"
+  local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  local sasl_conf="" scram=() user
+  if [[ -n ${KAFKA_SASL_USERS:-} ]]; then
+    listeners+=",SASL_PLAINTEXT://127.0.0.1:$p3"
+    advertised+=",SASL_PLAINTEXT://127.0.0.1:$p3"
+    protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    sasl_conf="sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    for user in $KAFKA_SASL_USERS; do
+      [[ $user == *:* ]] || die "KAFKA_SASL_USERS entries are name:password, got '${user%%:*}:...'"
+      scram+=(--add-scram "SCRAM-SHA-512=[name=${user%%:*},password=${user#*:}]")
+    done
+  fi
 
   cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$protocols
+$sasl_conf
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
@@ -166,22 +186,7 @@ logger.zstd.name = com.github.luben
 logger.zstd.level = WARN
 EOF
 
-  # Small heap, serial GC (one test broker on a 2-core box: no concurrent GC threads to feed).
-  local heap extra
-  read -ra heap <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
-  read -ra extra <<<"${KAFKA_JVM_OPTS:-}"
-  local jvm=(java "${heap[@]}" -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError
-    -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties"
-    "${extra[@]}" -cp "$LIBS/*")
-  # AppCDS (KAFKA_CDS=0 disables): the first broker records the classes it loaded into
-  # $dir/kafka.jsa when it exits (stop moves that into the cache); later JVMs map the
-  # archive and start ~1.5 s faster. A stale or broken archive is silently ignored.
-  local cds=() record=()
-  if [[ ${KAFKA_CDS:-1} == 1 ]]; then
-    if [[ -s $JSA ]]; then cds=(-XX:SharedArchiveFile="$JSA" '-Xlog:cds*=off')
-    else rm -f "$dir/kafka.jsa"; record=(-XX:ArchiveClassesAtExit="$dir/kafka.jsa" '-Xlog:cds*=off'); fi
-  fi
-
+  jvm_command "$dir"
   # Cluster ids are 16 random bytes, base64url without padding (not starting with '-').
   local cluster_id
   cluster_id=$(python3 -c 'import base64,uuid
@@ -190,15 +195,41 @@ print(u)')
   # In 4.x the formatter is still kafka.tools.StorageTool (in kafka_2.13.jar); --standalone
   # writes the initial one-voter set that controller.quorum.bootstrap.servers needs.
   # C1 only for this short-lived tool: ~0.5 s less, no throughput to lose.
-  "${jvm[@]}" "${cds[@]}" -XX:TieredStopAtLevel=1 kafka.tools.StorageTool format --standalone -t "$cluster_id" \
-    -c "$dir/server.properties" >"$dir/format.out" 2>&1 \
+  "${JVM[@]}" "${CDS[@]}" -XX:TieredStopAtLevel=1 kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+    "${scram[@]}" -c "$dir/server.properties" >"$dir/format.out" 2>&1 \
     || { cat "$dir/format.out" >&2; die "storage format failed"; }
+  [[ -z ${KAFKA_SASL_USERS:-} ]] || echo "127.0.0.1:$p3" >"$dir/bootstrap_sasl"
+  launch "$dir" "$port"
+}
 
+# JVM and CDS flags for a broker in STATE_DIR $1 (sets JVM, CDS and RECORD)
+jvm_command() {
+  local dir=$1 heap extra JSA
+  JSA=$(jsa_path)
+  # Small heap, serial GC (one test broker on a 2-core box: no concurrent GC threads to feed).
+  read -ra heap <<<"${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+  read -ra extra <<<"${KAFKA_JVM_OPTS:-}"
+  JVM=(java "${heap[@]}" -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties"
+    "${extra[@]}" -cp "$LIBS/*")
+  # AppCDS (KAFKA_CDS=0 disables): the first broker records the classes it loaded into
+  # $dir/kafka.jsa when it exits (stop moves that into the cache); later JVMs map the
+  # archive and start ~1.5 s faster. A stale or broken archive is silently ignored.
+  CDS=() RECORD=()
+  if [[ ${KAFKA_CDS:-1} == 1 ]]; then
+    if [[ -s $JSA ]]; then CDS=(-XX:SharedArchiveFile="$JSA" '-Xlog:cds*=off')
+    else rm -f "$dir/kafka.jsa"; RECORD=(-XX:ArchiveClassesAtExit="$dir/kafka.jsa" '-Xlog:cds*=off'); fi
+  fi
+}
+
+# start the broker of a formatted STATE_DIR $1 and wait until it answers on port $2
+launch() {
+  local dir=$1 port=$2
   # setsid: own session and process group, so Ctrl-C / SIGHUP aimed at the caller
   # don't reach the broker; the child writes its own pid, then execs java.
   # shellcheck disable=SC2016
   setsid bash -c 'echo $$ >"$1/kafka.pid"; shift; exec "$@"' _ "$dir" \
-    "${jvm[@]}" "${cds[@]}" "${record[@]}" kafka.Kafka "$dir/server.properties" >"$dir/kafka.out" 2>&1 </dev/null &
+    "${JVM[@]}" "${CDS[@]}" "${RECORD[@]}" kafka.Kafka "$dir/server.properties" >"$dir/kafka.out" 2>&1 </dev/null &
 
   local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))
   while :; do
@@ -213,6 +244,19 @@ print(u)')
   done
   echo "127.0.0.1:$port" >"$dir/bootstrap"
   echo "127.0.0.1:$port"
+}
+
+# start a stopped broker again on its data and ports
+resume() {
+  local dir port
+  [[ -d $1 ]] && dir=$(cd "$1" && pwd) || die "no broker state in $1"
+  if live_pid "$dir" >/dev/null; then cat "$dir/bootstrap"; return 0; fi
+  [[ -f $dir/server.properties && -d $dir/data ]] || die "no broker state in $dir: start it first"
+  port=$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\).*|\1|p' "$dir/server.properties")
+  [[ -n $port ]] || die "cannot read the port from $dir/server.properties"
+  : >"$dir/kafka.log"  # launch waits for this run's 'Kafka Server started'
+  jvm_command "$dir"
+  launch "$dir" "$port"
 }
 
 fail_start() {
@@ -259,8 +303,8 @@ status() {
 cmd=${1:-}
 case $cmd in
   fetch) fetch ;;
-  start | stop | status)
+  start | stop | status | resume)
     [[ $# -eq 2 ]] || die "usage: kafka.sh $cmd STATE_DIR"
     "$cmd" "$2" ;;
-  *) die "usage: kafka.sh fetch | start STATE_DIR | stop STATE_DIR | status STATE_DIR" ;;
+  *) die "usage: kafka.sh fetch | start STATE_DIR | stop STATE_DIR | resume STATE_DIR | status STATE_DIR" ;;
 esac

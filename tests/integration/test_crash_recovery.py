@@ -1,0 +1,242 @@
+"""Nothing lost, nothing doubled: a worker killed with SIGKILL mid-stream, a worker of a
+group of two killed mid-stream, and a Kafka broker restart mid-stream leave every event
+applied exactly once.
+
+The check is the same for both: each user's history in Redis is exactly the stream that
+was produced for them (no gap, no repeat, in order), and every produced event has a
+recommendation (valid events) or a dead-letter record (malformed ones). Published lists
+may repeat after a crash (at-least-once output); user state never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from stream.contracts import encode_item
+from stream.kafka_io import ensure_topics
+from stream.local_infra import start_kafka
+from stream.redis_store import user_key
+from stream.replay import catalog_items, wait_for_catalog
+from stream.settings import Settings
+from tests import shop
+from tests.conftest import WorkerProcess, free_port
+from tests.integration.kafka_helpers import Collector, event, produce
+
+pytestmark = pytest.mark.integration
+
+USERS = 30
+PER_USER = 16
+
+
+def _stream() -> tuple[list[tuple[bytes, bytes]], dict[str, list[tuple[str, str]]], set[str]]:
+    """The events to produce (with a malformed one every 25), each user's expected
+    history [(item, type)], and the event ids of the malformed ones."""
+    kinds = ["view", "view", "click", "add_to_cart", "purchase"]
+    depts = list(shop.DEPARTMENTS)
+    messages: list[tuple[bytes, bytes]] = []
+    expected: dict[str, list[tuple[str, str]]] = {}
+    malformed: set[str] = set()
+    for n in range(USERS * PER_USER):
+        user = f"crash-user-{n % USERS}"
+        if n % 25 == 24:
+            event_id = f"bad-{n}"
+            body = {"event_id": event_id, "user_id": user, "item_id": "x", "type": "teleport"}
+            messages.append((user.encode(), json.dumps(body).encode()))
+            malformed.add(event_id)
+            continue
+        item = f"{depts[(n // USERS) % len(depts)]}-{n % shop.PER_DEPARTMENT}"
+        kind = kinds[n % len(kinds)]
+        messages.append(event(f"e{n}", user, item, kind))
+        expected.setdefault(user, []).append((item, kind))
+    return messages, expected, malformed
+
+
+class SteadyProducer(threading.Thread):
+    """Produces ``messages`` in chunks at about ``rate`` per second, in order."""
+
+    def __init__(self, settings: Settings, messages: list[tuple[bytes, bytes]], rate: int):
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.messages = messages
+        self.rate = rate
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        chunk = max(1, self.rate // 10)
+        try:
+            for start in range(0, len(self.messages), chunk):
+                produce(
+                    self.settings, self.settings.topic_events, self.messages[start : start + chunk]
+                )
+                self.sent = min(start + chunk, len(self.messages))
+                time.sleep(0.1)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+
+def _load_catalog(settings: Settings) -> int:
+    items = catalog_items(shop.catalog())
+    produce(settings, settings.topic_items, [(i.item_id.encode(), encode_item(i)) for i in items])
+    asyncio.run(wait_for_catalog(settings, {i.item_id for i in items}))
+    return len(items)
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}:\n{log()}")
+        time.sleep(0.2)
+
+
+def _consumed(worker: WorkerProcess) -> float:
+    try:
+        return sum(
+            worker.metric("streamrec_events_consumed_total", type=k)
+            for k in ("view", "click", "add_to_cart", "purchase")
+        )
+    except OSError:
+        return 0.0
+
+
+def _check_exactly_once(
+    settings: Settings,
+    expected: dict[str, list[tuple[str, str]]],
+    malformed: set[str],
+    produced: list[tuple[bytes, bytes]],
+) -> dict[str, Any]:
+    """Every event answered, every history exactly as produced; returns the figures."""
+    valid = [
+        json.loads(v)["event_id"] for _, v in produced if json.loads(v)["event_id"] not in malformed
+    ]
+    recs = Collector(settings, settings.topic_recommendations)
+    records = recs.wait_for(
+        lambda rs: set(valid) <= {r["trigger_event_id"] for r in rs}, timeout=180
+    )
+    answered = [r["trigger_event_id"] for r in records]
+    dlq = Collector(settings, settings.topic_dlq).wait_for(
+        lambda rs: malformed <= {_dead_id(r) for r in rs}, timeout=60
+    )
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        applied = 0
+        for user, wanted in expected.items():
+            history = [tuple(json.loads(e)[:2]) for e in client.lrange(user_key(user, "h"), 0, -1)]
+            assert history == wanted, f"{user}: Redis history differs from the produced stream"
+            applied += len(history)
+    finally:
+        client.close()
+    return {
+        "produced": len(produced),
+        "valid": len(valid),
+        "applied": applied,
+        "lists_published": len(answered),
+        "lists_repeated": len(answered) - len(set(answered)),
+        "dead_letters": len({_dead_id(r) for r in dlq} & malformed),
+    }
+
+
+def _dead_id(record: dict[str, Any]) -> str:
+    try:
+        return str(json.loads(base64.b64decode(record["original_b64"]))["event_id"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def test_a_worker_killed_with_sigkill_twice_mid_stream_applies_every_event_once(
+    settings, start_worker
+):
+    settings = settings.model_copy(
+        update={"history_length": PER_USER * 2, "kafka_session_timeout_s": 8.0}
+    )
+    asyncio.run(ensure_topics(settings))
+    worker = start_worker(settings, "crash-0")
+    _load_catalog(settings)
+    messages, expected, malformed = _stream()
+    producer = SteadyProducer(settings, messages, rate=60)
+    producer.start()
+    crashes = 0
+    for cycle in range(2):
+        # Let the worker take some events, then kill it without warning.
+        running, seen = worker, _consumed(worker)
+        _wait(lambda w=running, s=seen: _consumed(w) >= s + 20, 120, "events consumed", running.log)
+        worker.proc.kill()
+        worker.proc.wait()
+        crashes += 1
+        worker = start_worker(settings, f"crash-{cycle + 1}")
+    producer.join(timeout=180)
+    assert producer.error is None, producer.error
+    assert producer.sent == len(messages)
+    figures = _check_exactly_once(settings, expected, malformed, messages)
+    assert figures["applied"] == figures["valid"]
+    assert figures["dead_letters"] == len(malformed)
+    figures["crashes"] = crashes
+    print(f"\ncrash test figures: {figures}")  # noqa: T201 - reported in the test log
+
+
+def test_when_one_of_two_workers_stops_mid_stream_the_other_takes_over(settings, start_worker):
+    settings = settings.model_copy(
+        update={"history_length": PER_USER * 2, "kafka_session_timeout_s": 8.0}
+    )
+    asyncio.run(ensure_topics(settings))
+    first = start_worker(settings, "first")
+    second = start_worker(settings.model_copy(update={"metrics_port": free_port()}), "second")
+    _load_catalog(settings)
+    messages, expected, malformed = _stream()
+    producer = SteadyProducer(settings, messages, rate=60)
+    producer.start()
+    _wait(
+        lambda: min(_consumed(first), _consumed(second)) > 0,
+        120,
+        "both workers to own a partition",
+        lambda: first.log() + second.log(),
+    )
+    second.proc.kill()  # gone without a goodbye: the group must notice and rebalance
+    second.proc.wait()
+    producer.join(timeout=180)
+    assert producer.error is None, producer.error
+    figures = _check_exactly_once(settings, expected, malformed, messages)
+    assert figures["applied"] == figures["valid"]
+    assert figures["dead_letters"] == len(malformed)
+    print(f"\ntake-over figures: {figures}")  # noqa: T201 - reported in the test log
+
+
+def test_a_kafka_broker_restart_mid_stream_loses_nothing(settings, start_worker, tmp_path):
+    broker = start_kafka(tmp_path / "kafka")  # our own broker: the session's stays up
+    try:
+        settings = settings.model_copy(
+            update={
+                "kafka_bootstrap": broker.address,
+                "history_length": PER_USER * 2,
+                "kafka_session_timeout_s": 8.0,
+            }
+        )
+        asyncio.run(ensure_topics(settings))
+        worker = start_worker(settings, "restart")
+        _load_catalog(settings)
+        messages, expected, malformed = _stream()
+        half = len(messages) // 2
+        produce(settings, settings.topic_events, messages[:half])
+        _wait(lambda: _consumed(worker) >= 20, 120, "events consumed", worker.log)
+        broker.stop()  # mid-stream: the worker loses its broker
+        time.sleep(5)
+        assert worker.proc.poll() is None, worker.log()
+        broker.resume()
+        produce(settings, settings.topic_events, messages[half:])
+        figures = _check_exactly_once(settings, expected, malformed, messages)
+        assert figures["applied"] == figures["valid"]
+        assert figures["dead_letters"] == len(malformed)
+        assert worker.proc.poll() is None, worker.log()
+        print(f"\nbroker restart figures: {figures}")  # noqa: T201 - reported in the test log
+    finally:
+        broker.stop()
