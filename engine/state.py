@@ -9,6 +9,9 @@ The production store is Redis (``stream/redis_store.py``); both implement
   remembered in ``seen`` beyond the history window, for "never recommend it again".
   Events are applied in the order given; each result is the user's state right after
   that event.
+* ``forget`` deletes everything of a user. With ``until_ms`` it also remembers the request
+  so that the user's events stamped at or before that time, still on their way, are
+  ignored (``forgotten=True``, empty state) instead of bringing the state back.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from engine.types import Event, Interaction, Recommendation, UserState
 
 @dataclass(frozen=True)
 class Applied:
-    """The user's state after one event, and whether that event was new."""
+    """The user's state after one event, whether that event was new, and whether it was
+    ignored because the user asked to be forgotten after it."""
 
     state: UserState
     applied: bool
+    forgotten: bool = False
 
 
 class UserStore(Protocol):
@@ -33,7 +38,7 @@ class UserStore(Protocol):
 
     async def get(self, user_id: str) -> UserState: ...
 
-    async def forget(self, user_id: str) -> None: ...
+    async def forget(self, user_id: str, until_ms: int | None = None) -> int: ...
 
 
 class InMemoryUserStore:
@@ -45,11 +50,15 @@ class InMemoryUserStore:
         self._purchased: dict[str, set[str]] = {}
         self._seen: dict[str, set[str]] = {}
         self._seen_events: set[tuple[str, str]] = set()
+        self._forgotten: dict[str, int] = {}
         self.latest: dict[str, Recommendation] = {}
 
     async def apply(self, events: Sequence[Event]) -> list[Applied]:
         out = []
         for event in events:
+            if event.ts <= self._forgotten.get(event.user_id, -1):
+                out.append(Applied(UserState(event.user_id, ()), applied=False, forgotten=True))
+                continue
             key = (event.user_id, event.event_id)
             applied = key not in self._seen_events
             if applied:
@@ -71,9 +80,12 @@ class InMemoryUserStore:
             frozenset(self._seen.get(user_id, ())),
         )
 
-    async def forget(self, user_id: str) -> None:
-        self._history.pop(user_id, None)
-        self._purchased.pop(user_id, None)
-        self._seen.pop(user_id, None)
+    async def forget(self, user_id: str, until_ms: int | None = None) -> int:
+        gone = sum(
+            part.pop(user_id, None) is not None
+            for part in (self._history, self._purchased, self._seen, self.latest)
+        )
         self._seen_events = {k for k in self._seen_events if k[0] != user_id}
-        self.latest.pop(user_id, None)
+        if until_ms is not None:
+            self._forgotten[user_id] = until_ms
+        return gone

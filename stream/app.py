@@ -61,6 +61,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     items = app.topic(settings.topic_items, **raw)
     recommendations = app.topic(settings.topic_recommendations, **raw)
     dlq = app.topic(settings.topic_dlq, **raw)
+    control = app.topic(settings.topic_control, **raw)
     within = settings.batch_within_ms / 1000.0
 
     async def publish(topic: faust.TopicT, messages: Sequence[Outgoing]) -> None:
@@ -105,6 +106,13 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         ):
             dead = await pipeline.handle_items([_raw(e) for e in batch])
             await publish(dlq, dead)
+
+    @app.agent(control, name="process_control")
+    async def process_control(stream: faust.StreamT[bytes]) -> None:
+        async for batch in cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_size, within=within
+        ):
+            await publish(dlq, await pipeline.handle_control([_raw(e) for e in batch]))
 
     @app.timer(settings.catalog_sync_interval_s)  # type: ignore[untyped-decorator]
     async def follow_catalog() -> None:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -317,12 +318,7 @@ async def _with_store(settings: Settings, use: Callable[[RedisStore], Awaitable[
     """Run ``use`` with a Redis store built from the settings, closing it afterwards."""
     from stream.redis_store import RedisStore
 
-    store = RedisStore.from_url(
-        settings.redis_url.get_secret_value(),
-        history_length=settings.history_length,
-        dedupe_ttl_s=settings.dedupe_ttl_s,
-        recommendation_ttl_s=settings.recommendation_ttl_s,
-    )
+    store = RedisStore.from_settings(settings)
     try:
         return await use(store)
     finally:
@@ -360,8 +356,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     settings = _settings()
-    asyncio.run(_with_store(settings, lambda store: store.forget(args.user_id)))
-    print(f"forgot user {args.user_id}: history, purchases, seen items, stored lists")  # noqa: T201
+    now = time.time_ns() // 1_000_000
+    keys = asyncio.run(_with_store(settings, lambda store: store.forget(args.user_id, now)))
+    print(  # noqa: T201
+        f"forgot user {args.user_id}: {keys} key(s) deleted (history, purchases, seen items, "
+        "dedupe markers, stored list and vector); their events stamped until now are ignored "
+        f"for {settings.dedupe_ttl_s} s"
+    )
     return 0
 
 
@@ -455,7 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("item_id", nargs="?")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("forget", help="delete every piece of a user's state in Redis")
+    p = sub.add_parser(
+        "forget",
+        help="delete every piece of a user's state in Redis (or produce "
+        '{"type": "forget", "user_id": ...} to STREAMREC_TOPIC_CONTROL)',
+    )
     p.add_argument("user_id")
     p.set_defaults(func=cmd_forget)
 

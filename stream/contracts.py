@@ -50,7 +50,14 @@ class ItemMessage(msgspec.Struct, frozen=True):
     available: bool = True
 
 
+class ControlMessage(msgspec.Struct, frozen=True):
+    type: Literal["forget"]
+    user_id: str
+    request_id: str | None = None
+
+
 _event_decoder = msgspec.json.Decoder(EventMessage)
+_control_decoder = msgspec.json.Decoder(ControlMessage)
 _item_decoder = msgspec.json.Decoder(ItemMessage)
 _encoder = msgspec.json.Encoder()
 
@@ -130,6 +137,24 @@ def decode_item(raw: bytes, *, max_bytes: int) -> Item:
         msg.description,
         msg.available,
     )
+
+
+def decode_control(raw: bytes, *, max_bytes: int) -> ControlMessage:
+    """Decode one ``streamrec.control`` message.
+
+    Raises:
+        InvalidMessage: reason is one of too_large, invalid_json, schema.
+    """
+    msg: ControlMessage = _decode(_control_decoder, raw, max_bytes)
+    _check_id("user_id", msg.user_id)
+    if msg.request_id is not None and len(msg.request_id) > MAX_ID_LENGTH:
+        msg_0 = "schema"
+        raise InvalidMessage(msg_0, f"`request_id` is longer than {MAX_ID_LENGTH} characters")
+    return msg
+
+
+def encode_control(msg: ControlMessage) -> bytes:
+    return _encoder.encode(msg)
 
 
 def recommendation_to_dict(rec: Recommendation) -> dict[str, Any]:

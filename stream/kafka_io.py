@@ -120,6 +120,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         ),
         NewTopic(settings.topic_recommendations, num_partitions=n, replication_factor=1),
         NewTopic(settings.topic_dlq, num_partitions=1, replication_factor=1),
+        NewTopic(settings.topic_control, num_partitions=1, replication_factor=1),
     ]
 
 

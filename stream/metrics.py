@@ -59,6 +59,17 @@ class Metrics:
             "Events already applied (replays), not re-applied.",
             registry=registry,
         )
+        self.forgotten_events = Counter(
+            "streamrec_forgotten_events",
+            "Events ignored because their user asked to be forgotten after them.",
+            registry=registry,
+        )
+        self.control_requests = Counter(
+            "streamrec_control_requests",
+            "Operator requests carried out from the control topic, by type.",
+            ["type"],
+            registry=registry,
+        )
         self.event_to_publish = Histogram(
             "streamrec_event_to_publish_seconds",
             "From the event's ts to its recommendation being acknowledged by Kafka.",

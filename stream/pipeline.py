@@ -26,6 +26,7 @@ from engine.types import Event, Item, UserState
 from index.faiss_index import IndexFileError, index_stamp
 from stream.contracts import (
     InvalidMessage,
+    decode_control,
     decode_event,
     decode_item,
     encode_dead_letter,
@@ -239,12 +240,21 @@ class Pipeline:
         if not events:
             return result
 
-        applied = await self.store.apply(events, now_ms=now)
-        for event, outcome in zip(events, applied, strict=True):
+        outcomes = await self.store.apply(events, now_ms=now)
+        kept = []
+        for event, msg, outcome in zip(events, sources, outcomes, strict=True):
+            if outcome.forgotten:  # the user asked to be forgotten after this event
+                self.metrics.forgotten_events.inc()
+                continue
             self.metrics.events_consumed.labels(type=event.type).inc()
             if not outcome.applied:
                 self.metrics.duplicate_events.inc()
-        states = [a.state for a in applied]
+            kept.append((event, msg, outcome))
+        if not kept:
+            return result
+        events = [e for e, _, _ in kept]
+        sources = [m for _, m, _ in kept]
+        states = [a.state for _, _, a in kept]
         stats = await self._item_stats(states)
 
         started = time.perf_counter()
@@ -253,7 +263,11 @@ class Pipeline:
         )
         self.metrics.retrieval.observe(time.perf_counter() - started)
         await self.store.save_results(
-            [(r.recommendation, r.user_vector) for r in ranked if isinstance(r, Ranked)]
+            [
+                (r.recommendation, r.user_vector, e.ts)
+                for r, e in zip(ranked, events, strict=True)
+                if isinstance(r, Ranked)
+            ]
         )
         for event, msg, r in zip(events, sources, ranked, strict=True):
             if isinstance(r, Ranked):
@@ -264,6 +278,26 @@ class Pipeline:
             else:
                 result.dead_letters.append(self._dead(msg, "processing_error", r))
         return result
+
+    # -- control --------------------------------------------------------------------
+
+    async def handle_control(self, messages: Sequence[RawMessage]) -> list[Outgoing]:
+        """Carry out operator requests (``forget``); returns dead letters for bad ones."""
+        dead = []
+        for msg in messages:
+            try:
+                request = decode_control(msg.value, max_bytes=self.settings.max_message_bytes)
+            except InvalidMessage as exc:
+                dead.append(self._dead(msg, exc.reason, exc.detail))
+                continue
+            keys = await self.store.forget(request.user_id, until_ms=self.clock())
+            self.metrics.control_requests.labels(type=request.type).inc()
+            log.info(
+                "forget request %s carried out: %d key(s) deleted",
+                request.request_id or f"{msg.topic}[{msg.partition}]@{msg.offset}",
+                keys,
+            )
+        return dead
 
     async def _item_stats(self, states: list[UserState]) -> ItemStats:
         """Trending items and the co-occurrences of every user's session items."""

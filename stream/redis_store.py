@@ -11,6 +11,10 @@ Keys (``{u:USER}`` is a Redis Cluster hash tag, so one user's keys share a slot)
 ``sr:{u:USER}:recs``                  latest recommendation message (JSON)
 ``sr:{u:USER}:shown``                 hash item_id -> times recommended in the current
                                       impressions window (only with max_impressions > 0)
+``sr:forgotten:DIGEST``               after a forget request: its time (epoch ms); events of
+                                      the user stamped at or before it are ignored (TTL:
+                                      the dedupe window). DIGEST is SHA-256 of ``USER``, so
+                                      no key or value holds the forgotten user's id
 ``sr:catalog``                        hash item_id -> item JSON
 ``sr:catalog:log``                    stream of item ids in change order
 ``sr:items:trend``                    sorted set item_id -> log-space decayed event count
@@ -27,10 +31,15 @@ was newly set. The item statistics hold no user ids. Each co-occurrence set grow
 ``trend_max_items``.
 
 Single Redis node (or a primary with replicas / Sentinel), not Redis Cluster: the item
-keys live in other hash slots than the user's ``{u:USER}`` keys, and the co-occurrence
-keys of the user's previous items are found inside the script, from the user's history.
+keys and the forget markers live in other hash slots than the user's ``{u:USER}`` keys,
+and the co-occurrence keys of the user's previous items are found inside the script, from
+the user's history.
 Keeping the increments in the dedupe script is what makes them exactly-once; on a
 cluster they would have to move to a second script with its own dedupe marker.
+
+``USER`` is the user id, or its keyed pseudonym when ``STREAMREC_USER_ID_HMAC_KEY`` is set
+(:mod:`stream.pseudonyms`); stored lists then carry the pseudonym too, and
+:meth:`RedisStore.latest_recommendation` puts the caller's user id back.
 
 Connection failures are retried with capped exponential backoff and counted; nothing is
 dropped. A failure of the item-statistics part of the script (it runs under ``pcall``)
@@ -42,7 +51,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -55,6 +66,8 @@ from engine.item_stats import ItemStats, TrendParams, log_weight, trending
 from engine.state import Applied
 from engine.types import Event, Interaction, Item, Recommendation, UserState
 from stream.contracts import decode_item, encode_item, encode_recommendation
+from stream.pseudonyms import pseudonymiser
+from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,6 +123,10 @@ local function item_stats(previous)
   end
 end
 
+local gone = redis.call('GET', KEYS[7])
+if gone and tonumber(ARGV[13]) <= tonumber(gone) then
+  return {-1, {}, {}, {}, 1, {}}  -- the user asked to be forgotten after this event
+end
 local applied, stats = 0, 1
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) then
   local window = tonumber(ARGV[8])
@@ -126,6 +143,20 @@ return {applied, redis.call('LRANGE', KEYS[1], 0, -1), redis.call('SMEMBERS', KE
         redis.call('SMEMBERS', KEYS[4]), stats, redis.call('HGETALL', KEYS[6])}
 """
 
+# Store one list and vector unless the user was forgotten after the event behind them.
+_SAVE = """
+local gone = redis.call('GET', KEYS[4])
+if gone and tonumber(ARGV[4]) <= tonumber(gone) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+local window = tonumber(ARGV[5])
+if window > 0 and #ARGV > 5 then
+  for i = 6, #ARGV do redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
+  redis.call('EXPIRE', KEYS[3], window, 'NX')
+end
+return 1
+"""
+
 _decode_entry = msgspec.json.Decoder(tuple[str, str, int]).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -138,6 +169,7 @@ CATALOG = "sr:catalog"
 CATALOG_LOG = "sr:catalog:log"
 TREND = "sr:items:trend"
 COOCCURRENCE_PREFIX = "sr:co:"
+FORGOTTEN_PREFIX = "sr:forgotten:"
 
 
 def cooccurrence_key(kind: str, item_id: str) -> str:
@@ -164,6 +196,7 @@ class RedisStore:
         cooccurrence_ttl_s: int = 30 * 24 * 3600,
         on_stats_error: Callable[[str], None] | None = None,
         impressions_window_s: int = 0,
+        pseudonym: Callable[[str], str] | None = None,
     ) -> None:
         # redis-py's stubs type every reply as bytes | str | None; replies here are bytes
         # (decode_responses is off), so the client is used untyped.
@@ -181,6 +214,38 @@ class RedisStore:
         self._on_stats_error = on_stats_error
         self.impressions_window_s = impressions_window_s
         self._apply_script = client.register_script(_APPLY)
+        self._save_script = client.register_script(_SAVE)
+        self._pseudonym = pseudonym
+
+    def _key(self, user_id: str, suffix: str) -> str:
+        """The Redis key of one user's ``suffix`` (under their pseudonym, if any)."""
+        return user_key(self._stored_id(user_id), suffix)
+
+    def _forgotten_key(self, user_id: str) -> str:
+        digest = hashlib.sha256(self._stored_id(user_id).encode("utf-8")).hexdigest()
+        return f"{FORGOTTEN_PREFIX}{digest}"
+
+    def _stored_id(self, user_id: str) -> str:
+        return user_id if self._pseudonym is None else self._pseudonym(user_id)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisStore:
+        """A store configured from the settings (``kwargs``: callbacks)."""
+        return cls.from_url(
+            settings.redis_url.get_secret_value(),
+            history_length=settings.history_length,
+            dedupe_ttl_s=settings.dedupe_ttl_s,
+            recommendation_ttl_s=settings.recommendation_ttl_s,
+            retry_max_s=settings.redis_retry_max_s,
+            trend_half_life_s=settings.trend_half_life_s,
+            trend_max_items=settings.trend_max_items,
+            cooccurrence_window=settings.cooccurrence_window,
+            cooccurrence_max_members=settings.cooccurrence_max_members,
+            cooccurrence_ttl_s=settings.cooccurrence_ttl_s,
+            impressions_window_s=settings.impressions_window_s if settings.max_impressions else 0,
+            pseudonym=pseudonymiser(settings.user_id_hmac_key),
+            **kwargs,
+        )
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -223,12 +288,13 @@ class RedisStore:
                     entry = _encode([e.item_id, e.type, e.ts])
                     await self._apply_script(
                         keys=[
-                            user_key(e.user_id, "h"),
-                            user_key(e.user_id, "p"),
-                            user_key(e.user_id, f"ev:{e.event_id}"),
-                            user_key(e.user_id, "s"),
+                            self._key(e.user_id, "h"),
+                            self._key(e.user_id, "p"),
+                            self._key(e.user_id, f"ev:{e.event_id}"),
+                            self._key(e.user_id, "s"),
                             TREND,
-                            user_key(e.user_id, "shown"),
+                            self._key(e.user_id, "shown"),
+                            self._forgotten_key(e.user_id),
                         ],
                         args=[
                             entry,
@@ -243,6 +309,7 @@ class RedisStore:
                             self.cooccurrence_ttl_s,
                             self.trend_max_items,
                             COOCCURRENCE_PREFIX,
+                            e.ts,
                         ],
                         client=pipe,
                     )
@@ -258,63 +325,94 @@ class RedisStore:
                 for _ in range(failed):
                     self._on_stats_error("update")
         return [
-            Applied(_state(e.user_id, r[1], r[2], r[3], r[5]), bool(r[0]))
+            Applied(UserState(e.user_id, ()), applied=False, forgotten=True)
+            if r[0] == -1
+            else Applied(_state(e.user_id, r[1], r[2], r[3], r[5]), bool(r[0]))
             for e, r in zip(events, replies, strict=True)
         ]
 
     async def get(self, user_id: str) -> UserState:
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.lrange(user_key(user_id, "h"), 0, -1)
-                pipe.smembers(user_key(user_id, "p"))
-                pipe.smembers(user_key(user_id, "s"))
-                pipe.hgetall(user_key(user_id, "shown"))
+                pipe.lrange(self._key(user_id, "h"), 0, -1)
+                pipe.smembers(self._key(user_id, "p"))
+                pipe.smembers(self._key(user_id, "s"))
+                pipe.hgetall(self._key(user_id, "shown"))
                 return list(await pipe.execute())
 
         history, purchased, seen, shown = await self.retrying("get", run)
         return _state(user_id, history, purchased, seen, shown)
 
-    async def save_results(self, ranked: Sequence[tuple[Recommendation, np.ndarray]]) -> None:
-        """Store each user's latest list and vector (last one wins within a batch)."""
+    async def save_results(self, ranked: Sequence[tuple[Recommendation, np.ndarray, int]]) -> None:
+        """Store each user's latest list and vector (last one wins within a batch), given
+        as (list, vector, ts of the event behind it); a user forgotten after that event
+        gets nothing stored."""
 
         async def run() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
-                for rec, vector in ranked:
-                    ttl = self.recommendation_ttl_s
-                    pipe.set(user_key(rec.user_id, "recs"), encode_recommendation(rec), ex=ttl)
-                    pipe.set(
-                        user_key(rec.user_id, "emb"), vector.astype(np.float32).tobytes(), ex=ttl
+                for rec, vector, event_ts in ranked:
+                    stored = rec
+                    if self._pseudonym is not None:
+                        stored = dataclasses.replace(rec, user_id=self._stored_id(rec.user_id))
+                    await self._save_script(
+                        keys=[
+                            self._key(rec.user_id, "recs"),
+                            self._key(rec.user_id, "emb"),
+                            self._key(rec.user_id, "shown"),
+                            self._forgotten_key(rec.user_id),
+                        ],
+                        args=[
+                            encode_recommendation(stored),
+                            vector.astype(np.float32).tobytes(),
+                            self.recommendation_ttl_s,
+                            event_ts,
+                            self.impressions_window_s,
+                            *(item.item_id for item in rec.items),
+                        ],
+                        client=pipe,
                     )
-                    if self.impressions_window_s > 0 and rec.items:
-                        shown = user_key(rec.user_id, "shown")
-                        for item in rec.items:
-                            pipe.hincrby(shown, item.item_id, 1)
-                        pipe.expire(shown, self.impressions_window_s, nx=True)
                 await pipe.execute()
 
         if ranked:
             await self.retrying("save", run)
 
     async def latest_recommendation(self, user_id: str) -> bytes | None:
+        """The user's latest stored list (JSON), with their user id."""
+
         async def run() -> Any:
-            return await self.client.get(user_key(user_id, "recs"))
+            return await self.client.get(self._key(user_id, "recs"))
 
         value = await self.retrying("latest", run)
-        return None if value is None else bytes(value)
+        if value is None:
+            return None
+        if self._pseudonym is None:
+            return bytes(value)
+        stored = msgspec.json.decode(value)
+        return msgspec.json.encode(stored | {"user_id": user_id})
 
     async def user_vector(self, user_id: str) -> np.ndarray | None:
-        value = await self.retrying("vector", lambda: self.client.get(user_key(user_id, "emb")))
+        value = await self.retrying("vector", lambda: self.client.get(self._key(user_id, "emb")))
         return None if value is None else np.frombuffer(value, dtype=np.float32)
 
-    async def forget(self, user_id: str) -> None:
-        """Delete every key of this user (history, purchases, dedupe markers, outputs)."""
+    async def forget(self, user_id: str, until_ms: int | None = None) -> int:
+        """Delete every key of this user (history, purchases, seen items, dedupe markers,
+        stored list and vector, impressions); returns how many keys went.
 
-        async def run() -> None:
-            keys = [k async for k in self.client.scan_iter(match=f"sr:{{u:{user_id}}}:*")]
+        With ``until_ms``, also keep a marker (for the dedupe window) so that events of
+        the user stamped at or before ``until_ms`` that are still on their way are
+        ignored instead of bringing the state back.
+        """
+        pattern = user_key(_glob_escape(self._stored_id(user_id)), "*")
+
+        async def run() -> int:
+            keys = [k async for k in self.client.scan_iter(match=pattern, count=1000)]
             if keys:
                 await self.client.delete(*keys)
+            if until_ms is not None:
+                await self.client.set(self._forgotten_key(user_id), until_ms, ex=self.dedupe_ttl_s)
+            return len(keys)
 
-        await self.retrying("forget", run)
+        return await self.retrying("forget", run)
 
     # -- item statistics ------------------------------------------------------------
 
@@ -431,6 +529,12 @@ class RedisStore:
             return items, entries[-1][0].decode()
 
         return await self.retrying("catalog_changes", run)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis glob pattern (a user id "*" must not match
+    everyone's keys)."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
 def _state(

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     topic_items: str = "streamrec.items"
     topic_recommendations: str = "streamrec.recommendations"
     topic_dlq: str = "streamrec.events.dlq"
+    topic_control: str = "streamrec.control"
+    user_id_hmac_key: SecretStr | None = Field(
+        None,
+        description="Key to pseudonymise user ids (HMAC-SHA256) before they reach Redis.",
+    )
     topic_partitions: int = Field(4, ge=1, description="Partitions when the worker creates topics.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How clients talk to Kafka: plain, TLS, SASL, SASL over TLS."

@@ -68,20 +68,10 @@ def load_recommender(settings: Settings) -> Recommender:
 
 def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
     metrics = Metrics(registry)
-    store = RedisStore.from_url(
-        settings.redis_url.get_secret_value(),
-        history_length=settings.history_length,
-        dedupe_ttl_s=settings.dedupe_ttl_s,
-        recommendation_ttl_s=settings.recommendation_ttl_s,
-        retry_max_s=settings.redis_retry_max_s,
+    store = RedisStore.from_settings(
+        settings,
         on_error=lambda op, exc: metrics.redis_errors.labels(op=op).inc(),
-        trend_half_life_s=settings.trend_half_life_s,
-        trend_max_items=settings.trend_max_items,
-        cooccurrence_window=settings.cooccurrence_window,
-        cooccurrence_max_members=settings.cooccurrence_max_members,
-        cooccurrence_ttl_s=settings.cooccurrence_ttl_s,
         on_stats_error=lambda op: metrics.item_stats_errors.labels(op=op).inc(),
-        impressions_window_s=settings.impressions_window_s if settings.max_impressions else 0,
     )
     device = choose_device(settings.device)
     return Pipeline(

@@ -1,6 +1,6 @@
 """Nothing lost, nothing doubled: a worker killed with SIGKILL mid-stream, a worker of a
-group of two killed mid-stream, and a Kafka broker restart mid-stream leave every event
-applied exactly once.
+group of two killed mid-stream, a Kafka broker restart and Redis frozen for a while
+mid-stream leave every event applied exactly once.
 
 The check is the same for both: each user's history in Redis is exactly the stream that
 was produced for them (no gap, no repeat, in order), and every produced event has a
@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -20,10 +22,11 @@ from typing import Any
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from stream.contracts import encode_item
 from stream.kafka_io import ensure_topics
-from stream.local_infra import start_kafka
+from stream.local_infra import start_kafka, start_redis
 from stream.redis_store import user_key
 from stream.replay import catalog_items, wait_for_catalog
 from stream.settings import Settings
@@ -240,3 +243,46 @@ def test_a_kafka_broker_restart_mid_stream_loses_nothing(settings, start_worker,
         print(f"\nbroker restart figures: {figures}")  # noqa: T201 - reported in the test log
     finally:
         broker.stop()
+
+
+def test_redis_unreachable_mid_stream_is_waited_out_and_loses_nothing(
+    settings, start_worker, tmp_path
+):
+    redis_service = start_redis(tmp_path / "redis")  # our own: it is frozen for a while
+    pid = int((tmp_path / "redis" / "redis.pid").read_text())
+    try:
+        settings = settings.model_copy(
+            update={
+                "redis_url": SecretStr(redis_service.address),
+                "history_length": PER_USER * 2,
+                "redis_retry_max_s": 1.0,
+            }
+        )
+        asyncio.run(ensure_topics(settings))
+        worker = start_worker(settings, "redis-outage")
+        _load_catalog(settings)
+        messages, expected, malformed = _stream()
+        producer = SteadyProducer(settings, messages, rate=60)
+        producer.start()
+        _wait(lambda: _consumed(worker) >= 20, 120, "events consumed", worker.log)
+        os.kill(pid, signal.SIGSTOP)  # Redis stops answering: every call times out
+        try:
+            time.sleep(8)
+            assert worker.proc.poll() is None, worker.log()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        producer.join(timeout=180)
+        assert producer.error is None, producer.error
+        figures = _check_exactly_once(settings, expected, malformed, messages)
+        assert figures["applied"] == figures["valid"]
+        errors = sum(
+            worker.metric("streamrec_redis_errors_total", op=op)
+            for op in ("apply", "item_stats", "save", "get")
+        )
+        assert errors > 0, "the outage is counted"
+        assert "redis apply failed" in worker.log() or "redis save failed" in worker.log()
+        assert worker.proc.poll() is None, worker.log()
+        figures["redis_errors_counted"] = errors
+        print(f"\nredis outage figures: {figures}")  # noqa: T201 - reported in the test log
+    finally:
+        redis_service.stop()

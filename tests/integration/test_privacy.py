@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,67 @@ def test_worker_uses_redis_password_and_logs_no_secret_or_user_id(
     assert PASSWORD not in log
     for user in users:
         assert user not in log
+
+
+def test_a_forget_request_on_the_control_topic_erases_a_pseudonymised_user(settings, start_worker):
+    from stream.pseudonyms import pseudonymiser
+
+    key = SecretStr("hmac-key-for-the-test")
+    settings = settings.model_copy(update={"user_id_hmac_key": key})
+    asyncio.run(ensure_topics(settings))
+    worker = start_worker(settings)
+    items = catalog_items(shop.catalog())
+    produce(settings, settings.topic_items, [(i.item_id.encode(), encode_item(i)) for i in items])
+    asyncio.run(wait_for_catalog(settings, {i.item_id for i in items}))
+    carol, dave = "carol-private-9", "dave-private-3"
+    produce(
+        settings,
+        settings.topic_events,
+        [
+            event("c1", carol, "running-1"),
+            event("c2", carol, "running-2"),
+            event("d1", dave, "books-1"),
+        ],
+    )
+    recs = Collector(settings, settings.topic_recommendations).by_trigger("c1", "c2", "d1")
+    assert recs["c2"]["user_id"] == carol  # consumers get the id the producer sent
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    pseudonym = pseudonymiser(key)(carol)
+
+    def carol_keys() -> list[bytes]:
+        return client.keys(f"sr:{{u:{pseudonym}}}:*")
+
+    assert carol_keys()
+    for k in client.keys("*"):  # no id in any key or stored value
+        assert carol.encode() not in k
+        assert dave.encode() not in k
+        if client.type(k) == b"string":
+            assert carol.encode() not in client.get(k)
+
+    before_forget = event("late", carol, "running-3")  # stamped before the request
+    forget = json.dumps({"type": "forget", "user_id": carol, "request_id": "ticket-1"})
+    produce(settings, settings.topic_control, [(carol.encode(), forget.encode())])
+    produce(settings, settings.topic_control, [(None, b'{"type": "forget"}')])  # no user_id
+    deadline = time.monotonic() + 60
+    while worker.metric("streamrec_control_requests_total", type="forget") < 1:
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.2)
+    assert not carol_keys()
+    dead = Collector(settings, settings.topic_dlq).wait_for(lambda rs: len(rs) >= 1)
+    assert dead[0]["reason"] == "schema"
+    assert dead[0]["source"]["topic"] == settings.topic_control
+
+    # An event stamped before the request is ignored; a later one starts afresh.
+    produce(settings, settings.topic_events, [before_forget])
+    time.sleep(0.1)
+    produce(settings, settings.topic_events, [event("fresh", carol, "books-2")])
+    published = Collector(settings, settings.topic_recommendations)
+    published.by_trigger("fresh")
+    assert "late" not in {r["trigger_event_id"] for r in published.records}
+    assert worker.metric("streamrec_forgotten_events_total") == 1
+    history = client.lrange(f"sr:{{u:{pseudonym}}}:h", 0, -1)
+    assert [json.loads(e)[0] for e in history] == ["books-2"]
+    assert client.keys(f"sr:{{u:{pseudonymiser(key)(dave)}}}:*")  # dave is untouched
+    assert "ticket-1" in worker.log()
+    assert carol not in worker.log()
+    client.close()

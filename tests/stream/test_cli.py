@@ -104,7 +104,7 @@ def test_forget_and_explain_work_on_the_real_redis(redis_url):
                 ),
             ),
         )
-        await store.save_results([(rec, np.ones(4, dtype=np.float32))])
+        await store.save_results([(rec, np.ones(4, dtype=np.float32), 0)])
         await store.close()
 
     asyncio.run(seed())

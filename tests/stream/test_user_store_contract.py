@@ -84,6 +84,18 @@ class TestUserStoreContract:
         # forgotten event ids may be sent again and count as new
         assert run(store.apply([ev(1, "a")]))[0].applied
 
+    def test_a_forget_request_keeps_its_older_events_from_coming_back(self, store):
+        run(store.apply([ev(1, "a"), ev(2, "a")]))
+        run(store.forget("a", until_ms=ev(5).ts))
+        late, replayed, newer = run(store.apply([ev(3, "a"), ev(1, "a"), ev(6, "a")]))
+        assert late.forgotten
+        assert replayed.forgotten
+        assert not late.applied
+        assert late.state.history == ()
+        assert newer.applied
+        assert not newer.forgotten
+        assert [i.item_id for i in run(store.get("a")).history] == ["i6"]
+
 
 @pytest.mark.integration
 def test_forget_leaves_no_key_of_the_user_in_redis(redis_url):
@@ -168,7 +180,7 @@ def test_impressions_are_counted_per_item_and_reach_the_next_state(redis_url):
                 return Recommendation("imp", "t", 1, "v", ranked)
 
             vector = np.zeros(2, dtype=np.float32)
-            await store.save_results([(listed("a", "b"), vector), (listed("a"), vector)])
+            await store.save_results([(listed("a", "b"), vector, 0), (listed("a"), vector, 0)])
             after_event = (await store.apply([ev(1, user="imp")]))[0].state.shown
             read = (await store.get("imp")).shown
             ttl = await store.client.ttl("sr:{u:imp}:shown")
@@ -192,9 +204,72 @@ def test_without_an_impressions_window_nothing_is_counted(redis_url):
         try:
             item = RecommendedItem("a", 1, 1.0, "text", "popular", {})
             rec = Recommendation("quiet", "t", 1, "v", (item,))
-            await store.save_results([(rec, np.zeros(2, dtype=np.float32))])
+            await store.save_results([(rec, np.zeros(2, dtype=np.float32), 0)])
             return dict((await store.get("quiet")).shown)
         finally:
             await store.close()
 
     assert run(scenario()) == {}
+
+
+@pytest.mark.integration
+def test_forget_treats_the_user_id_as_text_not_as_a_pattern(redis_url):
+    store = RedisStore.from_url(
+        redis_url, history_length=5, dedupe_ttl_s=600, recommendation_ttl_s=600
+    )
+    run(store.apply([ev(1, "alice"), ev(2, "a*"), ev(3, "a?ice")]))
+    assert run(store.forget("a*")) >= 2  # its history, seen set and dedupe marker
+    assert run(store.forget("a?ice")) >= 2
+    assert len(run(store.get("alice")).history) == 1
+    run(store.close())
+
+
+@pytest.mark.integration
+def test_with_a_pseudonym_key_no_user_id_reaches_redis(redis_url):
+    from pydantic import SecretStr
+
+    from engine.types import Recommendation
+    from stream.pseudonyms import pseudonymiser
+
+    user = "alice@example.com"
+    store = RedisStore.from_url(
+        redis_url,
+        history_length=5,
+        dedupe_ttl_s=600,
+        recommendation_ttl_s=600,
+        pseudonym=pseudonymiser(SecretStr("k1")),
+    )
+    run(store.apply([ev(1, user, kind="purchase"), ev(2, user)]))
+    rec = Recommendation(user, "e2", 5, "m1", ())
+    run(store.save_results([(rec, np.ones(2, dtype=np.float32), ev(2).ts)]))
+    assert [i.item_id for i in run(store.get(user)).history] == ["i1", "i2"]
+    client = redis_sync.Redis.from_url(redis_url)
+    keys = client.keys("*")
+    assert any(k.startswith(b"sr:{u:u1.") for k in keys)
+    for key in keys:
+        assert user.encode() not in key
+        if client.type(key) == b"string":
+            assert user.encode() not in client.get(key)
+    assert b'"user_id":"alice@example.com"' in run(store.latest_recommendation(user))
+    # The same id under another key is another pseudonym: nothing of alice's is found.
+    other = RedisStore.from_url(
+        redis_url,
+        history_length=5,
+        dedupe_ttl_s=600,
+        recommendation_ttl_s=600,
+        pseudonym=pseudonymiser(SecretStr("k2")),
+    )
+    assert run(other.get(user)).history == ()
+    run(store.forget(user))
+    assert not [k for k in client.keys("*") if k.startswith(b"sr:{u:")]
+    run(store.close())
+    run(other.close())
+    client.close()
+
+
+def test_the_pseudonym_examples_hold():
+    import doctest
+
+    import stream.pseudonyms
+
+    assert doctest.testmod(stream.pseudonyms).failed == 0
