@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 
 from engine.types import Event, Item, Recommendation, RecommendedItem
 from stream.contracts import (
+    ControlMessage,
     InvalidMessage,
+    decode_control,
     decode_event,
     decode_item,
+    encode_control,
     encode_dead_letter,
     encode_event,
     encode_item,
@@ -178,3 +181,35 @@ def test_dead_letters_keep_the_original_bytes_and_match_their_schema():
     jsonschema.validate(body, schema("dead_letter"))
     assert base64.b64decode(body["original_b64"]) == raw
     assert body["original_text"] is None
+
+
+class TestControlMessages:
+    def test_a_forget_request_decodes_and_matches_the_schema(self):
+        raw = encode_control(ControlMessage("forget", "u9", request_id="ticket-7"))
+        jsonschema.validate(json.loads(raw), schema("control"))
+        assert decode_control(raw, max_bytes=1024) == ControlMessage("forget", "u9", "ticket-7")
+
+    @pytest.mark.parametrize(
+        ("raw", "reason"),
+        [
+            (b'{"type": "forget"}', "schema"),
+            (b'{"type": "erase-everything", "user_id": "u"}', "schema"),
+            (b'{"type": "forget", "user_id": "  "}', "schema"),
+            (b"\xff\xfe", "invalid_json"),
+            (b'{"type": "forget", "user_id": "' + b"u" * 2000 + b'"}', "too_large"),
+        ],
+    )
+    def test_bad_requests_are_rejected_with_a_reason(self, raw, reason):
+        with pytest.raises(InvalidMessage) as caught:
+            decode_control(raw, max_bytes=1024)
+        assert caught.value.reason == reason
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=256))
+    def test_arbitrary_bytes_never_crash_the_control_decoder(self, raw):
+        reason = "accepted"
+        try:
+            decode_control(raw, max_bytes=1024)
+        except InvalidMessage as exc:
+            reason = exc.reason
+        assert reason in {"accepted", "invalid_json", "schema", "too_large"}

@@ -10,6 +10,9 @@ import json
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from engine.catalog import Catalog
@@ -80,6 +83,72 @@ def test_a_failing_event_is_dead_lettered_and_its_batch_mates_are_served(setting
         assert "FloatingPointError: corrupt vector" in record["error"]
         assert record["source"]["offset"] == 2
         assert metrics.dlq_events.labels(reason="processing_error")._value.get() == 1
+    finally:
+        loop.run_until_complete(pipeline.close())
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+HOSTILE = st.one_of(
+    st.binary(max_size=300),  # arbitrary bytes, invalid UTF-8 included
+    st.builds(
+        lambda body: json.dumps(body).encode(),
+        st.fixed_dictionaries(
+            {
+                "event_id": st.one_of(st.text(max_size=300), st.integers(), st.none()),
+                "user_id": st.one_of(st.text(min_size=1, max_size=300), st.just("x" * 5000)),
+                "item_id": st.sampled_from(["books-1", "running-2", "no-such-item", ""]),
+                "type": st.sampled_from(["view", "purchase", "teleport", ""]),
+                "ts": st.one_of(
+                    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                    st.floats(allow_nan=True, allow_infinity=True),
+                ),
+            }
+        ),
+    ),
+    st.just(b'{"context":' * 3000 + b"1" + b"}" * 3000),  # deeply nested
+    st.just(b'{"event_id": "e", "user_id": "u", "item_id": "i", "type": "view", "ts": NaN}'),
+)
+
+
+def test_any_batch_of_hostile_messages_is_answered_or_dead_lettered_one_for_one(
+    settings, shop_model
+):
+    """Property: whatever arrives, every message gets a list or a dead letter with a known
+    reason, the DLQ counter moves by reason, and the pipeline keeps going."""
+    loop = asyncio.new_event_loop()
+    metrics = Metrics(CollectorRegistry())
+    store = RedisStore.from_settings(settings)
+    index = FaissItemIndex.load(shop_model.model_dir / "index")
+    pipeline = Pipeline(
+        settings, Recommender(shop_model.model, index, Catalog()), store, metrics,
+        clock=lambda: 1_700_000_000_000,
+    )  # fmt: skip
+    known = {"too_large", "invalid_json", "schema", "bad_timestamp", "unknown_item"}
+    runs = []
+
+    @hyp_settings(max_examples=150, deadline=None)
+    @given(st.lists(HOSTILE, min_size=1, max_size=12), st.booleans())
+    def check(raws: list[bytes], with_valid: bool) -> None:
+        messages = [RawMessage(r, None, "events", 0, n) for n, r in enumerate(raws)]
+        if with_valid:
+            messages.append(event(f"e{len(runs) * 100 + 99}", f"ok-{len(runs)}"))
+        before = {r: metrics.dlq_events.labels(reason=r)._value.get() for r in known}
+        result = loop.run_until_complete(pipeline.handle_events(messages))
+        runs.append(len(messages))
+        assert len(result.recommendations) + len(result.dead_letters) == len(messages)
+        reasons = [json.loads(d.value)["reason"] for d in result.dead_letters]
+        assert set(reasons) <= known
+        for r in known:
+            moved = metrics.dlq_events.labels(reason=r)._value.get() - before[r]
+            assert moved == reasons.count(r)
+        if with_valid:
+            assert result.recommendations, "a valid event in a hostile batch is still served"
+
+    try:
+        loop.run_until_complete(store.put_items(catalog_items(shop.catalog())))
+        check()
+        assert len(runs) >= 100  # hypothesis really ran (cases counted in the note)
     finally:
         loop.run_until_complete(pipeline.close())
         loop.run_until_complete(store.close())
