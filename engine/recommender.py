@@ -6,13 +6,16 @@ vectors augmented with the popularity prior (:func:`engine.scoring.augment_items
 its inner product *is* the final score and candidates arrive in final order. Candidates
 are filtered (purchased, unavailable, already seen), de-duplicated and explained
 (:mod:`engine.reasons`). Users without usable history, and short lists, are filled with
-the most popular available items, labelled as such. Online item statistics
+the most popular available items, those in the categories of the user's events first,
+labelled as such. Online item statistics
 (:class:`engine.item_stats.ItemStats`: trending items, bought/viewed-together counts),
 when the caller passes them, back the ``trending`` and ``*_together`` reasons.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -136,6 +139,13 @@ class Recommender:
         self._by_popularity = [
             model.item_ids[i] for i in np.argsort(-model.popularity, kind="stable")
         ]
+        self._popularity_rank = {item: r for r, item in enumerate(self._by_popularity)}
+        # Each category's items, most popular first (the model's categories).
+        self._popular_in: dict[str, list[str]] = {}
+        for item_id in self._by_popularity:
+            category = model.item_categories[self._row[item_id]]
+            if category:
+                self._popular_in.setdefault(category, []).append(item_id)
 
     @property
     def model_version(self) -> str:
@@ -425,20 +435,29 @@ class Recommender:
         start: int,
         stats: ItemStats | None = None,
     ) -> list[tuple[str, float, Reason]]:
-        """Most popular available items not in ``excluded``, to follow ``start`` others.
+        """Most popular available items not in ``excluded``, to follow ``start`` others:
+        first those in the categories of the user's events (a new user's first clicks say
+        where to look), then any.
 
         Their score is the scoring function's (popularity alone for a user without
         history), never a made-up number."""
+        categories = category_counts([self.catalog.get(i.item_id) for i in state.history])
+        in_mine = [self._popular_in.get(c, []) for c in categories]
+        order = itertools.chain(
+            heapq.merge(*in_mine, key=self._popularity_rank.__getitem__), self._by_popularity
+        )
         items: list[tuple[str, float, Reason]] = []
-        for item_id in self._by_popularity:
+        offered: set[str] = set()
+        for item_id in order:
             if start + len(items) == self.params.k:
                 break
-            if item_id in excluded or not self.catalog.is_available(item_id):
+            if item_id in excluded or item_id in offered or not self.catalog.is_available(item_id):
                 continue
+            offered.add(item_id)
             reason = build_reason(
                 self._item(item_id),
                 cited=[],
-                categories=category_counts([]),
+                categories=categories,
                 history_length=len(state.history),
                 cold_start_item=False,
                 popularity=self._popularity(item_id),

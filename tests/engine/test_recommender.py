@@ -93,6 +93,30 @@ def test_a_new_user_gets_popular_items_said_honestly(recommender):
     assert len({i.reason for i in rec.items}) == len(rec.items)
 
 
+def test_a_user_without_usable_history_gets_popular_items_of_their_first_categories(
+    trained: shop.TrainedShop,
+):
+    # No content encoder: a brand-new item gets no vector, so a user who only touched it
+    # has no usable history, only the category of what they touched.
+    from dataclasses import replace
+
+    model = replace(trained.model, content=None)
+    index = ExactIndex(model.dim + 1)
+    index.upsert(*index_entries(model))
+    rec = Recommender(model, index, Catalog(catalog_items(shop.catalog())), RankingParams(k=10))
+    rec.apply_item(Item("kitchen-new", "Brand New Kettle", "kitchen", ("kitchen",)))
+    got = recommend(rec, state("u", "kitchen-new")).items
+    assert departments(got) == ["kitchen"] * 10
+    pops = [recommender_popularity(rec, i.item_id) for i in got]
+    assert pops == sorted(pops, reverse=True)
+    overall = recommend(rec, state("new")).items  # nothing known: popular anywhere
+    assert set(departments(overall)) != {"kitchen"}
+
+
+def recommender_popularity(rec: Recommender, item_id: str) -> float:
+    return float(rec.model.popularity[rec.model.index[item_id]])
+
+
 def test_similarity_reasons_cite_the_users_own_items_by_title(recommender):
     history = ("running-1", "running-7")
     rec = recommend(recommender, state("u", *history))
