@@ -151,6 +151,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"second-stage ranker: {'used' if model.ranker is not None else 'off'} "
             f"(held-out validation NDCG@10 {held_out:.4f} vs {base:.4f} for the model's order)"
         )
+        weights = {
+            k.removeprefix("ranker_"): v
+            for k, v in model.hyperparameters.items()
+            if k.startswith("ranker_")
+        }
+        if weights:
+            console.print(
+                "ranker weights (standardised features): "
+                + ", ".join(f"{k} {v:+.3f}" for k, v in weights.items())
+            )
     console.print(f"model {model.version} written to {out}")
     return 0
 
