@@ -114,19 +114,7 @@ class FaissItemIndex(TableBacked):
         dead = self._table.rows - len(self._table)
         fetch = min(self._table.rows, k + dead)
         scores, rows = self._index.search(q, fetch)
-        out = []
-        for score_row, id_row in zip(scores, rows, strict=True):
-            ids: list[str] = []
-            kept: list[float] = []
-            for score, row in zip(score_row, id_row, strict=True):
-                item_id = self._table.id_at(int(row))
-                if item_id is not None:
-                    ids.append(item_id)
-                    kept.append(float(score))
-                    if len(ids) == k:
-                        break
-            out.append(Hits(tuple(ids), tuple(kept)))
-        return out
+        return [Hits(ids, kept) for ids, kept in self._table.hits(scores, rows, k)]
 
     def save(self, directory: Path) -> None:
         """Write the index, ids and vectors under ``directory`` (created if missing).

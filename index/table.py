@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.ports import FloatArray
 
@@ -90,11 +91,25 @@ class ItemTable:
         row = self._row_of.get(item_id)
         return None if row is None else self._vectors[row].copy()
 
-    def id_at(self, row: int) -> str | None:
-        """The item id stored at ``row`` if that row is alive, else None."""
-        if 0 <= row < len(self._ids) and self._alive[row]:
-            return self._ids[row]
-        return None
+    def hits(
+        self, scores: FloatArray, rows: npt.NDArray[np.int64], k: int
+    ) -> list[tuple[tuple[str, ...], tuple[float, ...]]]:
+        """Per query row, the first ``k`` alive (id, score) pairs of an index's (q, f)
+        result (``rows`` -1 for none), in result order; one vectorised pass."""
+        valid = (rows >= 0) & (rows < len(self._ids))
+        safe = np.where(valid, rows, 0)
+        keep = valid & self._alive[safe]
+        ids = self._ids
+        out = []
+        for q in range(rows.shape[0]):
+            picked = np.flatnonzero(keep[q])[:k]
+            out.append(
+                (
+                    tuple(ids[r] for r in safe[q, picked].tolist()),
+                    tuple(scores[q, picked].tolist()),
+                )
+            )
+        return out
 
     def live(self) -> tuple[list[str], FloatArray]:
         """Alive ids and their vectors, in row order: (n,), (n, d)."""

@@ -70,16 +70,8 @@ class TorchExactIndex(TableBacked):
             return [Hits((), ()) for _ in range(q.shape[0])]
         scores, rows = self.search_tensors(self._torch.as_tensor(q, device=self.device), k)
         scores_np = scores.float().cpu().numpy()
-        rows_np = rows.cpu().numpy()
-        out = []
-        for score_row, id_row in zip(scores_np, rows_np, strict=True):
-            pairs = [
-                (item_id, float(s))
-                for s, r in zip(score_row, id_row, strict=True)
-                if np.isfinite(s) and (item_id := self._table.id_at(int(r))) is not None
-            ]
-            out.append(Hits(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)))
-        return out
+        rows_np = np.where(np.isfinite(scores_np), rows.cpu().numpy(), -1).astype(np.int64)
+        return [Hits(ids, kept) for ids, kept in self._table.hits(scores_np, rows_np, k)]
 
     def search_tensors(self, queries: Any, k: int) -> tuple[Any, Any]:
         """Device-side search for benchmarks and batch callers: (q, d) -> ((q, k'), (q, k'))

@@ -38,6 +38,10 @@ from engine.reasons._types import (
 _KEYS = set(REASON_CODES)
 
 
+#: Most distinct (reason, field names) combinations whose phrasings a generator memoises.
+TIER_CACHE_SIZE = 4096
+
+
 class TemplateGenerator:
     """Renders reasons from their evidence with varied, deterministic phrasings.
 
@@ -66,6 +70,7 @@ class TemplateGenerator:
         self.salt = salt
         self.max_chars = max_chars
         self._table = phrases.EN if language == "en" else phrases.ZH
+        self._tier_cache: dict[tuple[str, frozenset[str]], list[list[str]]] = {}
 
     def phrasings(self, code: str, evidence: Evidence) -> list[list[str]]:
         """Every sentence the evidence supports, in tiers, best first; the last tier is
@@ -157,12 +162,21 @@ class TemplateGenerator:
         if code == "popular" and evidence.get("user_history") == 0:
             key = "popular_new_user"
         fields = self._fields(evidence)
-        tiers = []
-        for tier in (*self._table[key], *self._table["generic"]):
-            usable = [fmt for fmt in tier if _needs(fmt) <= fields.keys()]
-            if usable:
-                tiers.append(usable)
-        return fields, tiers
+        return fields, self._tiers(key, frozenset(fields))
+
+    def _tiers(self, key: str, names: frozenset[str]) -> list[list[str]]:
+        """The phrasings of ``key`` (then the generic ones) that ``names`` can fill, by
+        tier; memoised per generator (few distinct field sets occur)."""
+        found = self._tier_cache.get((key, names))
+        if found is None:
+            found = []
+            for tier in (*self._table[key], *self._table["generic"]):
+                usable = [fmt for fmt in tier if _needs(fmt) <= names]
+                if usable:
+                    found.append(usable)
+            if len(self._tier_cache) < TIER_CACHE_SIZE:
+                self._tier_cache[(key, names)] = found
+        return found
 
     def _hash(self, key: str, code: str) -> int:
         digest = hashlib.blake2b(f"{self.salt}\x1f{key}\x1f{code}".encode(), digest_size=8)

@@ -324,3 +324,26 @@ def test_an_item_shown_too_often_is_not_recommended_again(trained):
     assert first[0] not in again  # shown 3 times: the limit
     assert first[1] in again  # shown twice: still allowed
     assert len(again) == 10
+
+
+def test_a_heavy_user_in_a_batch_of_light_ones_still_gets_the_best_unseen_items(
+    trained: shop.TrainedShop,
+):
+    model = trained.model
+    index = ExactIndex(model.dim + 1)
+    index.upsert(*index_entries(model))
+    params = RankingParams(k=10, fan_out=20, near_duplicate_cosine=2.0)
+    rec = Recommender(model, index, Catalog(catalog_items(shop.catalog())), params)
+    everything = list(model.item_ids)
+    heavy_seen = everything[: len(everything) - 25]  # has seen all but 25 items
+    heavy = UserState(
+        "heavy",
+        tuple(Interaction(i, "view", n) for n, i in enumerate(heavy_seen[-50:])),
+        seen=frozenset(heavy_seen),
+    )  # type: ignore[arg-type]
+    light = [state(f"light-{n}", "books-1") for n in range(9)]
+    got = rec.recommend([*light, heavy], ["t"] * 10, now_ms=5000)[-1].recommendation.items
+    scores = model.score(model.embed_user([i.item_id for i in heavy.history], ["view"] * 50))
+    unseen = [i for i in np.argsort(-scores, kind="stable") if model.item_ids[i] not in heavy.seen]
+    assert [i.item_id for i in got] == [model.item_ids[i] for i in unseen[:10]]
+    assert "popular" not in {i.reason_code for i in got}  # found by search, not filled up
