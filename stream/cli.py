@@ -39,6 +39,7 @@ commands:
   demo          start local Kafka + Redis, train if needed, run a worker, replay
                 MovieLens-100K and show recommendations live (Ctrl-C stops all)
   worker        run a Faust worker (consumes streamrec.events, publishes recommendations)
+  api           serve the HTTP read API (latest lists, /healthz, /readyz, /docs)
   train         learn item vectors and the sequential user encoder (or --dataset ml-100k)
   index build   build the FAISS index of a trained model
   evaluate      full-ranking evaluation of our model against baselines, or with --replay
@@ -261,6 +262,15 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from stream.api import run_api
+
+    settings = _settings()
+    _setup_logging(settings.log_level)
+    run_api(settings, args.host, args.port)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from stream.kafka_io import KafkaUnavailableError
     from stream.worker import ConfigurationError, run_worker
@@ -390,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a Faust worker against STREAMREC_KAFKA_BOOTSTRAP")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser(
+        "api", help="serve GET /v1/users/{user_id}/recommendations, /healthz, /readyz, /docs"
+    )
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")  # noqa: S104
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    p.set_defaults(func=cmd_api)
 
     p = sub.add_parser(
         "train", help="train item vectors and the sequential user encoder from a log"

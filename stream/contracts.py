@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.types import Event, Item, Recommendation
+from engine.types import Event, Item, Recommendation, RecommendedItem
 
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 4096
@@ -175,6 +175,42 @@ def recommendation_to_dict(rec: Recommendation) -> dict[str, Any]:
             for it in rec.items
         ],
     }
+
+
+class _ItemOut(msgspec.Struct, frozen=True):
+    item_id: str
+    rank: int
+    score: float
+    reason: str
+    reason_code: str
+    evidence: dict[str, Any] = {}
+
+
+class _RecommendationOut(msgspec.Struct, frozen=True):
+    user_id: str
+    trigger_event_id: str
+    generated_at: int
+    model_version: str
+    items: list[_ItemOut]
+
+
+_recommendation_decoder = msgspec.json.Decoder(_RecommendationOut)
+
+
+def recommendation_from_json(raw: bytes) -> Recommendation:
+    """Decode one ``streamrec.recommendations`` message (raises msgspec errors on a
+    message that is not one)."""
+    msg = _recommendation_decoder.decode(raw)
+    return Recommendation(
+        msg.user_id,
+        msg.trigger_event_id,
+        msg.generated_at,
+        msg.model_version,
+        tuple(
+            RecommendedItem(i.item_id, i.rank, i.score, i.reason, i.reason_code, i.evidence)
+            for i in msg.items
+        ),
+    )
 
 
 def encode_recommendation(rec: Recommendation) -> bytes:

@@ -124,6 +124,20 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     ]
 
 
+async def ensure_reachable(settings: Settings, timeout_s: float = 5.0) -> None:
+    """Raise :class:`KafkaUnavailableError` (naming the setting) unless Kafka answers."""
+    admin = AIOKafkaAdminClient(
+        **client_options(settings), request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.list_topics(), timeout_s)
+    except (KafkaConnectionError, KafkaError, TimeoutError, OSError) as exc:
+        raise await _diagnose(settings, exc) from exc
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create any missing streamrec topic; returns the names created."""
     admin = AIOKafkaAdminClient(**client_options(settings))

@@ -230,22 +230,23 @@ class RedisStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisStore:
-        """A store configured from the settings (``kwargs``: callbacks)."""
-        return cls.from_url(
-            settings.redis_url.get_secret_value(),
-            history_length=settings.history_length,
-            dedupe_ttl_s=settings.dedupe_ttl_s,
-            recommendation_ttl_s=settings.recommendation_ttl_s,
-            retry_max_s=settings.redis_retry_max_s,
-            trend_half_life_s=settings.trend_half_life_s,
-            trend_max_items=settings.trend_max_items,
-            cooccurrence_window=settings.cooccurrence_window,
-            cooccurrence_max_members=settings.cooccurrence_max_members,
-            cooccurrence_ttl_s=settings.cooccurrence_ttl_s,
-            impressions_window_s=settings.impressions_window_s if settings.max_impressions else 0,
-            pseudonym=pseudonymiser(settings.user_id_hmac_key),
-            **kwargs,
-        )
+        """A store configured from the settings (``kwargs``: callbacks and overrides)."""
+        options: dict[str, Any] = {
+            "history_length": settings.history_length,
+            "dedupe_ttl_s": settings.dedupe_ttl_s,
+            "recommendation_ttl_s": settings.recommendation_ttl_s,
+            "retry_max_s": settings.redis_retry_max_s,
+            "trend_half_life_s": settings.trend_half_life_s,
+            "trend_max_items": settings.trend_max_items,
+            "cooccurrence_window": settings.cooccurrence_window,
+            "cooccurrence_max_members": settings.cooccurrence_max_members,
+            "cooccurrence_ttl_s": settings.cooccurrence_ttl_s,
+            "impressions_window_s": settings.impressions_window_s
+            if settings.max_impressions
+            else 0,
+            "pseudonym": pseudonymiser(settings.user_id_hmac_key),
+        }
+        return cls.from_url(settings.redis_url.get_secret_value(), **(options | kwargs))
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:

@@ -1,0 +1,144 @@
+"""HTTP read API (FastAPI): the latest recommendations of a user, health and readiness.
+
+``streamrec api`` serves it with uvicorn. It reads what the workers store in Redis and
+never writes; events still go through Kafka.
+
+* ``GET /v1/users/{user_id}/recommendations`` -> the latest list with reasons and
+  evidence (the ``streamrec.recommendations`` message), 404 when none is stored.
+* ``GET /healthz`` -> 200 while the process runs (liveness).
+* ``GET /readyz`` -> 200 when Redis and Kafka answer and the model's index is on disk,
+  else 503 with what is missing (readiness).
+* ``GET /openapi.json``, ``/docs`` -> the OpenAPI description.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Path
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from stream.kafka_io import KafkaUnavailableError, ensure_reachable
+from stream.redis_store import RedisStore
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RecommendedItemOut(BaseModel):
+    item_id: str
+    rank: int
+    score: float
+    reason: str
+    reason_code: str
+    evidence: dict[str, Any]
+
+
+class RecommendationOut(BaseModel):
+    """The latest list published for the user (the ``streamrec.recommendations`` message)."""
+
+    user_id: str
+    trigger_event_id: str
+    generated_at: int
+    model_version: str
+    items: list[RecommendedItemOut]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str]
+
+
+def create_api(settings: Settings) -> FastAPI:
+    """The FastAPI app over the settings' Redis, Kafka and model folder."""
+    store: dict[str, RedisStore] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        store["redis"] = RedisStore.from_settings(settings, retry_max_s=0.5)
+        try:
+            yield
+        finally:
+            await store["redis"].close()
+
+    app = FastAPI(
+        title="streamrec",
+        summary="Latest real-time recommendations, with a truthful reason for each item.",
+        version="1",
+        lifespan=lifespan,
+    )
+
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        response_model=RecommendationOut,
+        responses={404: {"description": "No list stored for this user (yet, or any more)."}},
+    )
+    async def recommendations(
+        user_id: str = Path(min_length=1, max_length=256),
+    ) -> dict[str, Any]:
+        try:
+            raw = await asyncio.wait_for(
+                store["redis"].latest_recommendation(user_id), timeout=READ_TIMEOUT_S
+            )
+        except TimeoutError as exc:
+            raise HTTPException(503, "Redis did not answer in time") from exc
+        if raw is None:
+            raise HTTPException(404, "no recommendations stored for this user")
+        found: dict[str, Any] = json.loads(raw)
+        return found
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz() -> Any:
+        checks = {
+            "redis": await _check_redis(store["redis"]),
+            "kafka": await _check_kafka(settings),
+            "index": "ok"
+            if (settings.index_dir / "items.ids.json").is_file()
+            else f"no index in {settings.index_dir} (STREAMREC_MODEL_DIR)",
+        }
+        ready = all(v == "ok" for v in checks.values())
+        body = Readiness(ready=ready, checks=checks)
+        if not ready:
+            return JSONResponse(status_code=503, content=body.model_dump())
+        return body
+
+    return app
+
+
+#: How long a request waits for Redis before answering 503.
+READ_TIMEOUT_S = 2.0
+
+
+async def _check_redis(store: RedisStore) -> str:
+    try:
+        await asyncio.wait_for(store.client.ping(), timeout=READ_TIMEOUT_S)
+    except (TimeoutError, OSError, ConnectionError) as exc:
+        return f"unreachable ({type(exc).__name__}); check STREAMREC_REDIS_URL"
+    except Exception as exc:  # noqa: BLE001 - redis-py's own errors: report, never crash
+        return f"error ({type(exc).__name__}); check STREAMREC_REDIS_URL"
+    return "ok"
+
+
+async def _check_kafka(settings: Settings) -> str:
+    try:
+        await ensure_reachable(settings, timeout_s=READ_TIMEOUT_S)
+    except KafkaUnavailableError as exc:
+        return str(exc)
+    return "ok"
+
+
+def run_api(settings: Settings, host: str, port: int) -> None:
+    """Serve the API with uvicorn until SIGINT/SIGTERM."""
+    import uvicorn
+
+    uvicorn.run(create_api(settings), host=host, port=port, log_level="warning")
