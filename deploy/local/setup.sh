@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the local Kafka broker and redis-server need, then resolve the Kafka jars.
+# Install what the local Kafka broker, redis-server and the Prometheus test need, then
+# resolve the Kafka jars.
 # Idempotent: does nothing that is already done. Debian/Ubuntu (apt-get) only.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -8,6 +9,7 @@ need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v prometheus >/dev/null || need+=(prometheus)  # the scrape test (Debian's build)
 if ((${#need[@]})); then
   sudo=()
   [[ $(id -u) -eq 0 ]] || sudo=(sudo)
