@@ -18,9 +18,10 @@ Assignment is a keyed hash of (experiment, user id): deterministic (every worker
 restart agrees), sticky (a user stays in their arm), uniform over the shares, and
 independent between experiments. Without the key nobody can predict or steer it.
 
-The statistics (:func:`compare`) are a two-proportion z-test with its 95% interval, a
-bootstrap over users for the relative lift, a sample-ratio-mismatch check of the arms'
-sizes against their shares, and a plain-language verdict.
+The statistics (:func:`compare`) judge arms over *users*, the unit of randomisation (a
+delta-method test of the ratio of sums, and a bootstrap over users for the relative
+lift), report the textbook two-proportion z-test over trials next to it, check the arms'
+sizes against their shares (sample ratio mismatch), and end in a plain-language verdict.
 """
 
 from __future__ import annotations
@@ -192,12 +193,16 @@ class Comparison:
     Attributes:
         control, treatment: Arm names.
         rates: (control rate, treatment rate) of successes per trial.
-        diff: treatment - control rate; ``diff_ci``: its 95% half-width.
+        diff: treatment - control rate; ``diff_ci``: its 95% half-width (over users).
         lift: diff / control rate; ``lift_ci``: 95% bootstrap interval over users.
-        p_value: two-sided two-proportion z-test.
+        p_value: two-sided, over users (delta method for a ratio of sums): users are the
+            unit of randomisation, and one user's lists are not independent trials. The
+            verdict uses this one.
+        p_two_proportion: the textbook two-proportion z-test over trials, for reference;
+            it is too optimistic when users differ and see many lists.
         srm_p: sample-ratio-mismatch p-value of the users per arm.
-        users_needed: users per arm for 80% power at the observed rates (None when the
-            difference is significant or zero).
+        users_needed: users per arm for 80% power at the observed difference (None when
+            the difference is significant or zero).
         verdict: a sentence for people.
     """
 
@@ -210,6 +215,7 @@ class Comparison:
     lift: float
     lift_ci: tuple[float, float]
     p_value: float
+    p_two_proportion: float
     srm_p: float
     users_needed: int | None
     verdict: str
@@ -239,10 +245,12 @@ def compare(
     p1 = x1 / n1 if n1 else 0.0
     p2 = x2 / n2 if n2 else 0.0
     diff = p2 - p1
-    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2) if n1 and n2 else math.inf
     pooled = (x1 + x2) / (n1 + n2) if n1 + n2 else 0.0
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2)) if n1 and n2 else 0.0
-    p_value = float(2 * scipy_stats.norm.sf(abs(diff) / se0)) if se0 > 0 else 1.0
+    p_pooled = float(2 * scipy_stats.norm.sf(abs(diff) / se0)) if se0 > 0 else 1.0
+    v1, v2 = _ratio_variance(c_x, c_n), _ratio_variance(t_x, t_n)
+    se = math.sqrt(v1 + v2)
+    p_value = float(2 * scipy_stats.norm.sf(abs(diff) / se)) if se > 0 else 1.0
     z = float(scipy_stats.norm.ppf(1 - alpha / 2))
     lift = diff / p1 if p1 > 0 else math.nan
     lift_ci = _bootstrap_lift(c_x, c_n, t_x, t_n, bootstrap, seed)
@@ -250,14 +258,26 @@ def compare(
     significant = p_value < alpha
     needed = None
     if not significant and diff != 0 and p1 > 0:
-        needed = _users_needed(p1, p2, alpha, (n1 + n2) / max(len(c_n) + len(t_n), 1))
+        per_user = v1 * len(c_n) + v2 * len(t_n)  # variance of one user's contribution
+        needed = _users_needed(diff, per_user, alpha)
     verdict = _verdict(
         metric, c_name, t_name, lift, lift_ci, significant, srm_p, needed, len(c_n) + len(t_n)
     )
     return Comparison(
-        c_name, t_name, metric, (p1, p2), diff, z * se, lift, lift_ci, p_value, srm_p, needed,
-        verdict,
+        c_name, t_name, metric, (p1, p2), diff, z * se, lift, lift_ci, p_value, p_pooled, srm_p,
+        needed, verdict,
     )  # fmt: skip
+
+
+def _ratio_variance(x: npt.NDArray[np.integer], n: npt.NDArray[np.integer]) -> float:
+    """Variance of sum(x) / sum(n) over independent users (delta method)."""
+    m = len(n)
+    total = float(n.sum())
+    if m < 2 or total == 0:
+        return math.inf if m < 2 else 0.0
+    r = float(x.sum()) / total
+    residual = x.astype(np.float64) - r * n.astype(np.float64)
+    return float((residual**2).sum() / total**2 * m / (m - 1))
 
 
 def _bootstrap_lift(
@@ -284,12 +304,11 @@ def _bootstrap_lift(
     return (float(low), float(high))
 
 
-def _users_needed(p1: float, p2: float, alpha: float, trials_per_user: float) -> int:
-    """Users per arm for 80% power to detect p2 vs p1 (two-proportion, normal)."""
+def _users_needed(diff: float, per_user_variance: float, alpha: float) -> int:
+    """Users per arm for 80% power to detect ``diff`` (normal approximation)."""
     z_a = scipy_stats.norm.ppf(1 - alpha / 2)
     z_b = scipy_stats.norm.ppf(0.8)
-    trials = (z_a + z_b) ** 2 * (p1 * (1 - p1) + p2 * (1 - p2)) / (p2 - p1) ** 2
-    return int(math.ceil(float(trials) / max(trials_per_user, 1e-9)))
+    return int(math.ceil(float((z_a + z_b) ** 2 * per_user_variance / diff**2)))
 
 
 def _verdict(

@@ -119,7 +119,7 @@ def test_a_real_difference_is_found_and_sized():
     x1, n1, x2, n2 = a[0].sum(), a[1].sum(), b[0].sum(), b[1].sum()
     pooled = (x1 + x2) / (n1 + n2)
     z = (x2 / n2 - x1 / n1) / np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(z)))
+    assert result.p_two_proportion == pytest.approx(2 * stats.norm.sf(abs(z)))
 
 
 def test_too_little_data_says_how_many_more_users_are_needed():
@@ -138,17 +138,25 @@ def test_a_broken_split_is_reported_before_any_effect():
     assert result.verdict.startswith("Sample ratio mismatch")
 
 
+def _users(rng: np.random.Generator, users: int):
+    """Users who differ: their own click rate (beta) and their own number of lists."""
+    rates = rng.beta(0.5, 4.5, size=users)  # mean 0.1, very uneven
+    lists = rng.integers(1, 60, size=users)
+    return rng.binomial(lists, rates), lists
+
+
 def test_a_a_tests_are_significant_about_as_often_as_alpha_says():
     rng = np.random.default_rng(4)
-    hits = 0
+    hits = naive = 0
     seeds = 400
     for _ in range(seeds):
-        result = compare(
-            "CTR", ("A", *_arm(rng, 500, 0.1)), ("A2", *_arm(rng, 500, 0.1)), bootstrap=10
-        )
+        result = compare("CTR", ("A", *_users(rng, 400)), ("A2", *_users(rng, 400)), bootstrap=10)
         hits += result.p_value < 0.05
+        naive += result.p_two_proportion < 0.05
     # 5% expected; a binomial(400, 0.05) stays within 2.5%..8.5% with >99% probability.
     assert 0.025 <= hits / seeds <= 0.085
+    # Treating each list as an independent trial would cry wolf far more often.
+    assert naive / seeds > 0.15
 
 
 def test_experiment_definitions_are_checked_when_built_in_code_too():
