@@ -14,6 +14,9 @@ optional holdout, and what each variant changes::
     share = 0.5
     overrides = { diversity_weight = 0.3 }
 
+Variants may change ``diversity_weight``, ``num_recommendations``, ``candidate_fan_out``,
+``max_impressions`` and ``reason_language`` (:data:`OVERRIDABLE`).
+
 Assignment is a keyed hash of (experiment, user id): deterministic (every worker, every
 restart agrees), sticky (a user stays in their arm), uniform over the shares, and
 independent between experiments. Without the key nobody can predict or steer it.
@@ -55,12 +58,11 @@ __all__ = [
 HOLDOUT = "holdout"
 #: What a variant may change, and the type each override must have.
 OVERRIDABLE: Mapping[str, type | tuple[type, ...]] = {
-    "model_dir": str,
     "diversity_weight": (int, float),
     "num_recommendations": int,
-    "reason_generator": str,
     "candidate_fan_out": int,
     "max_impressions": int,
+    "reason_language": str,
 }
 
 

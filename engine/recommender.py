@@ -14,6 +14,7 @@ when the caller passes them, back the ``trending`` and ``*_together`` reasons.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import math
@@ -146,6 +147,17 @@ class Recommender:
             category = model.item_categories[self._row[item_id]]
             if category:
                 self._popular_in.setdefault(category, []).append(item_id)
+
+    def with_params(self, params: RankingParams) -> Recommender:
+        """This recommender ranking with other knobs (an experiment's variant): the same
+        model, index, catalog and caches, shared, not copied."""
+        if params == self.params:
+            return self
+        other = copy.copy(self)
+        other.params = params
+        if params.reason_language != self.params.reason_language:
+            other._templates = TemplateGenerator(params.reason_language)
+        return other
 
     @property
     def model_version(self) -> str:

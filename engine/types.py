@@ -6,6 +6,7 @@ sees raw dicts or Faust records.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -84,3 +85,15 @@ class Recommendation:
     generated_at: int
     model_version: str
     items: tuple[RecommendedItem, ...]
+    experiment: str | None = None
+    """The running experiment the list was made under, if any."""
+    variant: str | None = None
+    """The user's arm in it (a variant name, or "holdout")."""
+
+    @property
+    def recommendation_id(self) -> str:
+        """A stable id of this list: the same user, trigger and model give the same id (so a
+        list republished after a crash keeps it). Events may carry it back in
+        ``context.recommendation_id`` when the user acts on the list."""
+        key = f"{self.user_id}\x1f{self.trigger_event_id}\x1f{self.model_version}"
+        return "r-" + hashlib.blake2b(key.encode(), digest_size=10).hexdigest()

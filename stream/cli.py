@@ -40,6 +40,8 @@ commands:
                 MovieLens-100K and show recommendations live (Ctrl-C stops all)
   worker        run a Faust worker (consumes streamrec.events, publishes recommendations)
   api           serve the HTTP read API (latest lists, /healthz, /readyz, /docs)
+  experiment report NAME
+                per-variant CTR and conversions of the running A/B experiment
   train         learn item vectors and the sequential user encoder (or --dataset ml-100k)
   index build   build the FAISS index of a trained model
   evaluate      full-ranking evaluation of our model against baselines, or with --replay
@@ -262,6 +264,64 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from engine.experiments import HOLDOUT, compare
+    from stream.experiment_config import load_running_experiment
+
+    settings = _settings()
+    experiment = load_running_experiment(settings)
+    if experiment is None or experiment.name != args.name:
+        running = "none" if experiment is None else repr(experiment.name)
+        msg = (
+            f"streamrec: experiment {args.name!r} is not in STREAMREC_EXPERIMENTS_FILE "
+            f"(running: {running})"
+        )
+        raise SystemExit(msg)
+    arms = [v.name for v in experiment.variants]
+
+    async def read(store: RedisStore) -> dict[str, dict[str, dict[str, int]]]:
+        whats = ("lists", "click", "add_to_cart", "purchase")
+        return {
+            arm: {w: await store.experiment_counts(experiment.name, arm, w) for w in whats}
+            for arm in [*arms, HOLDOUT]
+        }
+
+    counts = asyncio.run(_with_store(settings, read))
+
+    def arm_data(arm: str, what: str) -> tuple[str, Any, Any]:
+        lists = counts[arm]["lists"]
+        users = sorted(lists)
+        successes = np.asarray([counts[arm][what].get(u, 0) for u in users], dtype=np.int64)
+        return arm, successes, np.asarray([lists[u] for u in users], dtype=np.int64)
+
+    print(f"experiment {experiment.name}: variants {', '.join(arms)}")  # noqa: T201
+    for arm in [*arms, HOLDOUT]:
+        served = counts[arm]["lists"]
+        print(f"  {arm}: {len(served):,} users, {sum(served.values()):,} lists")  # noqa: T201
+    control = experiment.variants[0]
+    for treatment in experiment.variants[1:]:
+        total = control.share + treatment.share
+        for what, metric in (("click", "CTR"), ("add_to_cart", "add-to-cart rate"),
+                             ("purchase", "purchase rate")):  # fmt: skip
+            result = compare(
+                metric,
+                arm_data(control.name, what),
+                arm_data(treatment.name, what),
+                (control.share / total, treatment.share / total),
+            )
+            c, t = result.rates
+            print(  # noqa: T201
+                f"{metric}: {control.name} {c:.4f}, {treatment.name} {t:.4f}; lift "
+                f"{result.lift:+.1%} (95% CI {result.lift_ci[0]:+.1%} .. "
+                f"{result.lift_ci[1]:+.1%}), p {result.p_value:.3g} over users "
+                f"(two-proportion {result.p_two_proportion:.3g}), SRM p {result.srm_p:.3g}\n"
+                f"  {result.verdict}"
+            )
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     from stream.api import run_api
 
@@ -400,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a Faust worker against STREAMREC_KAFKA_BOOTSTRAP")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("experiment", help="A/B experiments (STREAMREC_EXPERIMENTS_FILE)")
+    experiment_sub = p.add_subparsers(dest="experiment_command", required=True)
+    q = experiment_sub.add_parser(
+        "report", help="per-variant CTR and conversions with intervals, p-values, SRM, verdict"
+    )
+    q.add_argument("name", help="the running experiment's name")
+    q.set_defaults(func=cmd_experiment_report)
 
     p = sub.add_parser(
         "api", help="serve GET /v1/users/{user_id}/recommendations, /healthz, /readyz, /docs"

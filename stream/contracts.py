@@ -159,6 +159,9 @@ def encode_control(msg: ControlMessage) -> bytes:
 
 def recommendation_to_dict(rec: Recommendation) -> dict[str, Any]:
     return {
+        "recommendation_id": rec.recommendation_id,
+        "experiment": rec.experiment,
+        "variant": rec.variant,
         "user_id": rec.user_id,
         "trigger_event_id": rec.trigger_event_id,
         "generated_at": rec.generated_at,
@@ -192,6 +195,8 @@ class _RecommendationOut(msgspec.Struct, frozen=True):
     generated_at: int
     model_version: str
     items: list[_ItemOut]
+    experiment: str | None = None
+    variant: str | None = None
 
 
 _recommendation_decoder = msgspec.json.Decoder(_RecommendationOut)
@@ -210,6 +215,8 @@ def recommendation_from_json(raw: bytes) -> Recommendation:
             RecommendedItem(i.item_id, i.rank, i.score, i.reason, i.reason_code, i.evidence)
             for i in msg.items
         ),
+        msg.experiment,
+        msg.variant,
     )
 
 

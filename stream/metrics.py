@@ -123,6 +123,19 @@ class Metrics:
             ["partition"],
             registry=registry,
         )
+        self.experiment_lists = Counter(
+            "streamrec_experiment_lists",
+            "Lists served under the running experiment, by variant (holdout included).",
+            ["experiment", "variant"],
+            registry=registry,
+        )
+        self.experiment_actions = Counter(
+            "streamrec_experiment_actions",
+            "Clicks, add-to-carts and purchases on recommended lists (events carrying "
+            "context.recommendation_id), by experiment variant.",
+            ["experiment", "variant", "type"],
+            registry=registry,
+        )
         self.model_info = Gauge(
             "streamrec_model_info",
             "The model version being served (value 1).",

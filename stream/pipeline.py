@@ -19,9 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from engine.experiments import assign
 from engine.item_stats import ItemStats, session_items
 from engine.ports import CandidateIndex
 from engine.recommender import IndexMismatchError, Ranked, Recommender
+from engine.state import Applied
 from engine.types import Event, Item, UserState
 from index.faiss_index import IndexFileError, index_stamp
 from stream.contracts import (
@@ -32,6 +34,7 @@ from stream.contracts import (
     encode_dead_letter,
     encode_recommendation,
 )
+from stream.experiment_config import load_running_experiment, variant_params
 from stream.metrics import Metrics
 from stream.reason_backends import ReasonWarmer, build_reason_writer, rewrite_reasons
 from stream.redis_store import RedisStore
@@ -95,6 +98,12 @@ class Pipeline:
         self._catalog_lock = asyncio.Lock()
         self._index_loader = index_loader
         self._index_stamp = index_stamp(settings.index_dir)
+        self.experiment = load_running_experiment(settings)
+        self._experiment_key = (
+            b""
+            if settings.experiment_key is None
+            else settings.experiment_key.get_secret_value().encode()
+        )
         metrics.set_model(recommender.model_version)
         metrics.index_items.set(len(recommender.index))
         # Language-model reasons (STREAMREC_REASON_GENERATOR=lm); None keeps the templates.
@@ -257,9 +266,11 @@ class Pipeline:
         states = [a.state for _, _, a in kept]
         stats = await self._item_stats(states)
 
+        arms = self._arms(events)
+        await self._count_experiment(events, arms, [a for _, _, a in kept])
         started = time.perf_counter()
         ranked = await self._in_thread(
-            lambda: self._write_reasons(self._rank_each(states, events, stats))
+            lambda: self._write_reasons(self._rank_arms(states, events, arms, stats))
         )
         self.metrics.retrieval.observe(time.perf_counter() - started)
         await self.store.save_results(
@@ -310,22 +321,87 @@ class Pipeline:
             co_limit=self.settings.cooccurrence_max_members,
         )
 
+    # -- experiments ----------------------------------------------------------------
+
+    def _arms(self, events: Sequence[Event]) -> list[str | None]:
+        """Each event's user's arm in the running experiment (None without one)."""
+        if self.experiment is None:
+            return [None] * len(events)
+        return [assign(self.experiment, e.user_id, self._experiment_key) for e in events]
+
+    async def _count_experiment(
+        self, events: Sequence[Event], arms: Sequence[str | None], outcomes: Sequence[Applied]
+    ) -> None:
+        """Count, per arm and user, the lists served and the actions on lists (events that
+        carry ``context.recommendation_id``); replays count once."""
+        if self.experiment is None:
+            return
+        name = self.experiment.name
+        counts: list[tuple[str, str, str]] = []
+        for event, arm, outcome in zip(events, arms, outcomes, strict=True):
+            if arm is None or not outcome.applied:
+                continue
+            counts.append((arm, event.user_id, "lists"))
+            self.metrics.experiment_lists.labels(experiment=name, variant=arm).inc()
+            context = event.context or {}
+            if event.type != "view" and isinstance(context.get("recommendation_id"), str):
+                counts.append((arm, event.user_id, event.type))
+                self.metrics.experiment_actions.labels(
+                    experiment=name, variant=arm, type=event.type
+                ).inc()
+        await self.store.count_experiment(name, counts)
+
+    def _rank_arms(
+        self,
+        states: list[UserState],
+        events: list[Event],
+        arms: Sequence[str | None],
+        stats: ItemStats | None = None,
+    ) -> list[Ranked | str]:
+        """Rank each arm's users with the arm's settings, in input order."""
+        if self.experiment is None:
+            return self._rank_each(states, events, stats)
+        out: list[Ranked | str | None] = [None] * len(events)
+        for arm in dict.fromkeys(arms):
+            at = [i for i, a in enumerate(arms) if a == arm]
+            variant = self.experiment.variant(str(arm))
+            params = self.settings.ranking_params()
+            if variant is not None:
+                params = variant_params(params, variant.overrides)
+            ranker = self.recommender.with_params(params)
+            done = self._rank_each([states[i] for i in at], [events[i] for i in at], stats, ranker)
+            for i, r in zip(at, done, strict=True):
+                out[i] = (
+                    dataclasses.replace(
+                        r,
+                        recommendation=dataclasses.replace(
+                            r.recommendation, experiment=self.experiment.name, variant=arm
+                        ),
+                    )
+                    if isinstance(r, Ranked)
+                    else r
+                )
+        return [r for r in out if r is not None]
+
     def _rank_each(
-        self, states: list[UserState], events: list[Event], stats: ItemStats | None = None
+        self,
+        states: list[UserState],
+        events: list[Event],
+        stats: ItemStats | None = None,
+        recommender: Recommender | None = None,
     ) -> list[Ranked | str]:
         """Rank the batch; if that fails, rank event by event so one bad event cannot take
         the others down. Failures come back as their error text (for the DLQ)."""
         ids = [e.event_id for e in events]
+        recommender = recommender or self.recommender
         try:
-            return list(self.recommender.recommend(states, ids, self.clock(), stats=stats))
+            return list(recommender.recommend(states, ids, self.clock(), stats=stats))
         except Exception:  # noqa: BLE001 - isolate the failing event below
             log.warning("ranking a batch of %d failed; retrying event by event", len(events))
         out: list[Ranked | str] = []
         for state, event_id in zip(states, ids, strict=True):
             try:
-                out.extend(
-                    self.recommender.recommend([state], [event_id], self.clock(), stats=stats)
-                )
+                out.extend(recommender.recommend([state], [event_id], self.clock(), stats=stats))
             except Exception as exc:
                 log.exception("ranking failed for event %s", event_id)
                 out.append(f"ranking failed: {type(exc).__name__}: {exc}")

@@ -20,6 +20,8 @@ Keys (``{u:USER}`` is a Redis Cluster hash tag, so one user's keys share a slot)
 ``sr:items:trend``                    sorted set item_id -> log-space decayed event count
 ``sr:co:v:ITEM``                      sorted set other item -> times viewed together
 ``sr:co:b:ITEM``                      sorted set other item -> times bought together
+``sr:exp:EXP:VARIANT:WHAT``           hash user -> lists served / clicks / add-to-carts /
+                                      purchases on lists, under experiment EXP
 ====================================  =============================================
 
 Every user-state update is one Lua script (dedupe + append + trim + purchase + item
@@ -170,6 +172,11 @@ CATALOG_LOG = "sr:catalog:log"
 TREND = "sr:items:trend"
 COOCCURRENCE_PREFIX = "sr:co:"
 FORGOTTEN_PREFIX = "sr:forgotten:"
+
+
+def experiment_key(experiment: str, variant: str, what: str) -> str:
+    """``sr:exp:EXPERIMENT:VARIANT:WHAT``: hash of stored user id -> count."""
+    return f"sr:exp:{experiment}:{variant}:{what}"
 
 
 def cooccurrence_key(kind: str, item_id: str) -> str:
@@ -394,6 +401,33 @@ class RedisStore:
     async def user_vector(self, user_id: str) -> np.ndarray | None:
         value = await self.retrying("vector", lambda: self.client.get(self._key(user_id, "emb")))
         return None if value is None else np.frombuffer(value, dtype=np.float32)
+
+    # -- experiments -------------------------------------------------------------
+
+    async def count_experiment(
+        self, experiment: str, counts: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Add one to each (variant, user, what) counter: ``what`` is "lists" or an event
+        type. Kept per user (under the pseudonym) for the report's tests over users."""
+        if not counts:
+            return
+
+        async def run() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for variant, user_id, what in counts:
+                    pipe.hincrby(
+                        experiment_key(experiment, variant, what), self._stored_id(user_id), 1
+                    )
+                await pipe.execute()
+
+        await self.retrying("experiment", run)
+
+    async def experiment_counts(self, experiment: str, variant: str, what: str) -> dict[str, int]:
+        """Per stored user id, the ``what`` counter of one arm."""
+        raw = await self.retrying(
+            "experiment", lambda: self.client.hgetall(experiment_key(experiment, variant, what))
+        )
+        return {_member(k): int(v) for k, v in raw.items()}
 
     async def forget(self, user_id: str, until_ms: int | None = None) -> int:
         """Delete every key of this user (history, purchases, seen items, dedupe markers,

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     topic_recommendations: str = "streamrec.recommendations"
     topic_dlq: str = "streamrec.events.dlq"
     topic_control: str = "streamrec.control"
+    experiments_file: Path | None = Field(
+        None, description="TOML file of the running A/B experiment (docs/experiments.md)."
+    )
+    experiment_key: SecretStr | None = Field(
+        None, description="Key of the experiment assignment hash (needed with a file)."
+    )
     user_id_hmac_key: SecretStr | None = Field(
         None,
         description="Key to pseudonymise user ids (HMAC-SHA256) before they reach Redis.",
@@ -181,6 +187,9 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 msg = f"STREAMREC_{name.upper()}={path} is not a file"
                 raise ValueError(msg)
+        if self.experiments_file is not None and self.experiment_key is None:
+            msg = "STREAMREC_EXPERIMENTS_FILE needs STREAMREC_EXPERIMENT_KEY (the assignment key)"
+            raise ValueError(msg)
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             msg = "STREAMREC_KAFKA_SSL_CERTFILE and STREAMREC_KAFKA_SSL_KEYFILE come together"
             raise ValueError(msg)
