@@ -94,6 +94,18 @@ def _load_catalog(settings: Settings) -> int:
     return len(items)
 
 
+def _started(settings: Settings, start_worker, name: str, **update: object):
+    """Settings for these tests (long histories, quick failure detection) with
+    ``update``, the topics, a first worker and the catalog taken in."""
+    settings = settings.model_copy(
+        update={"history_length": PER_USER * 2, "kafka_session_timeout_s": 8.0, **update}
+    )
+    asyncio.run(ensure_topics(settings))
+    worker = start_worker(settings, name)
+    _load_catalog(settings)
+    return settings, worker
+
+
 def _wait(condition: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -159,12 +171,7 @@ def _dead_id(record: dict[str, Any]) -> str:
 def test_a_worker_killed_with_sigkill_twice_mid_stream_applies_every_event_once(
     settings, start_worker
 ):
-    settings = settings.model_copy(
-        update={"history_length": PER_USER * 2, "kafka_session_timeout_s": 8.0}
-    )
-    asyncio.run(ensure_topics(settings))
-    worker = start_worker(settings, "crash-0")
-    _load_catalog(settings)
+    settings, worker = _started(settings, start_worker, "crash-0")
     messages, expected, malformed = _stream()
     producer = SteadyProducer(settings, messages, rate=60)
     producer.start()
@@ -188,13 +195,8 @@ def test_a_worker_killed_with_sigkill_twice_mid_stream_applies_every_event_once(
 
 
 def test_when_one_of_two_workers_stops_mid_stream_the_other_takes_over(settings, start_worker):
-    settings = settings.model_copy(
-        update={"history_length": PER_USER * 2, "kafka_session_timeout_s": 8.0}
-    )
-    asyncio.run(ensure_topics(settings))
-    first = start_worker(settings, "first")
+    settings, first = _started(settings, start_worker, "first")
     second = start_worker(settings.model_copy(update={"metrics_port": free_port()}), "second")
-    _load_catalog(settings)
     messages, expected, malformed = _stream()
     producer = SteadyProducer(settings, messages, rate=60)
     producer.start()
@@ -217,16 +219,9 @@ def test_when_one_of_two_workers_stops_mid_stream_the_other_takes_over(settings,
 def test_a_kafka_broker_restart_mid_stream_loses_nothing(settings, start_worker, tmp_path):
     broker = start_kafka(tmp_path / "kafka")  # our own broker: the session's stays up
     try:
-        settings = settings.model_copy(
-            update={
-                "kafka_bootstrap": broker.address,
-                "history_length": PER_USER * 2,
-                "kafka_session_timeout_s": 8.0,
-            }
+        settings, worker = _started(
+            settings, start_worker, "restart", kafka_bootstrap=broker.address
         )
-        asyncio.run(ensure_topics(settings))
-        worker = start_worker(settings, "restart")
-        _load_catalog(settings)
         messages, expected, malformed = _stream()
         half = len(messages) // 2
         produce(settings, settings.topic_events, messages[:half])
@@ -251,16 +246,13 @@ def test_redis_unreachable_mid_stream_is_waited_out_and_loses_nothing(
     redis_service = start_redis(tmp_path / "redis")  # our own: it is frozen for a while
     pid = int((tmp_path / "redis" / "redis.pid").read_text())
     try:
-        settings = settings.model_copy(
-            update={
-                "redis_url": SecretStr(redis_service.address),
-                "history_length": PER_USER * 2,
-                "redis_retry_max_s": 1.0,
-            }
+        settings, worker = _started(
+            settings,
+            start_worker,
+            "redis-outage",
+            redis_url=SecretStr(redis_service.address),
+            redis_retry_max_s=1.0,
         )
-        asyncio.run(ensure_topics(settings))
-        worker = start_worker(settings, "redis-outage")
-        _load_catalog(settings)
         messages, expected, malformed = _stream()
         producer = SteadyProducer(settings, messages, rate=60)
         producer.start()

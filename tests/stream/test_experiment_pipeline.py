@@ -123,20 +123,18 @@ def test_each_arm_is_ranked_with_its_settings_and_counted_for_the_report(
         loop.run_until_complete(store.close())
         loop.close()
 
-    report = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "experiment", "report", "short-lists"],
-        cwd=ROOT,
-        env={**os.environ, **settings_env(settings)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    report = _report(settings, "short-lists")
     assert report.returncode == 0, report.stderr
     assert "CTR: A 0.5000, B 0.5000" in report.stdout
     assert "No difference in CTR" in report.stdout or "Not enough data" in report.stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "experiment", "report", "nope"],
+    missing = _report(settings, "nope")
+    assert missing.returncode != 0
+    assert "not in STREAMREC_EXPERIMENTS_FILE" in missing.stderr
+
+
+def _report(settings: Settings, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", "experiment", "report", name],
         cwd=ROOT,
         env={**os.environ, **settings_env(settings)},
         capture_output=True,
@@ -144,8 +142,6 @@ def test_each_arm_is_ranked_with_its_settings_and_counted_for_the_report(
         timeout=120,
         check=False,
     )
-    assert missing.returncode != 0
-    assert "not in STREAMREC_EXPERIMENTS_FILE" in missing.stderr
 
 
 def test_an_experiments_file_without_a_key_is_refused():
