@@ -253,10 +253,21 @@ def _choose_index(
 
 def cmd_index_build(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     model_dir = Path(args.model_dir)
-    indexed, added, factory = build_index(model_dir, args.factory, args.device, say=console.print)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        # Unknown length (the tuning stops early once a setting is exact enough): the bar
+        # pulses, each measurement is printed above it as it finishes.
+        task = bar.add_task(f"building the index of {model_dir}", total=None)
+
+        def say(line: str) -> None:
+            bar.console.print(line)
+            bar.update(task, description=f"index build: {line[:60]}")
+
+        indexed, added, factory = build_index(model_dir, args.factory, args.device, say=say)
     console.print(
         f"indexed {indexed:,} items ({added:,} from content) with {factory} "
         f"into {model_dir / 'index'}"
