@@ -518,28 +518,20 @@ class ItemModel:
         categories: Sequence[str],
         prices: npt.NDArray[np.floating],
         user: CandidateContext,
+        table: CoTable | None = None,
+        settings: RankerSettings | None = None,
     ) -> npt.NDArray[np.float64]:
-        """:func:`engine.ranker.candidate_features` with this model's table and settings
-        (candidate rows -1: items the model has no row for)."""
-        if self.ranker is None or self.cotable is None:
+        """:func:`engine.ranker.candidate_features` with this model's popularity, and its
+        co-occurrence table and ranker settings unless ``table`` / ``settings`` are given
+        (training, before the model has a ranker). Candidate rows -1: items the model has
+        no row for."""
+        if table is None:
+            table = self.cotable
+        if settings is None and self.ranker is not None:
+            settings = self.ranker.settings
+        if table is None or settings is None:
             msg = f"model {self.version} has no ranker"
             raise ValueError(msg)
-        return self._features(
-            scores, candidates, sources, categories, prices, user, self.cotable,
-            self.ranker.settings,
-        )  # fmt: skip
-
-    def _features(
-        self,
-        scores: npt.NDArray[np.floating],
-        candidates: npt.NDArray[np.intp],
-        sources: npt.NDArray[np.bool_],
-        categories: Sequence[str],
-        prices: npt.NDArray[np.floating],
-        user: CandidateContext,
-        table: CoTable,
-        settings: RankerSettings,
-    ) -> npt.NDArray[np.float64]:
         known = candidates >= 0
         pop = np.where(known, self.log_popularity[np.where(known, candidates, 0)], 0.0)
         return candidate_features(
@@ -587,7 +579,7 @@ class ItemModel:
         cands, flags = cands[order], flags[order]
         prices = np.asarray([self.item_price(int(r)) for r in cands], dtype=np.float64)
         categories = [self.item_categories[r] for r in cands]
-        features = self._features(
+        features = self.ranker_features(
             masked[cands], cands, flags, categories, prices, user, table, settings
         )
         return cands, features

@@ -99,6 +99,12 @@ class Pipeline:
         self._index_loader = index_loader
         self._index_stamp = index_stamp(settings.index_dir)
         self.experiment = load_running_experiment(settings)
+        # Each arm's ranking settings: the defaults (holdout), or with a variant's overrides.
+        self._default_params = settings.ranking_params()
+        self._arm_params = {
+            v.name: variant_params(self._default_params, v.overrides)
+            for v in (self.experiment.variants if self.experiment is not None else ())
+        }
         self._experiment_key = (
             b""
             if settings.experiment_key is None
@@ -364,11 +370,10 @@ class Pipeline:
         out: list[Ranked | str | None] = [None] * len(events)
         for arm in dict.fromkeys(arms):
             at = [i for i, a in enumerate(arms) if a == arm]
-            variant = self.experiment.variant(str(arm))
-            params = self.settings.ranking_params()
-            if variant is not None:
-                params = variant_params(params, variant.overrides)
-            ranker = self.recommender.with_params(params)
+            # Per batch, not at start: the recommender's index may have been hot-swapped.
+            ranker = self.recommender.with_params(
+                self._arm_params.get(str(arm), self._default_params)
+            )
             done = self._rank_each([states[i] for i in at], [events[i] for i in at], stats, ranker)
             for i, r in zip(at, done, strict=True):
                 out[i] = (

@@ -231,14 +231,17 @@ def test_with_a_pseudonym_key_no_user_id_reaches_redis(redis_url):
     from engine.types import Recommendation
     from stream.pseudonyms import pseudonymiser
 
+    def keyed(key: str) -> RedisStore:
+        return RedisStore.from_url(
+            redis_url,
+            history_length=5,
+            dedupe_ttl_s=600,
+            recommendation_ttl_s=600,
+            pseudonym=pseudonymiser(SecretStr(key)),
+        )
+
     user = "alice@example.com"
-    store = RedisStore.from_url(
-        redis_url,
-        history_length=5,
-        dedupe_ttl_s=600,
-        recommendation_ttl_s=600,
-        pseudonym=pseudonymiser(SecretStr("k1")),
-    )
+    store = keyed("k1")
     run(store.apply([ev(1, user, kind="purchase"), ev(2, user)]))
     rec = Recommendation(user, "e2", 5, "m1", ())
     run(store.save_results([(rec, np.ones(2, dtype=np.float32), ev(2).ts)]))
@@ -252,13 +255,7 @@ def test_with_a_pseudonym_key_no_user_id_reaches_redis(redis_url):
             assert user.encode() not in client.get(key)
     assert b'"user_id":"alice@example.com"' in run(store.latest_recommendation(user))
     # The same id under another key is another pseudonym: nothing of alice's is found.
-    other = RedisStore.from_url(
-        redis_url,
-        history_length=5,
-        dedupe_ttl_s=600,
-        recommendation_ttl_s=600,
-        pseudonym=pseudonymiser(SecretStr("k2")),
-    )
+    other = keyed("k2")
     assert run(other.get(user)).history == ()
     run(store.forget(user))
     assert not [k for k in client.keys("*") if k.startswith(b"sr:{u:")]
