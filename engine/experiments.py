@@ -14,8 +14,8 @@ optional holdout, and what each variant changes::
     share = 0.5
     overrides = { diversity_weight = 0.3 }
 
-Variants may change ``diversity_weight``, ``num_recommendations``, ``candidate_fan_out``,
-``max_impressions`` and ``reason_language`` (:data:`OVERRIDABLE`).
+Variants may change the ranking knobs, the model, the learned ranker's candidate sources
+and feature weights, and the reason generator and language (:data:`OVERRIDABLE`).
 
 Assignment is a keyed hash of (experiment, user id): deterministic (every worker, every
 restart agrees), sticky (a user stays in their arm), uniform over the shares, and
@@ -41,6 +41,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats as scipy_stats
 
+from engine.ranker import FEATURES, SOURCES
+
 __all__ = [
     "HOLDOUT",
     "OVERRIDABLE",
@@ -56,13 +58,44 @@ __all__ = [
 
 #: The arm name of users held out of an experiment.
 HOLDOUT = "holdout"
-#: What a variant may change, and the type each override must have.
-OVERRIDABLE: Mapping[str, type | tuple[type, ...]] = {
-    "diversity_weight": (int, float),
-    "num_recommendations": int,
-    "candidate_fan_out": int,
-    "max_impressions": int,
-    "reason_language": str,
+#: What a variant may change, and what each override must be.
+OVERRIDABLE: Mapping[str, str] = {
+    "diversity_weight": "a number in [0, 1]",
+    "num_recommendations": "an integer >= 1",
+    "candidate_fan_out": "an integer >= 0",
+    "max_impressions": "an integer >= 0",
+    "reason_language": '"en" or "zh"',
+    "reason_generator": '"template" or "lm"',
+    "model_dir": "a trained model directory (with its index/), relative to the file",
+    "candidate_sources": f"a non-empty list of {', '.join(SOURCES)}",
+    "ranking_weights": "a table of ranker feature -> weight",
+}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _integer(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+_VALID: Mapping[str, Any] = {
+    "diversity_weight": lambda v: _number(v) and 0 <= v <= 1,
+    "num_recommendations": lambda v: _integer(v, 1),
+    "candidate_fan_out": lambda v: _integer(v, 0),
+    "max_impressions": lambda v: _integer(v, 0),
+    "reason_language": lambda v: v in ("en", "zh"),
+    "reason_generator": lambda v: v in ("template", "lm"),
+    "model_dir": lambda v: isinstance(v, str) and bool(v.strip()),
+    "candidate_sources": lambda v: (
+        isinstance(v, list) and bool(v) and len(set(v)) == len(v) and all(s in SOURCES for s in v)
+    ),
+    "ranking_weights": lambda v: (
+        isinstance(v, Mapping)
+        and bool(v)
+        and all(k in FEATURES and _number(w) and math.isfinite(w) for k, w in v.items())
+    ),
 }
 
 
@@ -110,15 +143,17 @@ class Experiment:
             raise ExperimentConfigError(msg)
         for v in self.variants:
             for key, value in v.overrides.items():
-                kind = OVERRIDABLE.get(key)
-                if kind is None:
+                if key not in OVERRIDABLE:
                     msg = (
                         f"{where}, variant {v.name!r}: cannot override {key!r}; "
                         f"one of {', '.join(sorted(OVERRIDABLE))}"
                     )
                     raise ExperimentConfigError(msg)
-                if not isinstance(value, kind) or isinstance(value, bool):
-                    msg = f"{where}, variant {v.name!r}: {key} has the wrong type ({value!r})"
+                if not _VALID[key](value):
+                    msg = (
+                        f"{where}, variant {v.name!r}: {key} must be {OVERRIDABLE[key]}, "
+                        f"got {value!r}"
+                    )
                     raise ExperimentConfigError(msg)
 
     def variant(self, name: str) -> Variant | None:
@@ -202,6 +237,8 @@ class Comparison:
             verdict uses this one.
         p_two_proportion: the textbook two-proportion z-test over trials, for reference;
             it is too optimistic when users differ and see many lists.
+        p_bootstrap: two-sided bootstrap p-value over users (how often the resampled
+            difference falls on the other side of 0, doubled; 0 means below 1/rounds).
         srm_p: sample-ratio-mismatch p-value of the users per arm.
         users_needed: users per arm for 80% power at the observed difference (None when
             the difference is significant or zero).
@@ -218,6 +255,7 @@ class Comparison:
     lift_ci: tuple[float, float]
     p_value: float
     p_two_proportion: float
+    p_bootstrap: float
     srm_p: float
     users_needed: int | None
     verdict: str
@@ -255,7 +293,7 @@ def compare(
     p_value = float(2 * scipy_stats.norm.sf(abs(diff) / se)) if se > 0 else 1.0
     z = float(scipy_stats.norm.ppf(1 - alpha / 2))
     lift = diff / p1 if p1 > 0 else math.nan
-    lift_ci = _bootstrap_lift(c_x, c_n, t_x, t_n, bootstrap, seed)
+    lift_ci, p_boot = _bootstrap(c_x, c_n, t_x, t_n, bootstrap, seed)
     srm_p = sample_ratio_p([len(c_n), len(t_n)], shares)
     significant = p_value < alpha
     needed = None
@@ -266,8 +304,8 @@ def compare(
         metric, c_name, t_name, lift, lift_ci, significant, srm_p, needed, len(c_n) + len(t_n)
     )
     return Comparison(
-        c_name, t_name, metric, (p1, p2), diff, z * se, lift, lift_ci, p_value, p_pooled, srm_p,
-        needed, verdict,
+        c_name, t_name, metric, (p1, p2), diff, z * se, lift, lift_ci, p_value, p_pooled, p_boot,
+        srm_p, needed, verdict,
     )  # fmt: skip
 
 
@@ -282,28 +320,37 @@ def _ratio_variance(x: npt.NDArray[np.integer], n: npt.NDArray[np.integer]) -> f
     return float((residual**2).sum() / total**2 * m / (m - 1))
 
 
-def _bootstrap_lift(
+def _bootstrap(
     c_x: npt.NDArray[np.integer],
     c_n: npt.NDArray[np.integer],
     t_x: npt.NDArray[np.integer],
     t_n: npt.NDArray[np.integer],
     rounds: int,
     seed: int,
-) -> tuple[float, float]:
+) -> tuple[tuple[float, float], float]:
+    """Resampling users of each arm: the lift's 95% interval and the difference's
+    two-sided p-value."""
     if not len(c_n) or not len(t_n):
-        return (math.nan, math.nan)
+        return (math.nan, math.nan), 1.0
     rng = np.random.default_rng(seed)
     ci = rng.integers(0, len(c_n), size=(rounds, len(c_n)))
     ti = rng.integers(0, len(t_n), size=(rounds, len(t_n)))
     with np.errstate(divide="ignore", invalid="ignore"):
         p1 = c_x[ci].sum(axis=1) / c_n[ci].sum(axis=1)
         p2 = t_x[ti].sum(axis=1) / t_n[ti].sum(axis=1)
-        lifts = (p2 - p1) / p1
+        diffs = p2 - p1
+        lifts = diffs / p1
+    diffs = diffs[np.isfinite(diffs)]
+    p_value = (
+        min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+        if len(diffs)
+        else 1.0
+    )
     lifts = lifts[np.isfinite(lifts)]
     if not len(lifts):
-        return (math.nan, math.nan)
+        return (math.nan, math.nan), p_value
     low, high = np.quantile(lifts, [0.025, 0.975])
-    return (float(low), float(high))
+    return (float(low), float(high)), p_value
 
 
 def _users_needed(diff: float, per_user_variance: float, alpha: float) -> int:

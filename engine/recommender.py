@@ -15,6 +15,7 @@ when the caller passes them, back the ``trending`` and ``*_together`` reasons.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import heapq
 import itertools
 import math
@@ -31,7 +32,7 @@ from engine.diversity import mmr_order
 from engine.item_stats import ItemStats
 from engine.model import ItemModel
 from engine.ports import CandidateIndex, FloatArray, Hits
-from engine.ranker import SOURCES, CandidateContext, merge_sources, rerank_scores
+from engine.ranker import FEATURES, SOURCES, CandidateContext, merge_sources, rerank_scores
 from engine.reasons import (
     CitableHistory,
     Language,
@@ -72,6 +73,9 @@ class RankingParams:
             the eligible candidates; 0 keeps the score order.
         max_impressions: an item already recommended to the user this many times in the
             impressions window (``UserState.shown``) is not shown again; 0 turns it off.
+        sources: the candidate sources the learned ranker draws from (:data:`SOURCES`).
+        ranker_weights: (feature, weight) pairs replacing the learned ranker's weights of
+            those features (standardised features, :class:`engine.ranker.LinearRanker`).
     """
 
     k: int = 10
@@ -82,6 +86,18 @@ class RankingParams:
     max_impressions: int = 0
     reasons: ReasonParams = field(default_factory=ReasonParams)
     reason_language: Language = "en"
+    sources: tuple[str, ...] = SOURCES
+    ranker_weights: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.sources) - set(SOURCES)
+        if unknown or not self.sources:
+            msg = f"sources must be a non-empty subset of {SOURCES}, got {self.sources}"
+            raise ValueError(msg)
+        bad = {name for name, _ in self.ranker_weights} - set(FEATURES)
+        if bad:
+            msg = f"unknown ranker features {sorted(bad)}; known: {', '.join(FEATURES)}"
+            raise ValueError(msg)
 
 
 @dataclass(frozen=True)
@@ -150,13 +166,34 @@ class Recommender:
 
     def with_params(self, params: RankingParams) -> Recommender:
         """This recommender ranking with other knobs (an experiment's variant): the same
-        model, index, catalog and caches, shared, not copied."""
+        model, index, catalog and caches, shared, not copied.
+
+        Raises:
+            ValueError: ``params`` choose candidate sources or ranker weights, and the
+                model has no learned ranker to apply them to.
+        """
         if params == self.params:
             return self
+        ranker = self.model.ranker
+        custom = params.ranker_weights or params.sources != SOURCES
+        if custom and ranker is None:
+            msg = (
+                f"model {self.model.version} has no learned ranker (training keeps it only "
+                "when it beats the model's order), so candidate sources and ranking "
+                "weights cannot be changed"
+            )
+            raise ValueError(msg)
         other = copy.copy(self)
         other.params = params
         if params.reason_language != self.params.reason_language:
             other._templates = TemplateGenerator(params.reason_language)
+        if ranker is not None and params.ranker_weights != self.params.ranker_weights:
+            weights = ranker.weights.copy()
+            for name, weight in params.ranker_weights:
+                weights[FEATURES.index(name)] = weight
+            other.model = dataclasses.replace(
+                self.model, ranker=dataclasses.replace(ranker, weights=weights)
+            )
         return other
 
     @property
@@ -553,6 +590,7 @@ class Recommender:
         assert ranker is not None  # noqa: S101 - checked by the caller
         assert table is not None  # noqa: S101 - comes with the ranker
         settings = ranker.settings
+        use = set(self.params.sources)
         ann = [i for i in hits.item_ids if i not in excluded][: settings.candidates]
         hit_score = dict(zip(hits.item_ids, hits.scores, strict=True))
         history = [self._row.get(i.item_id, -1) for i in state.history]
@@ -569,6 +607,10 @@ class Recommender:
             i for i in reversed(self._content_vectors)
             if i not in excluded and self.catalog.is_available(i)
         ][: settings.fresh_candidates]  # fmt: skip
+        ann, co, trend, fresh = (
+            found if source in use else []
+            for source, found in zip(SOURCES, (ann, co, trend, fresh), strict=True)
+        )
         keys, flags = merge_sources(ann, co, trend, fresh)
         query = augment_user(user_vec[None, :])[0]
         scores: list[float] = []

@@ -118,6 +118,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     async def follow_catalog() -> None:
         await pipeline.sync_catalog()
 
+    if settings.experiments_file is not None:
+
+        @app.timer(settings.experiment_refresh_s)  # type: ignore[untyped-decorator]
+        async def follow_experiment() -> None:
+            await pipeline.refresh_experiment()
+
     if settings.index_reload_interval_s > 0:
 
         @app.timer(settings.index_reload_interval_s)  # type: ignore[untyped-decorator]

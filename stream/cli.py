@@ -276,10 +276,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment_report(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from engine.experiments import HOLDOUT, compare
     from stream.experiment_config import load_running_experiment
+    from stream.experiment_report import plot_report, read_report
 
     settings = _settings()
     experiment = load_running_experiment(settings)
@@ -290,46 +288,12 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
             f"(running: {running})"
         )
         raise SystemExit(msg)
-    arms = [v.name for v in experiment.variants]
-
-    async def read(store: RedisStore) -> dict[str, dict[str, dict[str, int]]]:
-        whats = ("lists", "click", "add_to_cart", "purchase")
-        return {
-            arm: {w: await store.experiment_counts(experiment.name, arm, w) for w in whats}
-            for arm in [*arms, HOLDOUT]
-        }
-
-    counts = asyncio.run(_with_store(settings, read))
-
-    def arm_data(arm: str, what: str) -> tuple[str, Any, Any]:
-        lists = counts[arm]["lists"]
-        users = sorted(lists)
-        successes = np.asarray([counts[arm][what].get(u, 0) for u in users], dtype=np.int64)
-        return arm, successes, np.asarray([lists[u] for u in users], dtype=np.int64)
-
-    print(f"experiment {experiment.name}: variants {', '.join(arms)}")  # noqa: T201
-    for arm in [*arms, HOLDOUT]:
-        served = counts[arm]["lists"]
-        print(f"  {arm}: {len(served):,} users, {sum(served.values()):,} lists")  # noqa: T201
-    control = experiment.variants[0]
-    for treatment in experiment.variants[1:]:
-        total = control.share + treatment.share
-        for what, metric in (("click", "CTR"), ("add_to_cart", "add-to-cart rate"),
-                             ("purchase", "purchase rate")):  # fmt: skip
-            result = compare(
-                metric,
-                arm_data(control.name, what),
-                arm_data(treatment.name, what),
-                (control.share / total, treatment.share / total),
-            )
-            c, t = result.rates
-            print(  # noqa: T201
-                f"{metric}: {control.name} {c:.4f}, {treatment.name} {t:.4f}; lift "
-                f"{result.lift:+.1%} (95% CI {result.lift_ci[0]:+.1%} .. "
-                f"{result.lift_ci[1]:+.1%}), p {result.p_value:.3g} over users "
-                f"(two-proportion {result.p_two_proportion:.3g}), SRM p {result.srm_p:.3g}\n"
-                f"  {result.verdict}"
-            )
+    report = asyncio.run(_with_store(settings, lambda store: read_report(store, experiment)))
+    for line in report.lines():
+        print(line)  # noqa: T201
+    if args.chart is not None:
+        plot_report(report, args.chart)
+        print(f"chart: {args.chart}")  # noqa: T201
     return 0
 
 
@@ -343,6 +307,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.experiments import ExperimentConfigError
     from stream.kafka_io import KafkaUnavailableError
     from stream.worker import ConfigurationError, run_worker
 
@@ -350,7 +315,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level)
     try:
         run_worker(settings)
-    except (ConfigurationError, KafkaUnavailableError) as exc:
+    except (ConfigurationError, ExperimentConfigError, KafkaUnavailableError) as exc:
         msg = f"streamrec: {exc}"
         raise SystemExit(msg) from None
     return 0
@@ -478,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="per-variant CTR and conversions with intervals, p-values, SRM, verdict"
     )
     q.add_argument("name", help="the running experiment's name")
+    q.add_argument(
+        "--chart", type=Path, default=None, help="also draw the metrics over time per arm (PNG)"
+    )
     q.set_defaults(func=cmd_experiment_report)
 
     p = sub.add_parser(

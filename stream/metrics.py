@@ -131,9 +131,46 @@ class Metrics:
         )
         self.experiment_actions = Counter(
             "streamrec_experiment_actions",
-            "Clicks, add-to-carts and purchases on recommended lists (events carrying "
-            "context.recommendation_id), by experiment variant.",
-            ["experiment", "variant", "type"],
+            "Clicks, add-to-carts and purchases attributed to recommended lists, by "
+            "experiment variant and attribution (id: the event carries "
+            "context.recommendation_id; window: the item was recommended to the user within "
+            "STREAMREC_ATTRIBUTION_WINDOW_S).",
+            ["experiment", "variant", "type", "attribution"],
+            registry=registry,
+        )
+        self.experiment_items = Counter(
+            "streamrec_experiment_items",
+            "Items recommended under the running experiment, by variant.",
+            ["experiment", "variant"],
+            registry=registry,
+        )
+        self.experiment_reason_fallbacks = Counter(
+            "streamrec_experiment_reason_fallbacks",
+            "Recommended items whose reason fell back: the generic popularity reason, or a "
+            "template sentence where the arm's language model gave none. Divide by "
+            "streamrec_experiment_items_total for the rate.",
+            ["experiment", "variant"],
+            registry=registry,
+        )
+        self.experiment_latency = Histogram(
+            "streamrec_experiment_event_to_publish_seconds",
+            "Event timestamp to recommendation acked by Kafka, by experiment variant.",
+            ["experiment", "variant"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.experiment_coverage = Gauge(
+            "streamrec_experiment_coverage",
+            "Distinct items an arm has recommended since the experiment started, as a share "
+            "of the indexed catalog (refreshed every STREAMREC_EXPERIMENT_REFRESH_S).",
+            ["experiment", "variant"],
+            registry=registry,
+        )
+        self.experiment_reloads = Counter(
+            "streamrec_experiment_reloads",
+            "Changes of STREAMREC_EXPERIMENTS_FILE seen by the worker, by outcome "
+            "(applied, or rejected: the previous experiment keeps running).",
+            ["outcome"],
             registry=registry,
         )
         self.model_info = Gauge(

@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
-from engine.experiments import assign
+from engine.experiments import Experiment
 from engine.item_stats import ItemStats, session_items
 from engine.ports import CandidateIndex
+from engine.reasons import Language
+from engine.reasons.generator import LMReasonWriter
 from engine.recommender import IndexMismatchError, Ranked, Recommender
-from engine.state import Applied
 from engine.types import Event, Item, UserState
 from index.faiss_index import IndexFileError, index_stamp
 from stream.contracts import (
@@ -34,7 +36,7 @@ from stream.contracts import (
     encode_dead_letter,
     encode_recommendation,
 )
-from stream.experiment_config import load_running_experiment, variant_params
+from stream.experiment_runner import ExperimentRunner, Running, fallback_count
 from stream.metrics import Metrics
 from stream.reason_backends import ReasonWarmer, build_reason_writer, rewrite_reasons
 from stream.redis_store import RedisStore
@@ -72,6 +74,9 @@ class BatchResult:
     recommendations: list[Outgoing] = field(default_factory=list)
     event_ts: list[int] = field(default_factory=list)
     dead_letters: list[Outgoing] = field(default_factory=list)
+    #: The running experiment's name, and each list's arm (None: not in it).
+    experiment: str | None = None
+    variants: list[str | None] = field(default_factory=list)
 
 
 class Pipeline:
@@ -85,6 +90,7 @@ class Pipeline:
         metrics: Metrics,
         clock: Callable[[], int] = wall_clock_ms,
         index_loader: Callable[[], CandidateIndex] | None = None,
+        model_loader: Callable[[Path], Recommender] | None = None,
     ) -> None:
         self.settings = settings
         self.recommender = recommender
@@ -98,29 +104,49 @@ class Pipeline:
         self._catalog_lock = asyncio.Lock()
         self._index_loader = index_loader
         self._index_stamp = index_stamp(settings.index_dir)
-        self.experiment = load_running_experiment(settings)
-        # Each arm's ranking settings: the defaults (holdout), or with a variant's overrides.
-        self._default_params = settings.ranking_params()
-        self._arm_params = {
-            v.name: variant_params(self._default_params, v.overrides)
-            for v in (self.experiment.variants if self.experiment is not None else ())
-        }
-        self._experiment_key = (
-            b""
-            if settings.experiment_key is None
-            else settings.experiment_key.get_secret_value().encode()
-        )
+        # The running A/B experiment (STREAMREC_EXPERIMENTS_FILE), its arms and counts.
+        self.experiments = ExperimentRunner(settings, store, metrics, model_loader)
+        self.experiments.start(recommender)
         metrics.set_model(recommender.model_version)
         metrics.index_items.set(len(recommender.index))
-        # Language-model reasons (STREAMREC_REASON_GENERATOR=lm); None keeps the templates.
-        catalog = recommender.catalog
-        self.reason_writer = build_reason_writer(
-            settings, [i.title for i in catalog], {i.category for i in catalog}
-        )
+        # Language-model reasons (STREAMREC_REASON_GENERATOR=lm, or an arm's
+        # reason_generator); None keeps the templates.
+        self.reason_writer: LMReasonWriter | None = None
         self._warmer: ReasonWarmer | None = None
+        self._ensure_reason_writer()
+
+    @property
+    def experiment(self) -> Experiment | None:
+        """The running experiment's definition (None without one)."""
+        running = self.experiments.running
+        return None if running is None else running.experiment
+
+    def _ensure_reason_writer(self) -> None:
+        """Build the language-model writer once something needs it."""
+        running = self.experiments.running
+        wanted = self.settings.reason_generator == "lm" or (
+            running is not None and running.uses_lm()
+        )
+        if not wanted or self.reason_writer is not None:
+            return
+        catalog = self.recommender.catalog
+        self.reason_writer = build_reason_writer(
+            self.settings.model_copy(update={"reason_generator": "lm"}),
+            [i.title for i in catalog],
+            {i.category for i in catalog},
+        )
         if self.reason_writer is not None:
             self._warmer = ReasonWarmer(self.reason_writer)
             self.reason_writer.on_miss = self._warmer.submit
+
+    async def refresh_experiment(self) -> bool:
+        """Re-read the experiments file if it changed (returns whether a new definition
+        now runs), and refresh the arms' stored latency and coverage gauges."""
+        changed = await self.experiments.reload(self.recommender, self._in_thread)
+        if changed:
+            self._ensure_reason_writer()
+        await self.experiments.refresh(len(self.recommender.index))
+        return changed
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -187,7 +213,11 @@ class Pipeline:
 
     async def _apply_items(self, items: Sequence[Item]) -> None:
         def apply() -> list[str]:
-            return [self.recommender.apply_item(item).action for item in items]
+            actions = [self.recommender.apply_item(item).action for item in items]
+            for recommender in self.experiments.arm_models():
+                for item in items:
+                    recommender.apply_item(item)
+            return actions
 
         actions = await self._in_thread(apply)
         if self.reason_writer is not None:  # the guard must know every catalog name
@@ -272,11 +302,11 @@ class Pipeline:
         states = [a.state for _, _, a in kept]
         stats = await self._item_stats(states)
 
-        arms = self._arms(events)
-        await self._count_experiment(events, arms, [a for _, _, a in kept])
+        running = self.experiments.running  # one experiment for the whole batch
+        arms = self.experiments.arms(running, events)
         started = time.perf_counter()
-        ranked = await self._in_thread(
-            lambda: self._write_reasons(self._rank_arms(states, events, arms, stats))
+        ranked, fallbacks = await self._in_thread(
+            lambda: self._rank_arms(states, events, arms, stats, running)
         )
         self.metrics.retrieval.observe(time.perf_counter() - started)
         await self.store.save_results(
@@ -286,12 +316,17 @@ class Pipeline:
                 if isinstance(r, Ranked)
             ]
         )
-        for event, msg, r in zip(events, sources, ranked, strict=True):
+        await self.experiments.record(
+            running, events, arms, [a for _, _, a in kept], ranked, fallbacks
+        )
+        result.experiment = None if running is None else running.name
+        for event, msg, r, arm in zip(events, sources, ranked, arms, strict=True):
             if isinstance(r, Ranked):
                 result.recommendations.append(
                     Outgoing(event.user_id.encode(), encode_recommendation(r.recommendation))
                 )
                 result.event_ts.append(event.ts)
+                result.variants.append(arm)
             else:
                 result.dead_letters.append(self._dead(msg, "processing_error", r))
         return result
@@ -327,66 +362,44 @@ class Pipeline:
             co_limit=self.settings.cooccurrence_max_members,
         )
 
-    # -- experiments ----------------------------------------------------------------
-
-    def _arms(self, events: Sequence[Event]) -> list[str | None]:
-        """Each event's user's arm in the running experiment (None without one)."""
-        if self.experiment is None:
-            return [None] * len(events)
-        return [assign(self.experiment, e.user_id, self._experiment_key) for e in events]
-
-    async def _count_experiment(
-        self, events: Sequence[Event], arms: Sequence[str | None], outcomes: Sequence[Applied]
-    ) -> None:
-        """Count, per arm and user, the lists served and the actions on lists (events that
-        carry ``context.recommendation_id``); replays count once."""
-        if self.experiment is None:
-            return
-        name = self.experiment.name
-        counts: list[tuple[str, str, str]] = []
-        for event, arm, outcome in zip(events, arms, outcomes, strict=True):
-            if arm is None or not outcome.applied:
-                continue
-            counts.append((arm, event.user_id, "lists"))
-            self.metrics.experiment_lists.labels(experiment=name, variant=arm).inc()
-            context = event.context or {}
-            if event.type != "view" and isinstance(context.get("recommendation_id"), str):
-                counts.append((arm, event.user_id, event.type))
-                self.metrics.experiment_actions.labels(
-                    experiment=name, variant=arm, type=event.type
-                ).inc()
-        await self.store.count_experiment(name, counts)
+    # -- ranking ----------------------------------------------------------------------
 
     def _rank_arms(
         self,
         states: list[UserState],
         events: list[Event],
         arms: Sequence[str | None],
-        stats: ItemStats | None = None,
-    ) -> list[Ranked | str]:
-        """Rank each arm's users with the arm's settings, in input order."""
-        if self.experiment is None:
-            return self._rank_each(states, events, stats)
-        out: list[Ranked | str | None] = [None] * len(events)
-        for arm in dict.fromkeys(arms):
-            at = [i for i, a in enumerate(arms) if a == arm]
-            # Per batch, not at start: the recommender's index may have been hot-swapped.
-            ranker = self.recommender.with_params(
-                self._arm_params.get(str(arm), self._default_params)
+        stats: ItemStats | None,
+        running: Running | None,
+    ) -> tuple[list[Ranked | str], list[int]]:
+        """Rank each arm's users with the arm's model, settings and reason generator, in
+        input order; with each list's count of reason fallbacks."""
+        deadline = time.monotonic() + self.settings.reason_budget_ms / 1000
+        if running is None:
+            return self._write_reasons(
+                self._rank_each(states, events, stats),
+                self.settings.reason_generator == "lm",
+                self.settings.reason_language,
+                deadline,
             )
-            done = self._rank_each([states[i] for i in at], [events[i] for i in at], stats, ranker)
-            for i, r in zip(at, done, strict=True):
-                out[i] = (
-                    dataclasses.replace(
-                        r,
-                        recommendation=dataclasses.replace(
-                            r.recommendation, experiment=self.experiment.name, variant=arm
-                        ),
-                    )
-                    if isinstance(r, Ranked)
-                    else r
+        out: list[Ranked | str | None] = [None] * len(events)
+        fallbacks = [0] * len(events)
+        for arm in dict.fromkeys(str(a) for a in arms):
+            at = [i for i, a in enumerate(arms) if a == arm]
+            ranker = self.experiments.ranker(running, arm, self.recommender)
+            done = [
+                self.experiments.label(r, running, arm) if isinstance(r, Ranked) else r
+                for r in self._rank_each(
+                    [states[i] for i in at], [events[i] for i in at], stats, ranker
                 )
-        return [r for r in out if r is not None]
+            ]
+            spec = running.arms[arm]
+            written, counts = self._write_reasons(
+                done, spec.reason_generator == "lm", spec.params.reason_language, deadline
+            )
+            for i, r, n in zip(at, written, counts, strict=True):
+                out[i], fallbacks[i] = r, n
+        return [r for r in out if r is not None], fallbacks
 
     def _rank_each(
         self,
@@ -412,19 +425,33 @@ class Pipeline:
                 out.append(f"ranking failed: {type(exc).__name__}: {exc}")
         return out
 
-    def _write_reasons(self, ranked: list[Ranked | str]) -> list[Ranked | str]:
-        """Let the language model write the reason sentences, within the time budget."""
-        if self.reason_writer is None:
-            return ranked
-        deadline = time.monotonic() + self.settings.reason_budget_ms / 1000
+    def _write_reasons(
+        self, ranked: list[Ranked | str], use_lm: bool, language: Language, deadline: float
+    ) -> tuple[list[Ranked | str], list[int]]:
+        """Let the language model write the reason sentences (``use_lm``) by ``deadline``;
+        with each list's count of reason fallbacks (:func:`fallback_count`)."""
+        if not use_lm or self.reason_writer is None:
+            return ranked, [
+                fallback_count(r.recommendation) if isinstance(r, Ranked) else 0 for r in ranked
+            ]
         lists = [r for r in ranked if isinstance(r, Ranked)]
-        written, stats = rewrite_reasons(
-            self.reason_writer, lists, self.settings.reason_language, deadline=deadline
+        written, stats, outcomes = rewrite_reasons(
+            self.reason_writer, lists, language, deadline=deadline
         )
         for outcome, n in stats.as_dict().items():
             self.metrics.reason_outcomes.labels(outcome=outcome).inc(n)
-        done = iter(written)
-        return [next(done) if isinstance(r, Ranked) else r for r in ranked]
+        done = iter(zip(written, outcomes, strict=True))
+        out: list[Ranked | str] = []
+        counts = []
+        for r in ranked:
+            if isinstance(r, Ranked):
+                w, o = next(done)
+                out.append(w)
+                counts.append(fallback_count(w.recommendation, o))
+            else:
+                out.append(r)
+                counts.append(0)
+        return out, counts
 
     def record_published(self, result: BatchResult) -> None:
         """Count published lists and their event-to-publish latency (after Kafka acked)."""
@@ -432,6 +459,12 @@ class Pipeline:
         for ts in result.event_ts:
             self.metrics.event_to_publish.observe(max(0, now - ts) / 1000.0)
         self.metrics.recommendations_published.inc(len(result.recommendations))
+        if result.experiment is not None:
+            self.experiments.published(
+                result.experiment,
+                [(v, ts) for v, ts in zip(result.variants, result.event_ts, strict=True) if v],
+                now,
+            )
 
     def record_lag(
         self, processed: Mapping[int, int], end_offsets: Mapping[int, int | None]

@@ -334,9 +334,10 @@ def build_reason_writer(
 
 def rewrite_reasons(
     writer: LMReasonWriter, ranked: Sequence[Ranked], language: Language, *, deadline: float
-) -> tuple[list[Ranked], WriterStats]:
+) -> tuple[list[Ranked], WriterStats, list[tuple[str, ...]]]:
     """The ranked lists with their reason sentences written by ``writer`` (model sentences
-    where ready and faithful by ``deadline``, template sentences elsewhere).
+    where ready and faithful by ``deadline``, template sentences elsewhere), the batch's
+    counts, and each list's per-item outcomes (``engine.reasons.generator.OUTCOMES``).
 
     Each list is one ``list_id`` (its trigger event), so no sentence repeats within it.
     Codes and evidence are unchanged; only ``reason`` is rewritten.
@@ -354,13 +355,14 @@ def rewrite_reasons(
         for item in r.recommendation.items
     ]
     written = writer.write(requests, deadline=deadline)
-    texts = iter(written.texts)
-    out = []
+    texts, outcomes = iter(written.texts), iter(written.outcomes)
+    out, per_list = [], []
     for r in ranked:
         items = tuple(dataclasses.replace(i, reason=next(texts)) for i in r.recommendation.items)
+        per_list.append(tuple(next(outcomes) for _ in items))
         out.append(
             dataclasses.replace(
                 r, recommendation=dataclasses.replace(r.recommendation, items=items)
             )
         )
-    return out, written.stats
+    return out, written.stats, per_list

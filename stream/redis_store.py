@@ -22,6 +22,11 @@ Keys (``{u:USER}`` is a Redis Cluster hash tag, so one user's keys share a slot)
 ``sr:co:b:ITEM``                      sorted set other item -> times bought together
 ``sr:exp:EXP:VARIANT:WHAT``           hash user -> lists served / clicks / add-to-carts /
                                       purchases on lists, under experiment EXP
+``sr:exp:EXP:VARIANT:series``         hash MINUTE:WHAT -> the arm's counts per minute of
+                                      event time (lists, actions, items, fallbacks, latency)
+``sr:exp:EXP:VARIANT:items``          HyperLogLog of the items the arm recommended
+``sr:{u:USER}:rec_at``                hash item_id -> "TS|EXP": when it was last recommended
+                                      to the user (expires after the attribution window)
 ====================================  =============================================
 
 Every user-state update is one Lua script (dedupe + append + trim + purchase + item
@@ -57,6 +62,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
@@ -174,9 +180,37 @@ COOCCURRENCE_PREFIX = "sr:co:"
 FORGOTTEN_PREFIX = "sr:forgotten:"
 
 
+#: The per-user experiment counters: lists served and the actions attributed to them.
+EXPERIMENT_PER_USER = ("lists", "click", "add_to_cart", "purchase")
+
+
 def experiment_key(experiment: str, variant: str, what: str) -> str:
-    """``sr:exp:EXPERIMENT:VARIANT:WHAT``: hash of stored user id -> count."""
+    """``sr:exp:EXPERIMENT:VARIANT:WHAT``: a per-user hash (:data:`EXPERIMENT_PER_USER`),
+    the arm's ``series`` hash or its ``items`` HyperLogLog."""
     return f"sr:exp:{experiment}:{variant}:{what}"
+
+
+@dataclass
+class ExperimentRecord:
+    """One batch's experiment counts.
+
+    Attributes:
+        per_user: (variant, user id, what) to count one for; what in EXPERIMENT_PER_USER.
+        series: (variant, "MINUTE:what", amount) to add to the arm's time series.
+        shown: (variant, user id, item ids, event ts) of each list served: its items count
+            toward the arm's coverage and, with ``window_s``, are remembered per user
+            for attribution without a recommendation id.
+        window_s: The attribution window (0: nothing remembered).
+    """
+
+    per_user: list[tuple[str, str, str]] = field(default_factory=list)
+    series: list[tuple[str, str, int]] = field(default_factory=list)
+    shown: list[tuple[str, str, list[str], int]] = field(default_factory=list)
+    window_s: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.per_user or self.series or self.shown)
 
 
 def cooccurrence_key(kind: str, item_id: str) -> str:
@@ -248,8 +282,9 @@ class RedisStore:
             "cooccurrence_window": settings.cooccurrence_window,
             "cooccurrence_max_members": settings.cooccurrence_max_members,
             "cooccurrence_ttl_s": settings.cooccurrence_ttl_s,
+            # A variant may turn impressions on (max_impressions) for its users.
             "impressions_window_s": settings.impressions_window_s
-            if settings.max_impressions
+            if settings.max_impressions or settings.experiments_file is not None
             else 0,
             "pseudonym": pseudonymiser(settings.user_id_hmac_key),
         }
@@ -404,30 +439,61 @@ class RedisStore:
 
     # -- experiments -------------------------------------------------------------
 
-    async def count_experiment(
-        self, experiment: str, counts: Sequence[tuple[str, str, str]]
-    ) -> None:
-        """Add one to each (variant, user, what) counter: ``what`` is "lists" or an event
-        type. Kept per user (under the pseudonym) for the report's tests over users."""
-        if not counts:
+    async def record_experiment(self, experiment: str, record: ExperimentRecord) -> None:
+        """Store one batch's experiment counts in one pipelined round-trip."""
+        if record.empty:
             return
 
         async def run() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
-                for variant, user_id, what in counts:
+                for variant, user_id, what in record.per_user:
                     pipe.hincrby(
                         experiment_key(experiment, variant, what), self._stored_id(user_id), 1
                     )
+                for variant, name, amount in record.series:
+                    pipe.hincrby(experiment_key(experiment, variant, "series"), name, amount)
+                for variant, user_id, items, ts in record.shown:
+                    pipe.pfadd(experiment_key(experiment, variant, "items"), *items)
+                    if record.window_s > 0 and items:
+                        key = self._key(user_id, "rec_at")
+                        pipe.hset(key, mapping=dict.fromkeys(items, f"{ts}|{experiment}"))
+                        pipe.expire(key, record.window_s)
                 await pipe.execute()
 
         await self.retrying("experiment", run)
 
+    async def recommended_at(
+        self, experiment: str, pairs: Sequence[tuple[str, str]]
+    ) -> list[int | None]:
+        """For each (user, item): the event time of the latest list of ``experiment`` that
+        recommended the item to the user (within the attribution window), or None."""
+        if not pairs:
+            return []
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for user_id, item_id in pairs:
+                    pipe.hget(self._key(user_id, "rec_at"), item_id)
+                return list(await pipe.execute())
+
+        out: list[int | None] = []
+        for raw in await self.retrying("experiment", run):
+            ts, _, name = (raw or b"").decode().partition("|")
+            out.append(int(ts) if ts and name == experiment else None)
+        return out
+
     async def experiment_counts(self, experiment: str, variant: str, what: str) -> dict[str, int]:
-        """Per stored user id, the ``what`` counter of one arm."""
+        """Per stored user id, the ``what`` counter of one arm (``"series"``: per
+        ``MINUTE:what`` field, the arm's counts by minute of event time)."""
         raw = await self.retrying(
             "experiment", lambda: self.client.hgetall(experiment_key(experiment, variant, what))
         )
         return {_member(k): int(v) for k, v in raw.items()}
+
+    async def experiment_coverage(self, experiment: str, variant: str) -> int:
+        """About how many distinct items the arm has recommended (HyperLogLog, ~1% error)."""
+        key = experiment_key(experiment, variant, "items")
+        return int(await self.retrying("experiment", lambda: self.client.pfcount(key)))
 
     async def forget(self, user_id: str, until_ms: int | None = None) -> int:
         """Delete every key of this user (history, purchases, seen items, dedupe markers,
@@ -443,6 +509,9 @@ class RedisStore:
             keys = [k async for k in self.client.scan_iter(match=pattern, count=1000)]
             if keys:
                 await self.client.delete(*keys)
+            async for key in self.client.scan_iter(match="sr:exp:*", count=1000):
+                if _member(key).rsplit(":", 1)[-1] in EXPERIMENT_PER_USER:
+                    await self.client.hdel(key, self._stored_id(user_id))
             if until_ms is not None:
                 await self.client.set(self._forgotten_key(user_id), until_ms, ex=self.dedupe_ttl_s)
             return len(keys)

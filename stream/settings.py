@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     experiment_key: SecretStr | None = Field(
         None, description="Key of the experiment assignment hash (needed with a file)."
     )
+    experiment_refresh_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often the experiments file is checked for changes and the arms' "
+        "coverage gauges are refreshed.",
+    )
+    attribution_window_s: int = Field(
+        1800,
+        ge=0,
+        description="An action on an item recommended to the user this recently (event "
+        "time) counts for the arm even without context.recommendation_id (0: only with it).",
+    )
     user_id_hmac_key: SecretStr | None = Field(
         None,
         description="Key to pseudonymise user ids (HMAC-SHA256) before they reach Redis.",

@@ -80,6 +80,10 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
         store,
         metrics,
         index_loader=lambda: FaissItemIndex.load(settings.index_dir, device),
+        # An experiment variant's model_dir: its model and index, like the worker's own.
+        model_loader=lambda folder: load_recommender(
+            settings.model_copy(update={"model_dir": folder})
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream.local_infra import LocalService, start_kafka, start_redis
 from stream.settings import Settings
@@ -108,13 +109,11 @@ class WorkerProcess:
             return resp.read().decode()
 
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample, 0.0 when absent."""
-        want = name + (
-            "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-        )
-        for line in self.metrics().splitlines():
-            if line.startswith(want + " "):
-                return float(line.split()[-1])
+        """The value of the sample with exactly these labels, 0.0 when absent."""
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
         return 0.0
 
     def wait_metrics(self, timeout: float = 60.0) -> None:

@@ -76,10 +76,10 @@ class TrainedShop:
     model_dir: Path
 
 
-def train(model_dir: Path) -> TrainedShop:
+def train(model_dir: Path, dim: int = 16) -> TrainedShop:
     """Train a small model on the synthetic shop and build its Flat index in model_dir."""
     params = TrainParams(
-        dim=16,
+        dim=dim,
         windows=(10,),
         shifts=(1.0,),
         eig_powers=(0.5,),

@@ -49,13 +49,37 @@ def test_an_experiments_file_loads_with_its_variants_and_overrides():
     assert [v.share for v in length.variants] == [0.8, 0.2]
 
 
+def test_a_variant_may_change_the_model_sources_weights_and_reasons():
+    every = FILE.replace(
+        "diversity_weight = 0.3",
+        'model_dir = "models/next", candidate_sources = ["ann", "trending"], '
+        'ranking_weights = { score = 1.0, from_trending = 0.5 }, reason_generator = "lm", '
+        'reason_language = "zh"',
+    )
+    variant = load_experiments(every)[0].variant("B")
+    assert variant is not None
+    assert variant.overrides["model_dir"] == "models/next"
+    assert variant.overrides["candidate_sources"] == ["ann", "trending"]
+    assert variant.overrides["ranking_weights"] == {"score": 1.0, "from_trending": 0.5}
+
+
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
         ("[[experiment]]\nname = 'x'\n[[experiment.variant]]\nname='A'\nshare=1.0\n", "two"),
         (FILE.replace("share = 0.2", "share = 0.3"), "sum to 1"),
         (FILE.replace("diversity_weight", "learning_rate"), "cannot override"),
-        (FILE.replace("= 20", '= "20"'), "wrong type"),
+        (FILE.replace("= 20", '= "20"'), "num_recommendations must be an integer"),
+        (FILE.replace("= 0.3", "= 1.5"), r"diversity_weight must be a number in \[0, 1\]"),
+        (
+            FILE.replace("diversity_weight = 0.3", 'candidate_sources = ["ann", "psychic"]'),
+            "candidate_sources must be a non-empty list of ann, cooccurrence",
+        ),
+        (
+            FILE.replace("diversity_weight = 0.3", "ranking_weights = { charm = 1.0 }"),
+            "ranking_weights must be a table of ranker feature",
+        ),
+        (FILE.replace("diversity_weight = 0.3", 'reason_generator = "gpt"'), "reason_generator"),
         (FILE.replace('name = "B"', 'name = "A"'), "unique"),
         (FILE.replace("holdout = 0.1", "holdout = 1.0"), "holdout"),
         ("[[experiment]]\nname = ", "not valid TOML"),
@@ -120,6 +144,17 @@ def test_a_real_difference_is_found_and_sized():
     pooled = (x1 + x2) / (n1 + n2)
     z = (x2 / n2 - x1 / n1) / np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
     assert result.p_two_proportion == pytest.approx(2 * stats.norm.sf(abs(z)))
+    assert result.p_bootstrap == 0.0  # no resample of 2000 crossed zero: p < 1/2000
+
+
+def test_the_bootstrap_p_value_tracks_the_one_over_users():
+    rng = np.random.default_rng(5)
+    gaps = []
+    for _ in range(30):
+        r = compare("CTR", ("A", *_users(rng, 400)), ("B", *_users(rng, 400)), bootstrap=1000)
+        gaps.append(abs(r.p_value - r.p_bootstrap))
+    assert np.mean(gaps) < 0.04
+    assert max(gaps) < 0.12
 
 
 def test_too_little_data_says_how_many_more_users_are_needed():

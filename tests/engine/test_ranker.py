@@ -263,6 +263,38 @@ def test_trending_items_reach_the_list_through_their_own_source(
     assert set(online[:2]) == set(cold)
 
 
+def test_an_experiment_variant_can_turn_a_source_off_or_reweigh_the_ranker(
+    trained: shop.TrainedShop,
+) -> None:
+    """``RankingParams.sources`` and ``ranker_weights`` (an A/B variant's overrides) act on
+    one view of the recommender; the shared model keeps its learned weights."""
+    model = _few_from_the_index(trained.model, score=0.1, from_trending=3.0)
+    scores = model.score(model.embed_user(HISTORY, ["view"] * 5))
+    seen = [model.index[i] for i in HISTORY]
+    by_score = [int(i) for i in np.argsort(-scores, kind="stable") if i not in seen]
+    cold = {model.item_ids[i] for i in by_score[-2:]}
+    stats = ItemStats(trending={i: TrendingItem(i, 9.0, r) for r, i in enumerate(cold, 1)})
+    online, _, rec = _online_and_offline(model, HISTORY, stats)
+    assert set(online[:2]) == cold  # the trending source brings them, the ranker lifts them
+    state = UserState("u", tuple(Interaction(i, "view", n) for n, i in enumerate(HISTORY)))
+
+    def served(params: RankingParams) -> list[str]:
+        view = rec.with_params(params)
+        items = view.recommend([state], ["t"], now_ms=1, stats=stats)[0].recommendation.items
+        return [i.item_id for i in items]
+
+    without_trending = replace(rec.params, sources=("ann", "cooccurrence", "fresh"))
+    assert not cold & set(served(without_trending))
+    unweighted = replace(rec.params, ranker_weights=(("from_trending", 0.0),))
+    assert not cold & set(served(unweighted)[:2])
+    assert served(rec.params) == online  # the original is untouched
+    assert model.ranker is not None
+    assert model.ranker.weights[FEATURES.index("from_trending")] == 3.0
+    plain = Recommender(trained.model, rec.index, rec.catalog, rec.params)
+    with pytest.raises(ValueError, match="no learned ranker"):
+        plain.with_params(without_trending)
+
+
 def test_co_occurring_items_reach_the_list_through_their_own_source(
     trained: shop.TrainedShop,
 ) -> None:

@@ -266,10 +266,12 @@ def test_ranked_lists_get_the_writers_sentences_and_keep_their_evidence(server, 
 
     writer = LMReasonWriter(backend.complete, Guard())
     lists = [ranked("alice", "e1"), ranked("bob", "e2")]
-    out, stats = rewrite_reasons(writer, lists, "en", deadline=time.monotonic() + 5)
+    out, stats, outcomes = rewrite_reasons(writer, lists, "en", deadline=time.monotonic() + 5)
     assert stats.as_dict()["generated"] == 1
     assert stats.as_dict()["cached"] == 1
     assert stats.as_dict()["fallback_error"] == 2
+    # Per list, one outcome per item: the canned evidence written, the malformed fell back.
+    assert outcomes == [("generated", "fallback_error"), ("cached", "fallback_error")]
     for before, after in zip(lists, out, strict=True):
         texts = [i.reason for i in after.recommendation.items]
         assert texts[0] == "Because 3 of your last 5 items were in canned"
