@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,15 @@ import numpy.typing as npt
 from engine.experiments import HOLDOUT, Comparison, Experiment, compare
 from stream.redis_store import EXPERIMENT_PER_USER, RedisStore
 
-__all__ = ["METRICS", "ArmSummary", "ExperimentReport", "plot_report", "read_report"]
+__all__ = [
+    "METRICS",
+    "ArmSummary",
+    "ExperimentReport",
+    "cumulative",
+    "plot_report",
+    "read_report",
+    "rebucket",
+]
 
 #: (event type, metric name) of the conversions the report compares.
 METRICS = (("click", "CTR"), ("add_to_cart", "add-to-cart rate"), ("purchase", "purchase rate"))
@@ -137,6 +146,16 @@ def cumulative(
     return minutes, rates
 
 
+def rebucket(series: Mapping[int, Mapping[str, int]], step: int) -> dict[int, dict[str, int]]:
+    """Per-minute counts summed into buckets of ``step`` minutes (keyed by first minute)."""
+    out: dict[int, dict[str, int]] = defaultdict(dict)
+    for minute, counts in series.items():
+        bucket = out[minute - minute % step]
+        for what, n in counts.items():
+            bucket[what] = bucket.get(what, 0) + n
+    return dict(out)
+
+
 def plot_report(report: ExperimentReport, path: Path) -> None:
     """A PNG: each arm's cumulative CTR, add-to-cart and purchase rates over event time,
     and the lists it served per minute."""
@@ -147,16 +166,24 @@ def plot_report(report: ExperimentReport, path: Path) -> None:
     from matplotlib.dates import DateFormatter
 
     names = [v.name for v in report.experiment.variants]
+    minutes = [m for name in names for m in report.arms[name].series]
+    step = max(1, (max(minutes) - min(minutes)) // 400) if minutes else 1  # <= ~400 points
     fig, axes = plt.subplots(len(METRICS) + 1, 1, figsize=(9, 10), sharex=True)
     for name in names:
-        series = report.arms[name].series
+        series = rebucket(report.arms[name].series, step)
         for ax, (what, metric) in zip(axes, METRICS, strict=False):
             minutes, rates = cumulative(series, what)
-            ax.plot(_times(minutes), rates, label=name)
+            ax.plot(_times(minutes), rates, marker="o", markersize=3, label=name)
             ax.set_ylabel(f"{metric}\n(cumulative)")
         minutes = sorted(series)
-        axes[-1].plot(_times(minutes), [series[m].get("lists", 0) for m in minutes], label=name)
-    axes[-1].set_ylabel("lists / minute")
+        axes[-1].plot(
+            _times(minutes),
+            [series[m].get("lists", 0) for m in minutes],
+            marker="o",
+            markersize=3,
+            label=name,
+        )
+    axes[-1].set_ylabel("lists / minute" if step == 1 else f"lists / {step} minutes")
     axes[-1].xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M"))  # type: ignore[no-untyped-call]
     axes[0].legend(loc="best")
     axes[0].set_title(f"experiment {report.experiment.name}, by arm (event time, UTC)")
@@ -166,5 +193,5 @@ def plot_report(report: ExperimentReport, path: Path) -> None:
     plt.close(fig)
 
 
-def _times(minutes: list[int]) -> npt.NDArray[np.datetime64]:
-    return np.asarray(minutes, dtype="int64").astype("datetime64[m]")
+def _times(minutes: list[int]) -> list[datetime]:
+    return [datetime.fromtimestamp(m * 60, UTC) for m in minutes]
