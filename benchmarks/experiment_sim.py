@@ -105,11 +105,12 @@ def main() -> int:
 
     ab = compare("CTR", *split(b"ab-key", "item-knn", "popular"))
     ba = compare("CTR", *split(b"ab-key", "popular", "item-knn"))
-    false_positives = naive = 0
+    false_positives = naive = boot = 0
     for seed in range(args.aa_seeds):
-        aa = compare("CTR", *split(f"aa-{seed}".encode(), "item-knn", "item-knn"), bootstrap=10)
+        aa = compare("CTR", *split(f"aa-{seed}".encode(), "item-knn", "item-knn"), bootstrap=400)
         false_positives += aa.p_value < 0.05
         naive += aa.p_two_proportion < 0.05
+        boot += aa.p_bootstrap < 0.05
     fp_rate = false_positives / args.aa_seeds
     lists = int(outcomes["item-knn"][1].sum())
 
@@ -125,23 +126,25 @@ def main() -> int:
         f"trains both models; {len(users)} users, {lists:,} lists of {LIST} per model (one "
         "before each replayed event, from the history so far); a click = the next real item "
         "is in the list. Users are split 50/50 by the experiment's keyed hash. p is over "
-        "users (delta method); p two-prop. treats every list as an independent trial.",
+        "users (delta method); p boot. is the bootstrap over users; p two-prop. treats "
+        "every list as an independent trial.",
         "",
-        "| test | control CTR | treatment CTR | lift | 95% CI (bootstrap) | p | p two-prop. "
-        "| SRM p | verdict |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---|",
+        "| test | control CTR | treatment CTR | lift | 95% CI (bootstrap) | p | p boot. "
+        "| p two-prop. | SRM p | verdict |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for name, r in (("A=item-kNN, B=popular", ab), ("A=popular, B=item-kNN", ba)):
         lines.append(
             f"| {name} | {r.rates[0]:.4f} | {r.rates[1]:.4f} | {r.lift:+.1%} | "
             f"{r.lift_ci[0]:+.1%} .. {r.lift_ci[1]:+.1%} | {r.p_value:.2g} | "
-            f"{r.p_two_proportion:.2g} | {r.srm_p:.2f} | "
+            f"{r.p_bootstrap:.2g} | {r.p_two_proportion:.2g} | {r.srm_p:.2f} | "
             f"{r.verdict} |"
         )
     lines += [
         "",
         f"A/A (item-kNN in both arms, {args.aa_seeds} assignment keys): called significant "
-        f"at p < 0.05 in {false_positives} runs = {fp_rate:.1%} (expected about 5%); the "
+        f"at p < 0.05 in {false_positives} runs = {fp_rate:.1%} (expected about 5%); by the "
+        f"bootstrap p over users (400 resamples) in {boot} = {boot / args.aa_seeds:.1%}; the "
         f"two-proportion test over lists would have said so in {naive} = "
         f"{naive / args.aa_seeds:.1%}.",
     ]
@@ -153,6 +156,8 @@ def main() -> int:
         "ba": dataclasses.asdict(ba),
         "aa_seeds": args.aa_seeds,
         "aa_false_positive_rate": fp_rate,
+        "aa_bootstrap_false_positive_rate": boot / args.aa_seeds,
+        "aa_two_proportion_false_positive_rate": naive / args.aa_seeds,
     }
     write_report(ROOT / "benchmarks" / "results", f"experiment-sim-{stamp}", payload,
                  "\n".join(lines) + "\n")  # fmt: skip
