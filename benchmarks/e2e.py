@@ -10,6 +10,12 @@ gain of batching is the ratio of the two rows, measured side by side.
 
     python benchmarks/e2e.py                     # both configurations, unthrottled + 500 ev/s
     python benchmarks/e2e.py --events 50000 --rates max,1000 --configs batched
+    python benchmarks/e2e.py --catalog-size 100000 --configs batched
+
+``--catalog-size`` grows the catalog to that many items with synthetic ones (titles,
+genres and tags drawn from the MovieLens catalog's words): a copy of the model directory
+gets the grown catalog and ``streamrec index build`` indexes the new items from their
+text (the tuner picks the index for the size), and every item is published to the worker.
 
 Needs a trained ML-100K model (make demo trains one, or `streamrec train --dataset ml-100k`
 then `streamrec index build`). Writes benchmarks/results/e2e-<timestamp>.{json,md,png}.
@@ -21,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +123,44 @@ async def phase(
         "worker_cpu_percent": round(100 * (cpu1 - cpu0) / total_s, 1),
         "worker_rss_mb": round(rss / 2**20, 1),
     }
+
+
+def grow_catalog(
+    model_dir: Path, catalog: pd.DataFrame, size: int, state: Path
+) -> tuple[Path, pd.DataFrame]:
+    """A copy of ``model_dir`` whose catalog has ``size`` items (the extra ones synthetic)
+    and whose index, built by ``streamrec index build``, holds all of them."""
+    rng = np.random.default_rng(0)
+    words = sorted({w for t in catalog["title"] for w in str(t).split() if w.isalpha()})
+    genres = sorted(set(catalog["category"]))
+    extra = size - len(catalog)
+    rows = []
+    for n in range(extra):
+        genre = genres[int(rng.integers(len(genres)))]
+        title = " ".join(words[int(i)] for i in rng.integers(len(words), size=3))
+        rows.append(
+            {
+                "item_id": f"syn-{n}",
+                "title": f"{title} {n}",
+                "category": genre,
+                "tags": [genre, words[int(rng.integers(len(words)))]],
+                "price": float(rng.uniform(5, 50)),
+                "description": f"{title}, a {genre.lower()} title",
+                "available": True,
+            }
+        )
+    grown = pd.concat([catalog, pd.DataFrame(rows)], ignore_index=True)
+    out = state / "model"
+    out.mkdir()
+    for name in ("model.json", "model.npz"):
+        shutil.copy(model_dir / name, out / name)
+    grown.to_parquet(out / "catalog.parquet")
+    subprocess.run(
+        [sys.executable, "-m", "stream.cli", "index", "build", "--model-dir", str(out)],
+        cwd=ROOT,
+        check=True,
+    )
+    return out, grown
 
 
 async def publish_catalog(settings: Settings, items: list[Item]) -> None:
@@ -237,6 +283,12 @@ def main() -> int:
     parser.add_argument("--model-dir", default=str(ROOT / "models" / "current"))
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
+        "--catalog-size",
+        type=int,
+        default=0,
+        help="grow the catalog to this many items with synthetic ones, indexed from text",
+    )
+    parser.add_argument(
         "--configs",
         default="batched,naive",
         help="worker configurations to run side by side: batched (micro-batches of "
@@ -256,6 +308,9 @@ def main() -> int:
     data = load_movielens_100k()
     log = data.events.to_dict("records")
     state = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    catalog = data.catalog
+    if args.catalog_size > len(catalog):
+        model_dir, catalog = grow_catalog(model_dir, catalog, args.catalog_size, state)
     kafka = start_kafka(state / "kafka")
     redis = start_redis(state / "redis")
     results: list[dict[str, object]] = []
@@ -277,7 +332,7 @@ def main() -> int:
             "STREAMREC_LOG_LEVEL": "WARNING",
         }
 
-        items = catalog_items(data.catalog)
+        items = catalog_items(catalog)
         for name in configs:
             results += run_config(
                 name, settings, env, state, log, items, args.rates.split(","), args.events
@@ -289,9 +344,12 @@ def main() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
+    index_info = json.loads((model_dir / "index" / "items.ids.json").read_text())
     report = {
         "machine": machine(),
-        "model_dir": str(model_dir),
+        "model_dir": str(Path(args.model_dir).resolve()),
+        "catalog_items": len(catalog),
+        "index": index_info.get("factory"),
         "batch_size": args.batch_size,
         "configs": {c: CONFIGS[c] for c in configs},
         "phases": results,
@@ -300,7 +358,8 @@ def main() -> int:
     (out / f"e2e-{stamp}.json").write_text(json.dumps(report, indent=2))
     lines = [
         f"End-to-end on the local broker ({report['machine']}), batched = micro-batches of "
-        f"{args.batch_size}, naive = one event at a time; the same events for both",
+        f"{args.batch_size}, naive = one event at a time; the same events for both; "
+        f"{len(catalog):,} catalog items, {report['index']} index",
         "",
         "| config | target rate | events | events/s | p50 ms | p95 ms | p99 ms | worker CPU % "
         "| worker RSS MB |",
