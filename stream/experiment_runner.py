@@ -122,6 +122,10 @@ class ExperimentRunner:
             log.warning("experiments file change rejected, the current one stays: %s", exc)
             self.metrics.experiment_reloads.labels(outcome="rejected").inc()
             return False
+        except Exception:  # noqa: BLE001 - a bad new definition must not stop the worker
+            log.exception("experiments file change failed to load, the current one stays")
+            self.metrics.experiment_reloads.labels(outcome="rejected").inc()
+            return False
         self.metrics.experiment_reloads.labels(outcome="applied").inc()
         log.info(
             "experiments file reloaded: %s -> %s",

@@ -348,9 +348,24 @@ def test_the_file_is_reloaded_when_it_changes_and_a_bad_change_is_rejected(
         assert (
             _metric(driver.metrics, "streamrec_experiment_reloads_total", outcome="rejected") == 1
         )
+        # A definition that fails while it is installed (here: the catalog catch-up
+        # raises) is rejected the same way.
+        runner = driver.pipeline.experiments
+
+        def broken(*args: object) -> None:
+            msg = "catalog catch-up failed"
+            raise RuntimeError(msg)
+
+        runner._install = broken  # type: ignore[method-assign]
+        assert not rewrite(EXPERIMENT.replace('name = "short-lists"', 'name = "third"'))
+        del runner._install
+        assert experiments_served(4) == {"second"}
+        assert (
+            _metric(driver.metrics, "streamrec_experiment_reloads_total", outcome="rejected") == 2
+        )
         # A file without experiments stops it.
         assert rewrite("# no experiment running\n")
-        assert experiments_served(4) == {None}
+        assert experiments_served(5) == {None}
         assert _metric(driver.metrics, "streamrec_experiment_reloads_total", outcome="applied") == 2
     finally:
         driver.close()
