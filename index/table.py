@@ -148,3 +148,7 @@ class TableBacked:
     def vector(self, item_id: str) -> FloatArray | None:
         """The stored (d,) vector of an item, or None when it is not indexed."""
         return self._table.vector(item_id)
+
+    def entries(self) -> tuple[list[str], FloatArray]:
+        """Every indexed id and its stored vector, in insertion order: (n,), (n, d)."""
+        return self._table.live()

@@ -198,6 +198,7 @@ def build_index(
     from engine.model import ItemModel
     from engine.recommender import Recommender, index_entries
     from index.device import choose_device
+    from index.exact import ExactIndex
     from index.faiss_index import FaissItemIndex
     from stream.replay import catalog_items
 
@@ -206,22 +207,26 @@ def build_index(
         raise SystemExit(msg)
     model = ItemModel.load(model_dir)
     ids, vectors = index_entries(model)
+    # Everything to index first: the model's items, and the catalog items the model never
+    # saw, from their content as the worker does for new items. The index is chosen for
+    # all of them (a catalog can be far larger than what the model was trained on).
+    staging = ExactIndex(vectors.shape[1])
+    staging.upsert(ids, vectors)
+    catalog_path = model_dir / "catalog.parquet"
+    added = 0
+    if catalog_path.is_file():
+        recommender = Recommender(model, staging, Catalog())
+        for item in catalog_items(pd.read_parquet(catalog_path)):
+            if item.item_id not in model.index:
+                recommender.apply_item(item)
+                added += 1
+    ids, vectors = staging.entries()
     params: dict[str, int] = {}
     tuning = None
     if factory == "auto":
         factory, params, tuning = _choose_index(model, vectors, say)
     index = FaissItemIndex(vectors.shape[1], factory, choose_device(device), params=params)
     index.upsert(ids, vectors)
-    catalog_path = model_dir / "catalog.parquet"
-    added = 0
-    if catalog_path.is_file():
-        # Catalog items the model never saw are indexed from their content, as the
-        # worker does for new items.
-        recommender = Recommender(model, index, Catalog())
-        for item in catalog_items(pd.read_parquet(catalog_path)):
-            if item.item_id not in model.index:
-                recommender.apply_item(item)
-                added += 1
     index.save(model_dir / "index")
     tuning_path = model_dir / "index" / "tuning.json"
     if tuning is not None:

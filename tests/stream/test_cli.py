@@ -150,3 +150,33 @@ def test_index_build_auto_tunes_a_large_catalog_and_records_why(tmp_path, monkey
     # An explicit factory is used as given and drops the stale report.
     build_index(model_dir, "Flat", "cpu")
     assert not (model_dir / "index" / "tuning.json").exists()
+
+
+def test_index_build_chooses_the_index_for_the_whole_catalog_not_the_trained_items(
+    tmp_path, monkeypatch
+):
+    """A model trained on 100 items, a catalog grown to 250: the new items are indexed
+    from their text, and the index is chosen (and tuned) for 250 items."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    import index.tuning
+    from index.faiss_index import FaissItemIndex
+    from stream.cli import build_index
+    from tests import shop
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(shop.train(tmp_path / "trained").model_dir, model_dir)
+    catalog = pd.read_parquet(model_dir / "catalog.parquet")
+    grown = catalog.assign(item_id=[f"new-{n}" for n in range(len(catalog))])
+    more = grown.assign(item_id=[f"newer-{n}" for n in range(len(catalog))]).head(50)
+    pd.concat([catalog, grown, more]).to_parquet(model_dir / "catalog.parquet")
+    monkeypatch.setattr(index.tuning, "FLAT_MAX_ITEMS", 200)
+    indexed, added, factory = build_index(model_dir, "auto", "cpu")
+    assert (indexed, added) == (250, 150)
+    assert factory != "Flat"
+    report = json.loads((model_dir / "index" / "tuning.json").read_text())
+    assert report["choice"]["factory"] == factory
+    assert len(FaissItemIndex.load(model_dir / "index")) == 250
