@@ -221,7 +221,9 @@ def run_config(
         )
         try:
             asyncio.run(publish_catalog(settings, items))
-            asyncio.run(wait_for_catalog(settings, {i.item_id for i in items}))
+            # A worker takes in roughly 1,000 items/s (new ones are encoded from text).
+            wait = max(120.0, len(items) / 500)
+            asyncio.run(wait_for_catalog(settings, {i.item_id for i in items}, timeout_s=wait))
             # Warm-up: wait until the worker answers (group joined, catalog loaded).
             warm = [
                 (f"{name}-warm-{n}", str(log[n]["user_id"]), str(log[n]["item_id"]))

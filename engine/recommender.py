@@ -257,7 +257,11 @@ class Recommender:
         else:
             indexed = self.model.index_vectors[row]
             pop = self._log_popularity[row : row + 1]
-        self.index.upsert([item.item_id], augment_items(indexed[None, :], pop, self.model.scoring))
+        vectors = augment_items(indexed[None, :], pop, self.model.scoring)
+        current = self.index.vector(item.item_id)
+        if current is not None and np.array_equal(current, vectors[0]):
+            return  # already indexed as it is (e.g. by `streamrec index build`): no churn
+        self.index.upsert([item.item_id], vectors)
 
     def swap_index(self, index: CandidateIndex) -> int:
         """Serve from ``index`` from now on (e.g. a rebuilt one, tuned for a grown catalog).

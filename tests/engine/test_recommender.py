@@ -160,6 +160,25 @@ def test_a_new_item_is_indexed_from_its_content(recommender):
     assert departments(rec.items).count("running") >= 8
 
 
+def test_a_worker_starting_on_a_built_index_does_not_reindex_what_it_already_holds(trained):
+    """`streamrec index build` indexes catalog items from their text; a worker that loads
+    that index and then reads the catalog (every item new to its empty catalog) leaves
+    unchanged items alone: no re-added rows, no index rebuilds. A changed text is indexed."""
+    model = trained.model
+    ids, vectors = index_entries(model)
+    index = FaissItemIndex(model.dim + 1)
+    index.upsert(ids, vectors)
+    new = Item("fresh-2", "Ridge Jacket 9", "outdoor", ("outdoor", "ridge"), 120.0, "warm")
+    Recommender(model, index, Catalog()).apply_item(new)  # the build
+    rows = index._table.rows  # noqa: SLF001 - rows appended, dead ones included
+    worker = Recommender(model, index, Catalog())
+    for item in [*catalog_items(shop.catalog()), new]:
+        assert worker.apply_item(item).action == "added"
+    assert index._table.rows == rows  # noqa: SLF001
+    worker.apply_item(Item("fresh-2", "Chef Knife 9", "kitchen", ("kitchen",), 30.0, "sharp"))
+    assert index._table.rows == rows + 1  # noqa: SLF001
+
+
 def test_cold_start_items_are_labelled_new_arrivals(recommender):
     recommender.apply_item(
         Item(
