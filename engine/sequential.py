@@ -106,13 +106,28 @@ class _Block(nn.Module):
         self.ff2 = nn.Linear(4 * dim, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, *, last_only: bool = False
+    ) -> torch.Tensor:
+        """(b, L, d) -> (b, L, d); with ``last_only`` (serving the final block) only the
+        last position's output, (b, 1, d): its query, attention and feed-forward alone,
+        since nothing after the final block reads the other positions."""
         b, length, d = x.shape
-        q, k, v = (
-            self.qkv(self.norm1(x))
-            .view(b, length, 3, self.heads, d // self.heads)
-            .permute(2, 0, 3, 1, 4)
-        )
+        h = self.norm1(x)
+        if last_only:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(h[:, -1:], weight[:d], bias[:d]).view(b, 1, self.heads, d // self.heads)
+            k, v = (
+                F.linear(h, weight[d:], bias[d:])
+                .view(b, length, 2, self.heads, d // self.heads)
+                .permute(2, 0, 3, 1, 4)
+            )
+            q, allowed, x = q.transpose(1, 2), allowed[:, :, -1:, :], x[:, -1:]
+            length = 1
+        else:
+            q, k, v = (
+                self.qkv(h).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            )
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
         )
@@ -146,7 +161,10 @@ class TransformerNet(nn.Module):
             self.items.weight[0].zero_()
             self.types.weight[0].zero_()
 
-    def forward(self, items: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, items: torch.Tensor, types: torch.Tensor, *, last_only: bool = False
+    ) -> torch.Tensor:
+        """(b, L, d) hidden states; with ``last_only``, (b, 1, d): the last position's."""
         b, length = items.shape
         x = self.items(items) * (self.items.embedding_dim**0.5)
         if self.use_types:
@@ -158,8 +176,9 @@ class TransformerNet(nn.Module):
         allowed = causal[None, :, :] & valid[:, None, :]
         allowed = allowed | torch.eye(length, dtype=torch.bool)[None, :, :]
         allowed = allowed[:, None, :, :]
-        for block in self.blocks:
-            x = block(x, allowed)
+        last = len(self.blocks) - 1
+        for n, block in enumerate(self.blocks):
+            x = block(x, allowed, last_only=last_only and n == last)
         out: torch.Tensor = self.norm(x)
         return out
 
@@ -262,7 +281,9 @@ class SequenceEncoder:
         length = self.params.max_len
         with torch.inference_mode():
             hidden = self.net(
-                torch.from_numpy(pad_left(codes, length)), torch.from_numpy(pad_left(kinds, length))
+                torch.from_numpy(pad_left(codes, length)),
+                torch.from_numpy(pad_left(kinds, length)),
+                last_only=True,
             )
             out[active] = hidden[:, -1, :].to(torch.float32).numpy()
         return out

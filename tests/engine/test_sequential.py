@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from engine.catalog import Catalog
 from engine.evaluation import evaluate_full_ranking, leave_last_out
 from engine.hybrid_training import train_model
 from engine.model import ItemModel, ModelFormatError
 from engine.recommender import RankingParams, Recommender, index_entries
-from engine.sequential import SequenceEncoder, SequenceParams
+from engine.sequential import SequenceEncoder, SequenceParams, pad_left, type_codes
 from engine.sequential_training import (
     holdout_last,
     train_sequences,
@@ -97,6 +98,23 @@ def test_a_user_without_known_events_gets_a_zero_vector(trained) -> None:
     out = encoder.encode([[], [1, 2]], [[], ["view", "purchase"]])
     assert not out[0].any()
     assert out[1].any()
+
+
+def test_serving_computes_only_the_last_position_with_the_same_result(trained) -> None:
+    """``encode`` runs the final block for the last position alone; the full forward pass
+    (training's) gives the same last hidden state."""
+    encoder, _ = trained
+    rng = np.random.default_rng(3)
+    lengths = [1, 3, SMALL.max_len, SMALL.max_len + 4]
+    rows = [rng.integers(0, N_ITEMS, size=n).tolist() for n in lengths]
+    kinds = [["view", "click", "purchase", "add_to_cart"][: 1 + n % 4] * n for n in lengths]
+    kinds = [k[:n] for k, n in zip(kinds, lengths, strict=True)]
+    served = encoder.encode(rows, kinds)
+    codes = pad_left([(np.asarray(r) + 1).tolist() for r in rows], SMALL.max_len)
+    types = pad_left([type_codes(k) for k in kinds], SMALL.max_len)
+    with torch.inference_mode():
+        full = encoder.net(torch.from_numpy(codes), torch.from_numpy(types))[:, -1, :]
+    np.testing.assert_allclose(served, full.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_only_the_newest_max_len_events_count(trained) -> None:
