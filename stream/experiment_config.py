@@ -89,10 +89,10 @@ def variant_params(params: RankingParams, overrides: Mapping[str, Any]) -> Ranki
 def arms_of(experiment: Experiment | None, settings: Settings) -> dict[str, Arm]:
     """Every arm of ``experiment`` (the holdout included, with the defaults) and what it
     serves with. A relative ``model_dir`` is relative to the experiments file."""
-    defaults = settings.ranking_params()
-    holdout = Arm(HOLDOUT, defaults, None, settings.reason_generator)
     if experiment is None:
         return {}
+    defaults = settings.ranking_params()
+    holdout = Arm(HOLDOUT, defaults, None, settings.reason_generator)
     base = settings.experiments_file.parent if settings.experiments_file else Path()
     arms = {HOLDOUT: holdout}
     for variant in experiment.variants:

@@ -89,7 +89,8 @@ class ExperimentRunner:
         """Load the file's experiment (at worker start: a file that cannot run stops the
         worker with the reason)."""
         experiment = load_running_experiment(self.settings)
-        running = self._install(experiment, main, self._load_models(experiment))
+        arms = arms_of(experiment, self.settings)
+        running = self._install(experiment, arms, main, self._load_models(experiment, arms))
         if running is not None:
             log.info(
                 "experiment %r running: %s",
@@ -111,13 +112,14 @@ class ExperimentRunner:
         self._stamp = stamp
         try:
             experiment = load_running_experiment(self.settings)
+            arms = arms_of(experiment, self.settings)
             models = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self._load_models(experiment)
+                None, lambda: self._load_models(experiment, arms)
             )
             before = None if self.running is None else self.running.name
             # On the ranking thread, which owns the catalogs: no catalog change can fall
             # between the new models' catch-up and the switch.
-            running = await in_ranking_thread(lambda: self._install(experiment, main, models))
+            running = await in_ranking_thread(lambda: self._install(experiment, arms, main, models))
         except ExperimentConfigError as exc:
             log.warning("experiments file change rejected, the current one stays: %s", exc)
             self.metrics.experiment_reloads.labels(outcome="rejected").inc()
@@ -134,11 +136,13 @@ class ExperimentRunner:
         )
         return True
 
-    def _load_models(self, experiment: Experiment | None) -> dict[Path, Recommender]:
-        """The recommenders of every ``model_dir`` the variants name (one per folder)."""
+    def _load_models(
+        self, experiment: Experiment | None, arms: dict[str, Arm]
+    ) -> dict[Path, Recommender]:
+        """The recommenders of every ``model_dir`` the arms name (one per folder)."""
         if experiment is None:
             return {}
-        folders = {a.model_dir for a in arms_of(experiment, self.settings).values()}
+        folders = {a.model_dir for a in arms.values()}
         folders.discard(None)
         if folders and self._model_loader is None:
             msg = f"experiment {experiment.name!r}: this process cannot load a model_dir"
@@ -155,6 +159,7 @@ class ExperimentRunner:
     def _install(
         self,
         experiment: Experiment | None,
+        arms: dict[str, Arm],
         main: Recommender,
         models: dict[Path, Recommender],
     ) -> Running | None:
@@ -163,7 +168,6 @@ class ExperimentRunner:
         if experiment is None:
             self.running = None
             return None
-        arms = arms_of(experiment, self.settings)
         for recommender in models.values():
             for item in main.catalog:
                 recommender.apply_item(item)
@@ -270,12 +274,11 @@ class ExperimentRunner:
                 self.metrics.experiment_reason_fallbacks.labels(experiment=name, variant=arm).inc(
                     fallbacks[i]
                 )
-        await self.store.record_experiment(name, record)
-        await self._store_latency()
+        await self._write({name: record})
 
-    async def _store_latency(self) -> None:
-        """Store the publish latency counted so far, per experiment."""
-        records: dict[str, ExperimentRecord] = {}
+    async def _write(self, records: dict[str, ExperimentRecord]) -> None:
+        """Store ``records`` (by experiment) with the publish latency counted so far: the
+        running experiment's batch and latency go in one round-trip."""
         for (name, arm, minute), (total_ms, n) in self._latency.items():
             series = records.setdefault(name, ExperimentRecord()).series
             series.append((arm, f"{minute}:latency_ms", total_ms))
@@ -299,7 +302,7 @@ class ExperimentRunner:
     async def refresh(self, indexed: int) -> None:
         """Store the latency counted since the last batch, and set each arm's coverage
         gauge: distinct items recommended / ``indexed`` items."""
-        await self._store_latency()
+        await self._write({})
         running = self.running
         if running is None or indexed <= 0:
             return
