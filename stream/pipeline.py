@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from engine.experiments import Experiment
 from engine.item_stats import ItemStats, session_items
 from engine.ports import CandidateIndex
 from engine.reasons import Language
@@ -114,12 +113,6 @@ class Pipeline:
         self.reason_writer: LMReasonWriter | None = None
         self._warmer: ReasonWarmer | None = None
         self._ensure_reason_writer()
-
-    @property
-    def experiment(self) -> Experiment | None:
-        """The running experiment's definition (None without one)."""
-        running = self.experiments.running
-        return None if running is None else running.experiment
 
     def _ensure_reason_writer(self) -> None:
         """Build the language-model writer once something needs it."""
