@@ -665,7 +665,8 @@ def _stats_line(stats: dict[str, Any] | None) -> str:
         "Ranked with online item statistics counted from the replayed events as the worker "
         f"counts them (trend half-life {stats['trend_half_life_s']:g} s, top "
         f"{stats['trend_top_n']}, at least {stats['trend_min_count']:g}; co-occurrence "
-        f"window {stats['cooccurrence_window']}, {stats['cooccurrence_max_members']} "
+        f"window {stats['cooccurrence_window']}, "
+        f"{stats.get('cooccurrence_read_limit', stats.get('cooccurrence_max_members'))} "
         "partners read per session item)."
     )
 
@@ -964,7 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events,
         history_length=settings.history_length,
         stats=counter,
-        co_limit=settings.cooccurrence_max_members,
+        co_limit=settings.cooccurrence_read_limit,
     )
     say(f"{len(replayed.lists):,} lists in {replayed.seconds:.1f} s")
     guard = Guard([i.title for i in items], {i.category for i in items})
@@ -988,7 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "trend_top_n": counter.params.top_n,
             "trend_min_count": counter.params.min_count,
             "cooccurrence_window": counter.window,
-            "cooccurrence_max_members": settings.cooccurrence_max_members,
+            "cooccurrence_read_limit": settings.cooccurrence_read_limit,
         },
         "replay": {
             "events": replayed.events,

@@ -47,7 +47,7 @@ from engine.reasons import (
 )
 from engine.scoring import augment_items, augment_user, normalised_log_popularity, score_items
 from engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
-from engine.user_embedding import contributions, history_weights, user_embedding
+from engine.user_embedding import contribution_rows, history_weights, user_embedding
 
 _TITLE_NOISE = re.compile(r"[^a-z0-9]+")
 # (interactions with a vector, their (h, d) vectors, their (h,) weights)
@@ -430,6 +430,7 @@ class Recommender:
         titles: set[str] = set()
         diversify = self.params.diversity_weight > 0
         pool = self.params.k + self.params.fan_out if diversify else self.params.k
+        kept = np.empty((pool, self.model.dim), dtype=np.float32)  # chosen_vectors, stacked
         for item_id, score in zip(hits.item_ids, hits.scores, strict=True):
             if len(chosen) == pool:
                 break
@@ -437,8 +438,12 @@ class Recommender:
                 continue
             vector = self.item_vector(item_id)
             title = _normalised_title(self._item(item_id))
-            if vector is None or title in titles or self._near_duplicate(vector, chosen_vectors):
+            if vector is None or title in titles:
                 continue
+            n = len(chosen)
+            if n and float(np.max(kept[:n] @ vector)) >= self.params.near_duplicate_cosine:
+                continue
+            kept[n] = vector
             chosen.append((item_id, score))
             chosen_vectors.append(vector)
             titles.add(title)
@@ -459,11 +464,16 @@ class Recommender:
         citable = CitableHistory(usable, hist_items)
         partners = SessionPartners(state.history, self.catalog.get, stats, self.params.reasons)
         picked: list[tuple[str, float, Reason]] = []
-        for (item_id, score), vector in zip(chosen, chosen_vectors, strict=True):
-            shares = contributions(hist_vectors, weights, vector)
+        cited = citable.cite_rows(
+            contribution_rows(
+                hist_vectors, weights, np.stack(chosen_vectors) if chosen else kept[:0]
+            ),
+            self.params.reasons,
+        )
+        for (item_id, score), item_cited in zip(chosen, cited, strict=True):
             reason = build_reason(
                 self._item(item_id),
-                cited=citable.cite(shares, self.params.reasons),
+                cited=item_cited,
                 categories=categories,
                 history_length=len(usable),
                 cold_start_item=self.is_cold_start(item_id),
@@ -655,12 +665,6 @@ class Recommender:
             (item_id, float(score), reason)
             for (item_id, _, reason), score in zip(filler, learned, strict=True)
         ]
-
-    def _near_duplicate(self, vector: FloatArray, chosen: list[FloatArray]) -> bool:
-        if not chosen:
-            return False
-        sims = np.stack(chosen) @ vector
-        return bool(np.any(sims >= self.params.near_duplicate_cosine))
 
     def _item(self, item_id: str) -> Item:
         item = self.catalog.get(item_id)

@@ -36,6 +36,7 @@ __all__ = [
     "EVENT_TYPES",
     "EventWeights",
     "UserEmbeddingParams",
+    "contribution_rows",
     "contributions",
     "history_weights",
     "user_embedding",
@@ -196,16 +197,42 @@ def contributions(
     Raises:
         ValueError: The shapes do not match.
     """
-    total = _weighted_sum(history_vectors, weights)
     item = np.asarray(item_vector, dtype=np.float64)
-    if item.shape != total.shape:
-        msg = f"item_vector must have shape {total.shape}, got {item.shape}"
+    if item.ndim != 1:
+        msg = f"item_vector must have shape (d,), got {item.shape}"
+        raise ValueError(msg)
+    row: npt.NDArray[np.float64] = contribution_rows(history_vectors, weights, item[None, :])[0]
+    return row
+
+
+def contribution_rows(
+    history_vectors: npt.NDArray[np.floating],
+    weights: npt.NDArray[np.floating],
+    item_vectors: npt.NDArray[np.floating],
+) -> npt.NDArray[np.float64]:
+    """:func:`contributions` for many candidates at once: row ``j`` is candidate ``j``'s.
+
+    Args:
+        history_vectors: (h, d) item vectors of the history, most recent last.
+        weights: (h,) weights from :func:`history_weights`.
+        item_vectors: (n, d) the candidates' vectors.
+
+    Returns:
+        (n, h) float64; all zeros when the user vector is zero.
+
+    Raises:
+        ValueError: The shapes do not match.
+    """
+    total = _weighted_sum(history_vectors, weights)
+    items = np.asarray(item_vectors, dtype=np.float64)
+    if items.ndim != 2 or items.shape[1] != total.shape[0]:
+        msg = f"item vectors must have shape (n, {total.shape[0]}), got {items.shape}"
         raise ValueError(msg)
     norm = float(np.linalg.norm(total))
     if not norm > 0.0:
-        return np.zeros(len(weights), dtype=np.float64)
+        return np.zeros((items.shape[0], len(weights)), dtype=np.float64)
     vectors = np.asarray(history_vectors, dtype=np.float64)
     result: npt.NDArray[np.float64] = (
-        np.asarray(weights, dtype=np.float64) * (vectors @ item) / norm
+        (items @ vectors.T) * np.asarray(weights, dtype=np.float64)[None, :] / norm
     )
     return result

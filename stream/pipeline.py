@@ -352,7 +352,7 @@ class Pipeline:
             items,
             self.clock(),
             self.settings.trend_params(),
-            co_limit=self.settings.cooccurrence_max_members,
+            co_limit=self.settings.cooccurrence_read_limit,
         )
 
     # -- ranking ----------------------------------------------------------------------

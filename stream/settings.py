@@ -151,6 +151,12 @@ class Settings(BaseSettings):
     cooccurrence_max_members: int = Field(
         100, ge=1, le=100_000, description="Partners kept per item and co-occurrence kind."
     )
+    cooccurrence_read_limit: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Strongest partners read per session item for together reasons.",
+    )
     cooccurrence_ttl_s: int = Field(
         30 * 24 * 3600, ge=60, description="Co-occurrence sets expire this long after an update."
     )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,11 +64,21 @@ class ReasonParams:
 
 @dataclass(frozen=True)
 class Reason:
-    """A reason code, the evidence behind it and its default (English) sentence."""
+    """A reason code, the evidence behind it and its default (English) sentence.
+
+    The sentence is rendered when asked for (``rendered`` overrides it): the recommender
+    renders a whole list at once, so that no sentence repeats within it, and never needs
+    each reason's own.
+    """
 
     code: str
     evidence: Evidence
-    text: str
+    rendered: str | None = field(default=None, compare=False)
+
+    @property
+    def text(self) -> str:
+        """The canonical English sentence for the code and evidence."""
+        return render(self.code, self.evidence) if self.rendered is None else self.rendered
 
 
 class CitableHistory:
@@ -108,29 +118,48 @@ class CitableHistory:
             the positive contributions is at least ``params.min_share``; items without a
             catalog title are never cited.
         """
-        positive = np.clip(np.asarray(contributions, dtype=np.float64), 0.0, None)
-        total = float(positive.sum())
-        if total <= 0.0:
-            return []
-        shares = np.bincount(self._codes, weights=positive, minlength=len(self._ids)) / total
-        cited: list[dict[str, Any]] = []
-        for code in np.argsort(-shares, kind="stable"):
-            share = float(shares[code])
-            if share < params.min_share or len(cited) == params.max_cited:
-                break
-            item_id = self._ids[code]
-            title = self._titles[item_id]
-            if title is None:
-                continue
-            cited.append(
-                {
-                    "item_id": item_id,
-                    "title": title,
-                    "event": self._last_event[item_id],
-                    "share": round(share, 3),
-                }
-            )
-        return cited
+        return self.cite_rows(np.asarray(contributions)[None, :], params)[0]
+
+    def cite_rows(
+        self, contributions: npt.NDArray[np.floating[Any]], params: ReasonParams
+    ) -> list[list[dict[str, Any]]]:
+        """:meth:`cite` for many candidates at once, one row of ``contributions`` (n, h)
+        each."""
+        rows = np.asarray(contributions, dtype=np.float64)
+        n = rows.shape[0]
+        if n == 0 or not self._ids:
+            return [[] for _ in range(n)]
+        positive = np.clip(rows, 0.0, None)
+        totals = positive.sum(axis=1)
+        # The parts of a repeated item add up: sum the columns of each distinct item.
+        onehot = np.zeros((len(self._codes), len(self._ids)), dtype=np.float64)
+        onehot[np.arange(len(self._codes)), self._codes] = 1.0
+        per_item = positive @ onehot
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shares = per_item / totals[:, None]
+        order = np.argsort(-shares, axis=1, kind="stable")
+        out: list[list[dict[str, Any]]] = []
+        for j in range(n):
+            cited: list[dict[str, Any]] = []
+            if totals[j] > 0.0:
+                for code in order[j]:
+                    share = float(shares[j, code])
+                    if share < params.min_share or len(cited) == params.max_cited:
+                        break
+                    item_id = self._ids[code]
+                    title = self._titles[item_id]
+                    if title is None:
+                        continue
+                    cited.append(
+                        {
+                            "item_id": item_id,
+                            "title": title,
+                            "event": self._last_event[item_id],
+                            "share": round(share, 3),
+                        }
+                    )
+            out.append(cited)
+        return out
 
 
 class SessionPartners:
@@ -335,4 +364,4 @@ def _habit(
 
 
 def _reason(code: str, evidence: dict[str, Any]) -> Reason:
-    return Reason(code, evidence, render(code, evidence))
+    return Reason(code, evidence)

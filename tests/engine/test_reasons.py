@@ -76,6 +76,23 @@ def test_repeated_items_add_up_and_are_cited_once_with_their_latest_action():
     assert len(cited) == 2
 
 
+def test_citing_many_candidates_at_once_cites_each_as_alone():
+    hist, items = history((SHOE, "view"), (PAN, "view"), (SHOE, "add_to_cart"), (JACKET, "view"))
+    citable = CitableHistory(hist, items)
+    rows = np.array(
+        [[0.3, 0.2, 0.3, 0.0], [-0.2, -0.1, 0.0, -0.4], [0.0, 0.0, 0.0, 0.0], [0.1, 0.5, 0.0, 0.4]]
+    )
+    cited = citable.cite_rows(rows, PARAMS)
+    shares = [[(c["item_id"], c["event"], c["share"]) for c in row] for row in cited]
+    assert shares == [
+        [("s1", "add_to_cart", 0.75), ("p1", "view", 0.25)],  # repeats add up
+        [],  # nothing positive
+        [],  # nothing at all
+        [("p1", "view", 0.5), ("j1", "view", 0.4)],  # at most max_cited
+    ]
+    assert CitableHistory([], []).cite_rows(np.zeros((2, 0)), PARAMS) == [[], []]
+
+
 def test_weak_or_negative_contributions_are_not_cited():
     hist, items = history((SHOE, "view"), (PAN, "view"))
     assert CitableHistory(hist, items).cite(np.array([-0.2, -0.1]), PARAMS) == []

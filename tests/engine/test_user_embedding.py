@@ -20,6 +20,7 @@ from engine.scoring import (
 from engine.user_embedding import (
     EventWeights,
     UserEmbeddingParams,
+    contribution_rows,
     contributions,
     history_weights,
     user_embedding,
@@ -113,6 +114,22 @@ def test_property_embedding_is_finite_and_contributions_add_up(
 def test_contributions_are_zero_for_an_empty_user() -> None:
     parts = contributions(np.zeros((2, 3)), np.zeros(2), np.ones(3))
     np.testing.assert_array_equal(parts, [0.0, 0.0])
+    np.testing.assert_array_equal(
+        contribution_rows(np.zeros((2, 3)), np.zeros(2), np.ones((4, 3))), np.zeros((4, 2))
+    )
+
+
+def test_contribution_rows_are_each_candidates_contributions() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((7, 5)).astype(np.float32)
+    weights = rng.uniform(0, 3, size=7)
+    items = rng.standard_normal((4, 5)).astype(np.float32)
+    rows = contribution_rows(vectors, weights, items)
+    assert rows.shape == (4, 7)
+    for j in range(4):
+        np.testing.assert_allclose(rows[j], contributions(vectors, weights, items[j]), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"item vectors must have shape \(n, 5\)"):
+        contribution_rows(vectors, weights, items[:, :3])
 
 
 # --- scoring -------------------------------------------------------------------------------

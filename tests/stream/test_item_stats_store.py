@@ -91,8 +91,10 @@ def test_replayed_events_count_exactly_once_and_match_the_reference(redis_url):
     client.close()
 
 
-def test_the_read_methods_give_decayed_counts_and_partners(redis_url):
-    store = store_for(redis_url)
+@pytest.mark.parametrize("protocol", ["", "?protocol=3"], ids=["resp2", "resp3"])
+def test_the_read_methods_give_decayed_counts_and_partners(redis_url, protocol):
+    """Scores are read raw (no redis-py callback), so both reply shapes must parse."""
+    store = store_for(redis_url + protocol)
     run(store.apply(EVENTS))
     now = T0 + HOUR_MS
     hot = run(store.trending_items(now, limit=10))
@@ -215,3 +217,42 @@ def test_the_pipeline_counts_each_event_once_and_ranks_with_the_statistics(redis
     assert stats.bought_together["books-1"] == {"books-2": 1}
     assert stats.trending["books-1"].count == pytest.approx(2.0, rel=1e-9)
     assert stats.trending["books-1"].rank == 1
+
+
+def test_the_pipeline_reads_only_the_strongest_partners_of_each_session_item(redis_url, shop_model):
+    settings = Settings(
+        redis_url=redis_url,  # type: ignore[arg-type]
+        model_dir=shop_model.model_dir,
+        cooccurrence_read_limit=1,
+    )
+    store = RedisStore.from_url(
+        redis_url, history_length=10, dedupe_ttl_s=60, recommendation_ttl_s=60
+    )
+    index = FaissItemIndex.load(shop_model.model_dir / "index")
+    recommender = RecordingRecommender(shop_model.model, index, Catalog())
+    recommender.seen = []
+    pipeline = Pipeline(
+        settings, recommender, store, Metrics(CollectorRegistry()), clock=lambda: T0
+    )
+    first = [
+        message("a1", "ann", "books-2", "purchase"),
+        message("c1", "cat", "books-2", "purchase"),
+        message("d1", "dan", "books-3", "purchase"),
+    ]
+    then = [
+        message("a2", "ann", "books-1", "purchase"),
+        message("c2", "cat", "books-1", "purchase"),
+        message("d2", "dan", "books-1", "purchase"),
+    ]
+    try:
+        run(store.put_items(catalog_items(shop.catalog())))
+        run(pipeline.handle_events(first))
+        run(pipeline.handle_events(then))
+        stored = run(store.cooccurring(["books-1"], "bought", limit=10))
+    finally:
+        run(pipeline.close())
+        run(store.close())
+    assert stored == {"books-1": {"books-2": 2, "books-3": 1}}
+    stats = recommender.seen[-1]
+    assert stats is not None
+    assert stats.bought_together["books-1"] == {"books-2": 2}  # books-3 is beyond the limit
