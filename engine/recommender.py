@@ -391,6 +391,10 @@ class Recommender:
         events before unknown items are dropped, exactly as ``ItemModel.history`` does."""
         recent = state.history[-self.model.user_params.max_history :]
         weights = history_weights([i.type for i in recent], self.model.user_params)
+        known = [self._row.get(i.item_id) for i in recent]
+        if None not in known:  # the usual case: every item is the model's, one gather
+            vectors = self.model.vectors[np.asarray(known, dtype=np.intp)]
+            return list(recent), vectors.astype(np.float32, copy=False), weights
         kept, rows, kept_weights = [], [], []
         for interaction, weight in zip(recent, weights, strict=True):
             vector = self.item_vector(interaction.item_id)

@@ -136,28 +136,33 @@ class CitableHistory:
         onehot[np.arange(len(self._codes)), self._codes] = 1.0
         per_item = positive @ onehot
         with np.errstate(divide="ignore", invalid="ignore"):
-            shares = per_item / totals[:, None]
-        order = np.argsort(-shares, axis=1, kind="stable")
+            shares = per_item / totals[:, None]  # NaN where nothing is positive
+        # Only shares of at least min_share can be cited: a handful per row. Strongest
+        # first, ties by first appearance in the history.
+        ranked: list[list[tuple[float, int]]] = [[] for _ in range(n)]
+        js, codes = np.nonzero(shares >= params.min_share)
+        for j, code, share in zip(
+            js.tolist(), codes.tolist(), shares[js, codes].tolist(), strict=True
+        ):
+            ranked[j].append((-share, code))
         out: list[list[dict[str, Any]]] = []
-        for j in range(n):
+        for row in ranked:
             cited: list[dict[str, Any]] = []
-            if totals[j] > 0.0:
-                for code in order[j]:
-                    share = float(shares[j, code])
-                    if share < params.min_share or len(cited) == params.max_cited:
-                        break
-                    item_id = self._ids[code]
-                    title = self._titles[item_id]
-                    if title is None:
-                        continue
-                    cited.append(
-                        {
-                            "item_id": item_id,
-                            "title": title,
-                            "event": self._last_event[item_id],
-                            "share": round(share, 3),
-                        }
-                    )
+            for negative, code in sorted(row):
+                if len(cited) == params.max_cited:
+                    break
+                item_id = self._ids[code]
+                title = self._titles[item_id]
+                if title is None:
+                    continue
+                cited.append(
+                    {
+                        "item_id": item_id,
+                        "title": title,
+                        "event": self._last_event[item_id],
+                        "share": round(-negative, 3),
+                    }
+                )
             out.append(cited)
         return out
 
@@ -343,7 +348,7 @@ def _habit(
     """The stronger of the item's category habit and best tag habit, if one holds."""
     category_count = categories.get(item.category, 0) if item.category else 0
     best_tag, tag_count = "", 0
-    for tag in dict.fromkeys(item.tags):
+    for tag in item.tags:  # a repeated tag cannot beat itself
         if tag and tags.get(tag, 0) > tag_count:
             best_tag, tag_count = tag, tags[tag]
     if tag_count >= params.min_tag_count and tag_count > category_count:

@@ -71,6 +71,7 @@ class TemplateGenerator:
         self.max_chars = max_chars
         self._table = phrases.EN if language == "en" else phrases.ZH
         self._tier_cache: dict[tuple[str, frozenset[str]], list[list[str]]] = {}
+        self._habit_cache: dict[frozenset[tuple[str, type, Any]], str | None] = {}
 
     def phrasings(self, code: str, evidence: Evidence) -> list[list[str]]:
         """Every sentence the evidence supports, in tiers, best first; the last tier is
@@ -183,33 +184,33 @@ class TemplateGenerator:
         return int.from_bytes(digest.digest(), "big")
 
     def _fields(self, evidence: Evidence) -> dict[str, str]:
+        # On the hot path (every recommended item): plain dicts skip the ABC check.
         fields: dict[str, str] = {}
+        get = evidence.get
         for name in ("category", "tag"):
-            value = evidence.get(name)
+            value = get(name)
             if isinstance(value, str) and value:
                 fields[name] = value
-        for name, source in (
-            ("count", "count"),
-            ("of_recent", "of_recent"),
-            ("rank", "rank"),
-            ("n", "interactions"),
-        ):
-            value = evidence.get(source)
-            if _is_number(value):
+        for name, source in _NUMBER_FIELDS:
+            value = get(source)
+            if value is not None and _is_number(value):
                 fields[name] = str(value)
-        window = self._window(evidence.get("half_life"))
-        if window:
-            fields["window"] = window
+        half_life = get("half_life")
+        if half_life is not None:
+            window = self._window(half_life)
+            if window:
+                fields["window"] = window
         for source in ("bought_with", "viewed_with"):
-            partner = evidence.get(source)
-            if isinstance(partner, Mapping) and _nonempty(partner.get("title")):
+            partner = get(source)
+            if partner is not None and _is_mapping(partner) and _nonempty(partner.get("title")):
                 fields.update(self._partner_fields(partner))
-        cited = evidence.get("items") or evidence.get("similar_items") or []
-        entries = [c for c in cited if isinstance(c, Mapping) and _nonempty(c.get("title"))]
-        if entries:
-            fields.update(self._cite_fields(entries))
-        also = evidence.get("also")
-        if isinstance(also, Mapping):
+        cited = get("items") or get("similar_items")
+        if cited:
+            entries = [c for c in cited if _is_mapping(c) and _nonempty(c.get("title"))]
+            if entries:
+                fields.update(self._cite_fields(entries))
+        also = get("also")
+        if also is not None and _is_mapping(also):
             habit = self._habit(also)
             if habit:
                 fields["habit"] = habit
@@ -261,12 +262,22 @@ class TemplateGenerator:
         return f"{number} {name}" if self.language == "en" else f"{number}{name}"
 
     def _habit(self, also: Mapping[str, Any]) -> str | None:
+        try:
+            key: Any = frozenset((k, type(v), v) for k, v in also.items())
+            return self._habit_cache[key]
+        except TypeError:  # an unhashable value: no memo
+            key = None
+        except KeyError:
+            pass
         table = phrases.EN_HABITS if self.language == "en" else phrases.ZH_HABITS
         fmt = table.get(str(also.get("code")))
-        if fmt is None:
-            return None
-        fields = self._fields({k: v for k, v in also.items() if k != "also"})
-        return fmt.format_map(fields) if _needs(fmt) <= fields.keys() else None
+        habit = None
+        if fmt is not None:
+            fields = self._fields({k: v for k, v in also.items() if k != "also"})
+            habit = fmt.format_map(fields) if _needs(fmt) <= fields.keys() else None
+        if key is not None and len(self._habit_cache) < TIER_CACHE_SIZE:
+            self._habit_cache[key] = habit
+        return habit
 
 
 def render(code: str, evidence: Evidence) -> str:
@@ -308,6 +319,18 @@ def _first_unused(
         return too_long
     best = tiers[0]
     return best[start % len(best)].format_map(fields)
+
+
+_NUMBER_FIELDS = (
+    ("count", "count"),
+    ("of_recent", "of_recent"),
+    ("rank", "rank"),
+    ("n", "interactions"),
+)
+
+
+def _is_mapping(value: object) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def _is_number(value: object) -> bool:

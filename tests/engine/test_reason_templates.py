@@ -138,6 +138,22 @@ def test_two_signals_are_said_together_when_the_evidence_carries_both():
     )
 
 
+def test_the_remembered_habit_phrases_never_mix_up_evidence_that_compares_equal():
+    gen = TemplateGenerator("en")
+    habit = {"code": "category_affinity", "category": "running", "count": 3, "of_recent": 5}
+    as_float = {**habit, "count": 3.0}  # == 3, hashes like 3, reads differently
+    for _ in range(2):  # the second time from the memo
+        texts = [
+            gen.canonical(
+                "similar_to_recent", {"items": [cite("Trail Runner 3", "view")], "also": h}
+            )
+            for h in (habit, as_float, {**habit, "tags": ["x"]})
+        ]
+        assert texts[0].endswith("3 of your last 5 items were in running")
+        assert texts[1].endswith("3.0 of your last 5 items were in running")
+        assert texts[2] == texts[0]  # an unhashable value: rendered without the memo
+
+
 @pytest.mark.parametrize("generator", [EN, ZH], ids=["en", "zh"])
 @pytest.mark.parametrize("code", REASON_CODES)
 def test_every_code_has_at_least_three_faithful_phrasings_per_language(generator, code):
