@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -185,27 +186,35 @@ def message(event_id: str, user: str, item: str, kind: str) -> RawMessage:
     return RawMessage(json.dumps(body).encode(), user.encode(), "events", 0, 0)
 
 
-def test_the_pipeline_counts_each_event_once_and_ranks_with_the_statistics(redis_url, shop_model):
-    settings = Settings(
-        redis_url=redis_url,  # type: ignore[arg-type]
-        model_dir=shop_model.model_dir,
-        trend_min_count=1.0,
-    )
+def shop_pipeline(
+    redis_url: str, shop_model: Any, **settings: Any
+) -> tuple[Pipeline, RedisStore, RecordingRecommender]:
+    """A pipeline on the shop model whose recommender records the statistics it gets, with
+    the shop catalog in Redis."""
     store = RedisStore.from_url(
         redis_url, history_length=10, dedupe_ttl_s=60, recommendation_ttl_s=60
     )
     index = FaissItemIndex.load(shop_model.model_dir / "index")
     recommender = RecordingRecommender(shop_model.model, index, Catalog())
     recommender.seen = []
-    metrics = Metrics(CollectorRegistry())
-    pipeline = Pipeline(settings, recommender, store, metrics, clock=lambda: T0)
+    config = Settings(
+        redis_url=redis_url,  # type: ignore[arg-type]
+        model_dir=shop_model.model_dir,
+        **settings,
+    )
+    pipeline = Pipeline(config, recommender, store, Metrics(CollectorRegistry()), clock=lambda: T0)
+    run(store.put_items(catalog_items(shop.catalog())))
+    return pipeline, store, recommender
+
+
+def test_the_pipeline_counts_each_event_once_and_ranks_with_the_statistics(redis_url, shop_model):
+    pipeline, store, recommender = shop_pipeline(redis_url, shop_model, trend_min_count=1.0)
     batch = [
         message("p1", "ann", "books-1", "purchase"),
         message("p2", "ann", "books-2", "purchase"),
         message("p3", "bob", "books-1", "add_to_cart"),
     ]
     try:
-        run(store.put_items(catalog_items(shop.catalog())))
         run(pipeline.handle_events(batch))
         result = run(pipeline.handle_events(batch))  # redelivered after a crash
     finally:
@@ -220,20 +229,7 @@ def test_the_pipeline_counts_each_event_once_and_ranks_with_the_statistics(redis
 
 
 def test_the_pipeline_reads_only_the_strongest_partners_of_each_session_item(redis_url, shop_model):
-    settings = Settings(
-        redis_url=redis_url,  # type: ignore[arg-type]
-        model_dir=shop_model.model_dir,
-        cooccurrence_read_limit=1,
-    )
-    store = RedisStore.from_url(
-        redis_url, history_length=10, dedupe_ttl_s=60, recommendation_ttl_s=60
-    )
-    index = FaissItemIndex.load(shop_model.model_dir / "index")
-    recommender = RecordingRecommender(shop_model.model, index, Catalog())
-    recommender.seen = []
-    pipeline = Pipeline(
-        settings, recommender, store, Metrics(CollectorRegistry()), clock=lambda: T0
-    )
+    pipeline, store, recommender = shop_pipeline(redis_url, shop_model, cooccurrence_read_limit=1)
     first = [
         message("a1", "ann", "books-2", "purchase"),
         message("c1", "cat", "books-2", "purchase"),
@@ -245,7 +241,6 @@ def test_the_pipeline_reads_only_the_strongest_partners_of_each_session_item(red
         message("d2", "dan", "books-1", "purchase"),
     ]
     try:
-        run(store.put_items(catalog_items(shop.catalog())))
         run(pipeline.handle_events(first))
         run(pipeline.handle_events(then))
         stored = run(store.cooccurring(["books-1"], "bought", limit=10))
