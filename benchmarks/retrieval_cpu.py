@@ -5,11 +5,13 @@ For each size it makes clustered synthetic item vectors (unit norm, a mixture of
 ``--clusters`` Gaussian clusters, as trained embeddings are clustered, unlike uniform
 noise) and queries near items, then runs the same tuning step as the index build
 (:func:`index.tuning.tune_index`: every HNSW / IVF setting measured for recall@k against
-exact search and queries/s on the same query batch). ``--model-dir`` adds the trained
-model's own index vectors with one-item-history queries, as the build measures them.
+exact search and queries/s on the same query batch). ``--model-dir`` adds what
+``streamrec index build`` indexed for a trained model (its items, and catalog items it
+indexed from their text) with one-item-history queries, as the build measures them.
 
     python benchmarks/retrieval_cpu.py                          # 10k, 100k, 1M items, d=64
     python benchmarks/retrieval_cpu.py --sizes 1000000 --dim 128 --threads 2
+    python benchmarks/retrieval_cpu.py --model-dir models/current --catalog-size 100000 --sizes ""
 
 Writes ``benchmarks/results/retrieval-cpu-<stamp>.{md,json,png}``.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,11 +57,18 @@ def clustered(
 
 
 def model_vectors(model_dir: Path, queries: int) -> tuple[Any, Any]:
+    """The vectors ``streamrec index build`` indexed for the model (its items and the
+    catalog items it indexed from their text), or the model's own items when the folder
+    has no index yet; queries from one-item histories, as the build measures them."""
     from engine.model import ItemModel
     from engine.recommender import index_entries, index_queries
+    from index.faiss_index import FaissItemIndex
 
     model = ItemModel.load(model_dir)
-    _, vectors = index_entries(model)
+    if (model_dir / "index" / "items.ids.json").is_file():
+        _, vectors = FaissItemIndex.load(model_dir / "index").entries()
+    else:
+        _, vectors = index_entries(model)
     return vectors, index_queries(model, queries)
 
 
@@ -132,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument(
+        "--catalog-size",
+        type=int,
+        default=0,
+        help="with an ML-100K --model-dir: grow its catalog to this many items with "
+        "synthetic ones indexed from their text, as benchmarks/e2e.py --catalog-size does",
+    )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     faiss.omp_set_num_threads(args.threads)
@@ -142,8 +159,17 @@ def main(argv: list[str] | None = None) -> int:
 
     data: list[tuple[str, Any, Any]] = []
     if args.model_dir is not None:
-        vectors, queries = model_vectors(args.model_dir, args.queries)
-        data.append((f"model {args.model_dir.name}", vectors, queries))
+        model_dir = args.model_dir
+        with tempfile.TemporaryDirectory(prefix="streamrec-retrieval-") as scratch:
+            if args.catalog_size:
+                from benchmarks.e2e import grow_catalog
+                from engine.datasets import load_movielens_100k
+
+                catalog = load_movielens_100k().catalog
+                model_dir, _ = grow_catalog(model_dir, catalog, args.catalog_size, Path(scratch))
+            vectors, queries = model_vectors(model_dir, args.queries)
+        grown = f", catalog grown to {args.catalog_size:,}" if args.catalog_size else ""
+        data.append((f"model {args.model_dir.name}{grown}", vectors, queries))
     for n in (int(s) for s in args.sizes.split(",") if s):
         items, queries = clustered(n, args.dim, args.clusters, args.queries, seed=n)
         data.append(("synthetic", items, queries))
