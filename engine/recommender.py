@@ -430,11 +430,10 @@ class Recommender:
         if ranked:
             hits = self._reranked(state, hits, excluded, user_vec, stats)
         chosen: list[tuple[str, float]] = []
-        chosen_vectors: list[FloatArray] = []
         titles: set[str] = set()
         diversify = self.params.diversity_weight > 0
         pool = self.params.k + self.params.fan_out if diversify else self.params.k
-        kept = np.empty((pool, self.model.dim), dtype=np.float32)  # chosen_vectors, stacked
+        vectors = np.empty((pool, self.model.dim), dtype=np.float32)  # row n: chosen[n]'s
         for item_id, score in zip(hits.item_ids, hits.scores, strict=True):
             if len(chosen) == pool:
                 break
@@ -445,21 +444,21 @@ class Recommender:
             if vector is None or title in titles:
                 continue
             n = len(chosen)
-            if n and float(np.max(kept[:n] @ vector)) >= self.params.near_duplicate_cosine:
+            if n and float(np.max(vectors[:n] @ vector)) >= self.params.near_duplicate_cosine:
                 continue
-            kept[n] = vector
+            vectors[n] = vector
             chosen.append((item_id, score))
-            chosen_vectors.append(vector)
             titles.add(title)
+        vectors = vectors[: len(chosen)]
         if diversify and chosen:
             order = mmr_order(
                 np.asarray([s for _, s in chosen]),
-                np.stack(chosen_vectors),
+                vectors,
                 self.params.k,
                 self.params.diversity_weight,
             )
             chosen = [chosen[i] for i in order]
-            chosen_vectors = [chosen_vectors[i] for i in order]
+            vectors = vectors[order]
 
         usable, hist_vectors, weights = history
         hist_items = [self.catalog.get(i.item_id) for i in usable]
@@ -469,10 +468,7 @@ class Recommender:
         partners = SessionPartners(state.history, self.catalog.get, stats, self.params.reasons)
         picked: list[tuple[str, float, Reason]] = []
         cited = citable.cite_rows(
-            contribution_rows(
-                hist_vectors, weights, np.stack(chosen_vectors) if chosen else kept[:0]
-            ),
-            self.params.reasons,
+            contribution_rows(hist_vectors, weights, vectors), self.params.reasons
         )
         for (item_id, score), item_cited in zip(chosen, cited, strict=True):
             reason = build_reason(
