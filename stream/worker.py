@@ -96,8 +96,20 @@ def run_worker(settings: Settings) -> None:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
         log.info("metrics on :%d/metrics", settings.metrics_port)
     app = create_app(settings, pipeline)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    make_worker(app, settings.log_level).execute_from_commandline()
+
+
+def make_worker(app: faust.App, log_level: str) -> faust.Worker:
+    """Faust's worker for ``app``, logging at ``log_level``, without the terminal spinner.
+
+    At WARNING or above, Faust's worker hangs its spinner's handler on the root logger and
+    sets the root to DEBUG, so every debug record of aiokafka and Faust (several per fetch
+    and produce request) would be built and then dropped: 2% of the worker's samples in a
+    profile at 200 events/s.
+    """
+    worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False)
+    worker.spinner = None
+    return worker
 
 
 def model_exists(model_dir: Path) -> bool:

@@ -5,6 +5,7 @@
 #
 # usage:
 #   kafka.sh fetch               resolve the jars into the cache (once; ~/.m2 is reused)
+#   kafka.sh libs                fetch, then print the jar folder (the Java clients' classpath)
 #   kafka.sh start STATE_DIR     start a fresh broker; prints "127.0.0.1:PORT" (the only stdout line)
 #   kafka.sh stop STATE_DIR      SIGTERM, up to 30 s, then SIGKILL; idempotent
 #   kafka.sh resume STATE_DIR    start a stopped broker again with its data and ports (a restart)
@@ -303,8 +304,9 @@ status() {
 cmd=${1:-}
 case $cmd in
   fetch) fetch ;;
+  libs) fetch && echo "$LIBS" ;;
   start | stop | status | resume)
     [[ $# -eq 2 ]] || die "usage: kafka.sh $cmd STATE_DIR"
     "$cmd" "$2" ;;
-  *) die "usage: kafka.sh fetch | start STATE_DIR | stop STATE_DIR | resume STATE_DIR | status STATE_DIR" ;;
+  *) die "usage: kafka.sh fetch | libs | start STATE_DIR | stop STATE_DIR | resume STATE_DIR | status STATE_DIR" ;;
 esac

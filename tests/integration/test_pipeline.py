@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -11,9 +10,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from stream.contracts import encode_item
-from stream.kafka_io import ensure_topics
-from stream.replay import catalog_items
 from tests import shop
 from tests.integration.kafka_helpers import Collector, event, produce
 
@@ -23,20 +19,6 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "stream" / "schemas"
 REC_SCHEMA = json.loads((SCHEMAS / "recommendation.schema.json").read_text())
 DLQ_SCHEMA = json.loads((SCHEMAS / "dead_letter.schema.json").read_text())
 TITLES = dict(zip(shop.catalog()["item_id"], shop.catalog()["title"], strict=True))
-
-
-@pytest.fixture
-def running(settings, start_worker):
-    """A worker with the shop catalog published and indexed."""
-    asyncio.run(ensure_topics(settings))
-    worker = start_worker(settings)
-    items = catalog_items(shop.catalog())
-    produce(settings, settings.topic_items, [(i.item_id.encode(), encode_item(i)) for i in items])
-    deadline = time.monotonic() + 60
-    while worker.metric("streamrec_items_updated_total", action="added") < len(items):
-        assert time.monotonic() < deadline, worker.log()
-        time.sleep(0.2)
-    return worker
 
 
 def ids(rec: dict) -> list[str]:

@@ -1,0 +1,149 @@
+"""The topic contracts spoken by a Kafka client other than ours: Apache Kafka's Java
+producer and consumer (tests/integration/java/ExternalKafkaClient.java), as a shop's
+backend would run them, with each compression codec Kafka offers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from stream.local_infra import SCRIPTS
+from stream.settings import Settings
+from tests import shop
+from tests.conftest import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+JAVA_CLIENT = Path(__file__).resolve().parent / "java" / "ExternalKafkaClient.java"
+SCHEMAS = Path(__file__).resolve().parents[2] / "stream" / "schemas"
+REC_SCHEMA = json.loads((SCHEMAS / "recommendation.schema.json").read_text())
+DLQ_SCHEMA = json.loads((SCHEMAS / "dead_letter.schema.json").read_text())
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def java_client(*args: str, stdin: str = "", timeout: float = 120) -> list[str]:
+    """Run the Java client; its stdout lines."""
+    java = shutil.which("java")
+    assert java is not None, "the integration tests need a JDK (the broker runs on it too)"
+    libs = subprocess.run(
+        ["bash", str(SCRIPTS / "kafka.sh"), "libs"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    proc = subprocess.run(  # noqa: S603 - our own test client
+        [java, "-cp", f"{libs}/*", str(JAVA_CLIENT), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.splitlines()
+
+
+def java_produce(settings: Settings, topic: str, codec: str, lines: list[tuple[str, str]]) -> None:
+    stdin = "".join(f"{key}\t{value}\n" for key, value in lines)
+    out = java_client("produce", settings.bootstrap_servers[0], topic, codec, stdin=stdin)
+    assert out[-1] == f"sent {len(lines)}"
+
+
+def java_consume(settings: Settings, topic: str, count: int) -> list[tuple[str, dict]]:
+    """(key, JSON value) of the first ``count`` records of ``topic``, read by the Java client."""
+    lines = java_client("consume", settings.bootstrap_servers[0], topic, str(count), "90")
+    records = []
+    for line in lines:
+        key, _, value = line.partition("\t")
+        records.append((key, json.loads(base64.b64decode(value))))
+    return records
+
+
+def shop_event(event_id: str, user: str, item: str, kind: str = "view") -> str:
+    body = {
+        "event_id": event_id,
+        "user_id": user,
+        "item_id": item,
+        "type": kind,
+        "ts": time.time_ns() // 1_000_000,
+    }
+    return json.dumps(body)
+
+
+def consumed(worker: WorkerProcess) -> float:
+    types = ("view", "click", "add_to_cart", "purchase")
+    return sum(worker.metric("streamrec_events_consumed_total", type=t) for t in types)
+
+
+def wait_consumed(worker: WorkerProcess, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while consumed(worker) < count:
+        assert worker.proc.poll() is None, worker.log()
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.2)
+
+
+def test_events_in_every_compression_codec_get_lists_the_java_consumer_reads(
+    settings: Settings, running: WorkerProcess
+):
+    titles = dict(zip(shop.catalog()["item_id"], shop.catalog()["title"], strict=True))
+    sent = 0
+    for codec in CODECS:
+        user = f"java-{codec}"
+        java_produce(
+            settings,
+            settings.topic_events,
+            codec,
+            [
+                (user, shop_event(f"{codec}-0", user, "running-1")),
+                (user, shop_event(f"{codec}-1", user, "running-2", "click")),
+                (user, shop_event(f"{codec}-2", user, "running-3", "add_to_cart")),
+            ],
+        )
+        sent += 3
+        wait_consumed(running, sent)  # the worker is still up after each codec
+
+    records = java_consume(settings, settings.topic_recommendations, sent)
+    by_trigger = {value["trigger_event_id"]: (key, value) for key, value in records}
+    assert set(by_trigger) == {f"{c}-{n}" for c in CODECS for n in range(3)}
+    for trigger, (key, rec) in by_trigger.items():
+        jsonschema.validate(rec, REC_SCHEMA)
+        assert key == rec["user_id"] == f"java-{trigger.rsplit('-', 1)[0]}"
+        assert len(rec["items"]) == 10
+        for item in rec["items"]:
+            assert item["reason"]
+            for cited in item["evidence"].get("items", []):
+                assert cited["title"] == titles[cited["item_id"]]
+    assert running.metric("streamrec_dlq_events_total", reason="invalid_json") == 0
+
+
+def test_keyless_and_malformed_records_from_the_java_producer(
+    settings: Settings, running: WorkerProcess
+):
+    """A producer that sets no key still gets a list for the user named in the event; a
+    malformed record goes to the dead-letter topic with its reason, and the worker goes on."""
+    java_produce(
+        settings,
+        settings.topic_events,
+        "lz4",
+        [
+            ("", shop_event("nokey-0", "dora", "books-1")),
+            ("dora", "{not json"),
+            ("dora", shop_event("nokey-1", "dora", "books-2", "purchase")),
+        ],
+    )
+    recs = java_consume(settings, settings.topic_recommendations, 2)
+    assert {rec["trigger_event_id"] for _, rec in recs} == {"nokey-0", "nokey-1"}
+    assert all(rec["user_id"] == key == "dora" for key, rec in recs)
+    dead = java_consume(settings, settings.topic_dlq, 1)
+    jsonschema.validate(dead[0][1], DLQ_SCHEMA)
+    assert dead[0][0] == "dora"
+    assert dead[0][1]["reason"] == "invalid_json"
+    assert base64.b64decode(dead[0][1]["original_b64"]) == b"{not json"
