@@ -313,23 +313,32 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from engine.experiments import ExperimentConfigError
-    from stream.kafka_io import KafkaUnavailableError
+    from stream.kafka_io import KafkaUnavailableError, TopicCreationError
     from stream.worker import ConfigurationError, run_worker
 
     settings = _settings()
     _setup_logging(settings.log_level)
     try:
         run_worker(settings)
-    except (ConfigurationError, ExperimentConfigError, KafkaUnavailableError) as exc:
+    except (
+        ConfigurationError,
+        ExperimentConfigError,
+        KafkaUnavailableError,
+        TopicCreationError,
+    ) as exc:
         msg = f"streamrec: {exc}"
         raise SystemExit(msg) from None
     return 0
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from stream.kafka_io import ensure_topics
+    from stream.kafka_io import KafkaUnavailableError, TopicCreationError, ensure_topics
 
-    created = asyncio.run(ensure_topics(_settings()))
+    try:
+        created = asyncio.run(ensure_topics(_settings()))
+    except (KafkaUnavailableError, TopicCreationError) as exc:
+        msg = f"streamrec: {exc}"
+        raise SystemExit(msg) from None
     print("created: " + (", ".join(created) if created else "nothing (all exist)"))  # noqa: T201
     return 0
 

@@ -21,6 +21,7 @@ from aiokafka.errors import (
     KafkaError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    for_code,
 )
 from aiokafka.helpers import create_ssl_context
 
@@ -107,20 +108,23 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def topic_specs(settings: Settings) -> list[NewTopic]:
-    """The topics streamrec uses, with their partitioning and cleanup policy."""
+def topic_specs(settings: Settings, brokers: int) -> list[NewTopic]:
+    """The topics streamrec uses, with their partitioning, cleanup policy and replication:
+    ``STREAMREC_TOPIC_REPLICATION_FACTOR``, or 3 on a cluster of ``brokers`` (fewer when the
+    cluster has fewer brokers)."""
     n = settings.topic_partitions
+    rf = settings.topic_replication_factor or max(1, min(3, brokers))
     return [
-        NewTopic(settings.topic_events, num_partitions=n, replication_factor=1),
+        NewTopic(settings.topic_events, num_partitions=n, replication_factor=rf),
         NewTopic(
             settings.topic_items,
             num_partitions=1,
-            replication_factor=1,
+            replication_factor=rf,
             topic_configs={"cleanup.policy": "compact"},
         ),
-        NewTopic(settings.topic_recommendations, num_partitions=n, replication_factor=1),
-        NewTopic(settings.topic_dlq, num_partitions=1, replication_factor=1),
-        NewTopic(settings.topic_control, num_partitions=1, replication_factor=1),
+        NewTopic(settings.topic_recommendations, num_partitions=n, replication_factor=rf),
+        NewTopic(settings.topic_dlq, num_partitions=1, replication_factor=rf),
+        NewTopic(settings.topic_control, num_partitions=1, replication_factor=rf),
     ]
 
 
@@ -139,7 +143,13 @@ async def ensure_reachable(settings: Settings, timeout_s: float = 5.0) -> None:
 
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create any missing streamrec topic; returns the names created."""
+    """Create any missing streamrec topic; returns the names created.
+
+    Raises:
+        KafkaUnavailableError: the brokers do not answer.
+        TopicCreationError: the cluster refused a topic (permissions, replication factor,
+            a topic policy); no topic after it is attempted.
+    """
     admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -148,19 +158,41 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
         raise await _diagnose(settings, exc) from exc
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in topic_specs(settings) if t.name not in existing]
+        brokers = len((await admin.describe_cluster())["brokers"])
+        missing = [t for t in topic_specs(settings, brokers) if t.name not in existing]
         created = []
         for topic in missing:
-            try:
-                await admin.create_topics([topic])
-                created.append(topic.name)
-            except TopicAlreadyExistsError:
-                pass
+            response = await admin.create_topics([topic])
+            for name, code, message in topic_errors(response):
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:  # another worker was first
+                    raise TopicCreationError(name, code, message)
         if created:
             log.info("created topics %s", ", ".join(created))
         return created
     finally:
         await admin.close()
+
+
+class TopicCreationError(RuntimeError):
+    """The cluster refused to create a streamrec topic."""
+
+    def __init__(self, topic: str, code: int, message: str | None) -> None:
+        error = for_code(code).__name__
+        super().__init__(
+            f"Kafka refused to create topic {topic!r}: {error} ({code}): "
+            f"{message or 'no detail'}. Check STREAMREC_TOPIC_REPLICATION_FACTOR and the "
+            "client's permissions, or create the topics yourself (the README's topic table)"
+        )
+
+
+def topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    """(topic, error code, message) per topic of a CreateTopics response, any version."""
+    rows = getattr(response, "topic_errors", None)
+    if rows is None:
+        rows = response.topics
+    return [(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]
 
 
 @asynccontextmanager

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="Key to pseudonymise user ids (HMAC-SHA256) before they reach Redis.",
     )
     topic_partitions: int = Field(4, ge=1, description="Partitions when the worker creates topics.")
+    topic_replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Replicas when the worker creates topics (unset: 3, or all brokers if fewer).",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How clients talk to Kafka: plain, TLS, SASL, SASL over TLS."
     )
