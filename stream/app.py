@@ -42,6 +42,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_compression_type=settings.producer_compression,
         broker_commit_every=settings.batch_size,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),

@@ -67,7 +67,10 @@ class AsyncEventProducer:
 
     async def __aenter__(self) -> Self:
         self._producer = AIOKafkaProducer(
-            **client_options(self.settings), acks="all", enable_idempotence=True
+            **client_options(self.settings),
+            acks="all",
+            enable_idempotence=True,
+            compression_type=self.settings.producer_compression,
         )
         await self._producer.start()
         return self

@@ -197,7 +197,12 @@ def topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
 
 @asynccontextmanager
 async def producer(settings: Settings, **kwargs: object) -> AsyncIterator[AIOKafkaProducer]:
-    prod = AIOKafkaProducer(**client_options(settings), acks="all", **kwargs)
+    prod = AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        compression_type=settings.producer_compression,
+        **kwargs,
+    )
     try:
         await prod.start()
     except (KafkaConnectionError, OSError) as exc:

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     )
     kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
     kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none",
+        description="Codec of the batches streamrec produces (consumers must support it).",
+    )
     kafka_session_timeout_s: float = Field(
         30.0,
         ge=6.0,
@@ -221,6 +225,11 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> list[str]:
         return self.kafka_bootstrap.split(",")
+
+    @property
+    def producer_compression(self) -> str | None:
+        """The Kafka clients' ``compression_type`` (None: uncompressed)."""
+        return None if self.kafka_compression == "none" else self.kafka_compression
 
     @property
     def index_dir(self) -> Path:

@@ -10,14 +10,14 @@ import pytest
 from stream.contracts import encode_item
 from stream.kafka_io import ensure_topics
 from stream.replay import catalog_items
+from stream.settings import Settings
 from tests import shop
 from tests.conftest import WorkerProcess
 from tests.integration.kafka_helpers import produce
 
 
-@pytest.fixture
-def running(settings, start_worker) -> WorkerProcess:
-    """A worker with the shop catalog published and indexed."""
+def start_with_catalog(settings: Settings, start_worker) -> WorkerProcess:
+    """Start a worker and publish the shop catalog; returns once every item is indexed."""
     asyncio.run(ensure_topics(settings))
     worker = start_worker(settings)
     items = catalog_items(shop.catalog())
@@ -27,3 +27,9 @@ def running(settings, start_worker) -> WorkerProcess:
         assert time.monotonic() < deadline, worker.log()
         time.sleep(0.2)
     return worker
+
+
+@pytest.fixture
+def running(settings, start_worker) -> WorkerProcess:
+    """A worker with the shop catalog published and indexed."""
+    return start_with_catalog(settings, start_worker)

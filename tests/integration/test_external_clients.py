@@ -14,10 +14,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from stream.local_infra import SCRIPTS
+from stream.local_infra import SCRIPTS, LocalService
 from stream.settings import Settings
 from tests import shop
 from tests.conftest import WorkerProcess
+from tests.integration.conftest import start_with_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -28,18 +29,18 @@ DLQ_SCHEMA = json.loads((SCHEMAS / "dead_letter.schema.json").read_text())
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
-def java_client(*args: str, stdin: str = "", timeout: float = 120) -> list[str]:
-    """Run the Java client; its stdout lines."""
-    java = shutil.which("java")
-    assert java is not None, "the integration tests need a JDK (the broker runs on it too)"
+def java(*args: str, stdin: str = "", timeout: float = 120) -> list[str]:
+    """Run java with the broker's jars on the classpath; its stdout lines."""
+    binary = shutil.which("java")
+    assert binary is not None, "the integration tests need a JDK (the broker runs on it too)"
     libs = subprocess.run(
         ["bash", str(SCRIPTS / "kafka.sh"), "libs"],  # noqa: S607
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    proc = subprocess.run(  # noqa: S603 - our own test client
-        [java, "-cp", f"{libs}/*", str(JAVA_CLIENT), *args],
+    proc = subprocess.run(  # noqa: S603 - our own test client and Kafka's tools
+        [binary, "-cp", f"{libs}/*", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -52,13 +53,17 @@ def java_client(*args: str, stdin: str = "", timeout: float = 120) -> list[str]:
 
 def java_produce(settings: Settings, topic: str, codec: str, lines: list[tuple[str, str]]) -> None:
     stdin = "".join(f"{key}\t{value}\n" for key, value in lines)
-    out = java_client("produce", settings.bootstrap_servers[0], topic, codec, stdin=stdin)
+    out = java(
+        str(JAVA_CLIENT), "produce", settings.bootstrap_servers[0], topic, codec, stdin=stdin
+    )
     assert out[-1] == f"sent {len(lines)}"
 
 
 def java_consume(settings: Settings, topic: str, count: int) -> list[tuple[str, dict]]:
     """(key, JSON value) of the first ``count`` records of ``topic``, read by the Java client."""
-    lines = java_client("consume", settings.bootstrap_servers[0], topic, str(count), "90")
+    lines = java(
+        str(JAVA_CLIENT), "consume", settings.bootstrap_servers[0], topic, str(count), "90"
+    )
     records = []
     for line in lines:
         key, _, value = line.partition("\t")
@@ -147,3 +152,25 @@ def test_keyless_and_malformed_records_from_the_java_producer(
     assert dead[0][0] == "dora"
     assert dead[0][1]["reason"] == "invalid_json"
     assert base64.b64decode(dead[0][1]["original_b64"]) == b"{not json"
+
+
+def test_lists_the_worker_compresses_on_request_are_read_by_the_java_consumer(
+    settings: Settings, kafka: LocalService, start_worker
+):
+    zstd = settings.model_copy(update={"kafka_compression": "zstd"})
+    start_with_catalog(zstd, start_worker)
+    java_produce(zstd, zstd.topic_events, "none", [("erin", shop_event("z-0", "erin", "books-3"))])
+
+    ((key, rec),) = java_consume(zstd, zstd.topic_recommendations, 1)
+    assert (key, rec["trigger_event_id"]) == ("erin", "z-0")
+    jsonschema.validate(rec, REC_SCHEMA)
+    batches = [
+        line
+        for segment in sorted(
+            (kafka.state_dir / "data").glob(f"{zstd.topic_recommendations}-*/*.log")
+        )
+        for line in java("kafka.tools.DumpLogSegments", "--files", str(segment))
+        if line.startswith("baseOffset:")
+    ]
+    assert batches
+    assert all("compresscodec: zstd" in line for line in batches), batches

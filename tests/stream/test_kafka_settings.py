@@ -1,10 +1,12 @@
-"""How the worker sizes the topics it creates, and how it reads the broker's answer."""
+"""The Kafka settings: how topics are sized when created, the broker's answer read, and
+the codec of what streamrec produces."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import pytest
+from pydantic import ValidationError
 
 from stream.kafka_io import topic_errors, topic_specs
 from stream.settings import Settings
@@ -43,3 +45,13 @@ def test_create_topics_answers_of_every_version_are_read_alike():
     assert topic_errors(v0) == [("a", 0, None)]
     assert topic_errors(v3) == [("a", 38, "only 1 broker(s) are registered")]
     assert topic_errors(v5) == [("a", 29, "denied")]
+
+
+@pytest.mark.parametrize(("setting", "client"), [("none", None), ("lz4", "lz4"), ("zstd", "zstd")])
+def test_the_compression_setting_becomes_the_clients_codec(setting, client):
+    assert Settings(kafka_compression=setting).producer_compression == client
+
+
+def test_an_unknown_codec_is_refused_at_startup():
+    with pytest.raises(ValidationError, match="kafka_compression"):
+        Settings(kafka_compression="brotli")
