@@ -201,9 +201,12 @@ def run_config(
     items: list[Item],
     rates: list[str],
     n_events: int,
+    idle: dict[str, float],
+    idle_s: float,
 ) -> list[dict[str, object]]:
     """Start a worker with this configuration on its own topics, publish the catalog to
-    it, warm it up, run the phases, stop it."""
+    it, warm it up, measure its CPU while no event comes (``idle_s``, into ``idle``), run
+    the phases, stop it."""
     settings = base.model_copy(
         update={
             "app_id": f"streamrec-bench-{name}",
@@ -242,6 +245,11 @@ def run_config(
                 for n in range(200)
             ]
             asyncio.run(phase(settings, warm, 200.0, worker.pid))
+            if idle_s > 0:
+                time.sleep(2.0)  # the warm-up's last batches and commits
+                cpu0, _ = proc_stats(worker.pid)
+                time.sleep(idle_s)
+                idle[name] = round(100 * (proc_stats(worker.pid)[0] - cpu0) / idle_s, 1)
             rng = np.random.default_rng(0)  # the same events for every configuration
             results = []
             for rate_s in rates:
@@ -309,6 +317,12 @@ def main() -> int:
         help="grow the catalog to this many items with synthetic ones, indexed from text",
     )
     parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10.0,
+        help="measure each worker's CPU this long with no events, after the warm-up (0: skip)",
+    )
+    parser.add_argument(
         "--configs",
         default="batched,naive",
         help="worker configurations to run side by side: batched (micro-batches of "
@@ -336,6 +350,7 @@ def main() -> int:
     kafka = start_kafka(state / "kafka")
     redis = start_redis(state / "redis")
     results: list[dict[str, object]] = []
+    idle: dict[str, float] = {}
     try:
         settings = Settings(
             kafka_bootstrap=kafka.address,
@@ -359,7 +374,16 @@ def main() -> int:
         items = catalog_items(catalog)
         for name in configs:
             results += run_config(
-                name, settings, env, state, log, items, args.rates.split(","), args.events
+                name,
+                settings,
+                env,
+                state,
+                log,
+                items,
+                args.rates.split(","),
+                args.events,
+                idle,
+                args.idle_seconds,
             )
     finally:
         kafka.stop()
@@ -378,6 +402,7 @@ def main() -> int:
         "batch_within_ms": int(env.get("STREAMREC_BATCH_WITHIN_MS", Settings().batch_within_ms)),
         "configs": {c: CONFIGS[c] for c in configs},
         "phases": results,
+        "idle_cpu_percent": idle,
         "at": stamp,
     }
     (out / f"e2e-{stamp}.json").write_text(json.dumps(report, indent=2))
@@ -408,6 +433,10 @@ def main() -> int:
                 f"{float(r['events_per_s']) / float(naive['events_per_s']):.2f}x, "  # type: ignore[arg-type]
                 f"p99 {r['p99_ms']} vs {naive['p99_ms']} ms"
             )
+    for name, percent in idle.items():
+        lines.append(
+            f"\n{name}, idle (no events for {args.idle_seconds:g} s): worker CPU {percent}%"
+        )
     (out / f"e2e-{stamp}.md").write_text("\n".join(lines) + "\n")
     plot(results, out / f"e2e-{stamp}.png", f"streamrec end to end, {report['machine']}")
     print("\n".join(lines))
