@@ -263,18 +263,37 @@ def encode_dead_letter(
     offset: int | None,
     failed_at: int,
 ) -> bytes:
-    """A ``streamrec.events.dlq`` record: the original bytes (base64) and the error."""
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+    """A ``streamrec.events.dlq`` record: the original bytes (base64) and the error.
+
+    The record must fit a Kafka message (1 MB by default), so an original over
+    :data:`DLQ_ORIGINAL_MAX_BYTES` keeps only its first bytes (``original_truncated``; the
+    whole message is still at ``source`` while the topic retains it), and the text form
+    comes only with originals of at most :data:`DLQ_TEXT_MAX_BYTES`.
+    """
+    kept = raw[:DLQ_ORIGINAL_MAX_BYTES]
+    text: str | None = None
+    if len(raw) <= DLQ_TEXT_MAX_BYTES:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
     return _encoder.encode(
         {
             "reason": reason,
             "error": error[:2000],
             "source": {"topic": topic, "partition": partition, "offset": offset},
             "failed_at": failed_at,
-            "original_b64": base64.b64encode(raw).decode("ascii"),
-            "original_text": text if text is not None and len(text) <= 65536 else None,
+            "original_b64": base64.b64encode(kept).decode("ascii"),
+            "original_text": text,
+            "original_size": len(raw),
+            "original_truncated": len(kept) < len(raw),
         }
     )
+
+
+#: The most of an original message a dead letter carries (base64 makes it 4/3 larger).
+DLQ_ORIGINAL_MAX_BYTES = 512 * 1024
+#: Originals up to this size also come as text (JSON escapes can make text 6x larger).
+DLQ_TEXT_MAX_BYTES = 64 * 1024
+#: The most of an original key a dead letter keeps as its own key.
+DLQ_KEY_MAX_BYTES = 4096

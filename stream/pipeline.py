@@ -28,6 +28,7 @@ from engine.recommender import IndexMismatchError, Ranked, Recommender
 from engine.types import Event, Item, UserState
 from index.faiss_index import IndexFileError, index_stamp
 from stream.contracts import (
+    DLQ_KEY_MAX_BYTES,
     InvalidMessage,
     decode_control,
     decode_event,
@@ -205,11 +206,18 @@ class Pipeline:
             return len(items)
 
     async def _apply_items(self, items: Sequence[Item]) -> None:
+        def apply_one(recommender: Recommender, item: Item) -> str:
+            try:
+                return recommender.apply_item(item).action
+            except Exception:  # noqa: BLE001 - one item must not stop the catalog sync
+                log.exception("catalog item %r could not be applied", item.item_id)
+                return "failed"
+
         def apply() -> list[str]:
-            actions = [self.recommender.apply_item(item).action for item in items]
+            actions = [apply_one(self.recommender, item) for item in items]
             for recommender in self.experiments.arm_models():
                 for item in items:
-                    recommender.apply_item(item)
+                    apply_one(recommender, item)
             return actions
 
         actions = await self._in_thread(apply)
@@ -244,7 +252,39 @@ class Pipeline:
     # -- events -------------------------------------------------------------------
 
     async def handle_events(self, messages: Sequence[RawMessage]) -> BatchResult:
-        """Process one micro-batch of event messages."""
+        """Process one micro-batch of event messages; never raises for a bad event.
+
+        Redis outages are retried inside (:meth:`RedisStore.retrying`), holding the batch.
+        Any other failure (a Redis reply no retry can change, a bug) is retried event by
+        event, and an event that fails alone goes to the dead-letter topic as
+        ``processing_error``: the agent acknowledges a batch once this returns, so a
+        raised error would drop every event of the batch without a trace.
+        """
+        try:
+            return await self._handle_batch(messages)
+        except Exception as exc:  # noqa: BLE001 - isolated below, nothing is dropped
+            if len(messages) == 1:
+                log.exception("event %s failed", _where(messages[0]))
+                return BatchResult(
+                    dead_letters=[self._dead(messages[0], "processing_error", _error(exc))]
+                )
+            log.warning(
+                "a batch of %d events failed (%s: %s); processing them one by one",
+                len(messages),
+                type(exc).__name__,
+                exc,
+            )
+        result = BatchResult()
+        for msg in messages:
+            one = await self.handle_events([msg])
+            result.recommendations += one.recommendations
+            result.event_ts += one.event_ts
+            result.dead_letters += one.dead_letters
+            result.variants += one.variants
+            result.experiment = result.experiment or one.experiment
+        return result
+
+    async def _handle_batch(self, messages: Sequence[RawMessage]) -> BatchResult:
         result = BatchResult()
         self.metrics.batch_size.observe(len(messages))
         if self._catalog_position is None:
@@ -327,7 +367,8 @@ class Pipeline:
     # -- control --------------------------------------------------------------------
 
     async def handle_control(self, messages: Sequence[RawMessage]) -> list[Outgoing]:
-        """Carry out operator requests (``forget``); returns dead letters for bad ones."""
+        """Carry out operator requests (``forget``); returns dead letters for bad ones, and
+        for one that failed for another reason than a Redis outage (retried inside)."""
         dead = []
         for msg in messages:
             try:
@@ -335,11 +376,16 @@ class Pipeline:
             except InvalidMessage as exc:
                 dead.append(self._dead(msg, exc.reason, exc.detail))
                 continue
-            keys = await self.store.forget(request.user_id, until_ms=self.clock())
+            try:
+                keys = await self.store.forget(request.user_id, until_ms=self.clock())
+            except Exception as exc:  # noqa: BLE001 - dead-lettered, to be sent again
+                log.exception("control request %s failed", _where(msg))
+                dead.append(self._dead(msg, "processing_error", _error(exc)))
+                continue
             self.metrics.control_requests.labels(type=request.type).inc()
             log.info(
                 "forget request %s carried out: %d key(s) deleted",
-                request.request_id or f"{msg.topic}[{msg.partition}]@{msg.offset}",
+                request.request_id or _where(msg),
                 keys,
             )
         return dead
@@ -477,7 +523,7 @@ class Pipeline:
 
     def _dead(self, msg: RawMessage, reason: str, detail: str) -> Outgoing:
         self.metrics.dlq_events.labels(reason=reason).inc()
-        log.info("dead-lettered %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        log.info("dead-lettered %s: %s", _where(msg), reason)
         value = encode_dead_letter(
             msg.value,
             reason=reason,
@@ -487,4 +533,14 @@ class Pipeline:
             offset=msg.offset,
             failed_at=self.clock(),
         )
-        return Outgoing(msg.key, value)
+        key = None if msg.key is None else msg.key[:DLQ_KEY_MAX_BYTES]
+        return Outgoing(key, value)
+
+
+def _where(msg: RawMessage) -> str:
+    """Where a message came from, for logs (never its content: it may name a person)."""
+    return f"{msg.topic}[{msg.partition}]@{msg.offset}"
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -80,10 +80,18 @@ from stream.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Errors that pass: the connection, and a server that cannot take writes for now (out of
+#: memory, a replica after a failover, loading, a cluster resharding). The worker retries
+#: these with backoff and holds its batch, so no event is lost meanwhile.
 RETRYABLE = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
     OSError,
 )
 
@@ -170,7 +178,21 @@ _encode = msgspec.json.Encoder().encode
 
 
 def user_key(user_id: str, suffix: str) -> str:
-    return f"sr:{{u:{user_id}}}:{suffix}"
+    return f"sr:{{u:{key_part(user_id)}}}:{suffix}"
+
+
+#: Marks a user id that :func:`key_part` replaced by its digest.
+DIGEST_MARK = "~sha256:"
+
+
+def key_part(user_id: str) -> str:
+    """The user's part of their keys: the id itself, unless it holds a ``}`` (which would
+    end the hash tag early, so that ``A}:ev:Z``'s keys could be ``A``'s) or starts with
+    :data:`DIGEST_MARK`; those become the mark and the id's SHA-256. So no two ids share
+    a key, and every key of a user sits in one Redis Cluster slot."""
+    if "}" in user_id or user_id.startswith(DIGEST_MARK):
+        return DIGEST_MARK + hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+    return user_id
 
 
 CATALOG = "sr:catalog"
@@ -508,17 +530,20 @@ class RedisStore:
         the user stamped at or before ``until_ms`` that are still on their way are
         ignored instead of bringing the state back.
         """
-        pattern = user_key(_glob_escape(self._stored_id(user_id)), "*")
+        pattern = f"sr:{{u:{_glob_escape(key_part(self._stored_id(user_id)))}}}:*"
 
         async def run() -> int:
+            # The marker first: if Redis refuses it (out of memory), nothing is deleted
+            # yet and the whole request is retried; once it is set, a late event cannot
+            # bring back what the deletes below remove.
+            if until_ms is not None:
+                await self.client.set(self._forgotten_key(user_id), until_ms, ex=self.dedupe_ttl_s)
             keys = [k async for k in self.client.scan_iter(match=pattern, count=1000)]
             if keys:
                 await self.client.delete(*keys)
             async for key in self.client.scan_iter(match="sr:exp:*", count=1000):
                 if _member(key).rsplit(":", 1)[-1] in EXPERIMENT_PER_USER:
                     await self.client.hdel(key, self._stored_id(user_id))
-            if until_ms is not None:
-                await self.client.set(self._forgotten_key(user_id), until_ms, ex=self.dedupe_ttl_s)
             return len(keys)
 
         return await self.retrying("forget", run)

@@ -133,7 +133,9 @@ def test_keyless_and_malformed_records_from_the_java_producer(
     settings: Settings, running: WorkerProcess
 ):
     """A producer that sets no key still gets a list for the user named in the event; a
-    malformed record goes to the dead-letter topic with its reason, and the worker goes on."""
+    malformed record and one of 800 KB (under the broker's 1 MB limit, far over the
+    worker's) go to the dead-letter topic with their reasons, and the worker goes on."""
+    huge = json.dumps({"event_id": "huge", "user_id": "dora", "pad": "x" * 800_000})
     java_produce(
         settings,
         settings.topic_events,
@@ -141,17 +143,23 @@ def test_keyless_and_malformed_records_from_the_java_producer(
         [
             ("", shop_event("nokey-0", "dora", "books-1")),
             ("dora", "{not json"),
+            ("dora", huge),
             ("dora", shop_event("nokey-1", "dora", "books-2", "purchase")),
         ],
     )
     recs = java_consume(settings, settings.topic_recommendations, 2)
     assert {rec["trigger_event_id"] for _, rec in recs} == {"nokey-0", "nokey-1"}
     assert all(rec["user_id"] == key == "dora" for key, rec in recs)
-    dead = java_consume(settings, settings.topic_dlq, 1)
-    jsonschema.validate(dead[0][1], DLQ_SCHEMA)
-    assert dead[0][0] == "dora"
-    assert dead[0][1]["reason"] == "invalid_json"
-    assert base64.b64decode(dead[0][1]["original_b64"]) == b"{not json"
+    dead = {rec["reason"]: (key, rec) for key, rec in java_consume(settings, settings.topic_dlq, 2)}
+    assert set(dead) == {"invalid_json", "too_large"}
+    for key, rec in dead.values():
+        jsonschema.validate(rec, DLQ_SCHEMA)
+        assert key == "dora"
+    assert base64.b64decode(dead["invalid_json"][1]["original_b64"]) == b"{not json"
+    too_large = dead["too_large"][1]
+    assert too_large["original_size"] == len(huge)
+    assert too_large["original_truncated"] is True
+    assert huge.encode().startswith(base64.b64decode(too_large["original_b64"]))
 
 
 def test_lists_the_worker_compresses_on_request_are_read_by_the_java_consumer(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import redis
 
 from tests import shop
 from tests.integration.kafka_helpers import Collector, event, produce
@@ -198,3 +199,31 @@ def test_an_item_tombstone_makes_the_item_unavailable(settings, running):
     produce(settings, settings.topic_events, [event("t1", "tina", "books-3", "click")])
     assert gone not in ids(recs.by_trigger("t1")["t1"])
     assert running.metric("streamrec_dlq_events_total", reason="invalid_json") == 0
+
+
+def test_a_full_redis_holds_the_events_until_there_is_room_and_loses_none(settings, running):
+    """Out of memory, Redis refuses writes: the worker retries with backoff, counts the
+    errors, holds the batch (so its offsets are not committed), and answers every event
+    once memory is freed."""
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)
+    try:
+        produce(
+            settings, settings.topic_events, [event(f"f{n}", "fiona", "books-1") for n in range(5)]
+        )
+        deadline = time.monotonic() + 60
+        while running.metric("streamrec_redis_errors_total", op="apply") == 0:
+            assert time.monotonic() < deadline, running.log()
+            time.sleep(0.2)
+    finally:
+        client.config_set("maxmemory", 0)
+        client.config_set("maxmemory-policy", policy)
+        client.close()
+    got = Collector(settings, settings.topic_recommendations).by_trigger(
+        *[f"f{n}" for n in range(5)]
+    )
+    assert len(got) == 5
+    assert running.proc.poll() is None
+    assert running.metric("streamrec_dlq_events_total", reason="processing_error") == 0

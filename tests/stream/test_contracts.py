@@ -181,6 +181,36 @@ def test_dead_letters_keep_the_original_bytes_and_match_their_schema():
     jsonschema.validate(body, schema("dead_letter"))
     assert base64.b64decode(body["original_b64"]) == raw
     assert body["original_text"] is None
+    assert body["original_size"] == len(raw)
+    assert body["original_truncated"] is False
+
+
+@pytest.mark.parametrize("size", [800_000, 5_000_000])
+def test_a_dead_letter_fits_a_kafka_message_whatever_the_size_of_the_original(size):
+    """An 800 KB event is accepted by a broker with the default 1 MB limit; its dead letter,
+    with the original as base64, would not be, and the worker could not publish it."""
+    raw = b'{"event_id": "' + b"x" * size + b'"}'
+    value = encode_dead_letter(
+        raw, reason="too_large", error="big", topic="t", partition=0, offset=5, failed_at=NOW
+    )
+    assert len(value) < 1_000_000  # the Kafka producers' default max request size
+    body = json.loads(value)
+    jsonschema.validate(body, schema("dead_letter"))
+    assert body["original_truncated"] is True
+    assert body["original_size"] == len(raw)
+    assert raw.startswith(base64.b64decode(body["original_b64"]))
+    assert len(base64.b64decode(body["original_b64"])) == 512 * 1024
+
+
+def test_a_dead_letter_of_a_small_message_has_its_text_even_when_escapes_bloat_it():
+    raw = b"\x01" * 60_000  # 60 KB that JSON-escapes to 6 bytes a character
+    body = json.loads(
+        encode_dead_letter(
+            raw, reason="schema", error="x", topic="t", partition=0, offset=5, failed_at=NOW
+        )
+    )
+    assert body["original_text"] == raw.decode()
+    assert body["original_truncated"] is False
 
 
 class TestControlMessages:

@@ -6,10 +6,12 @@ Driven directly (no Faust) against the real redis-server; Kafka is not involved 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Sequence
 
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -22,7 +24,7 @@ from engine.types import UserState
 from index.faiss_index import FaissItemIndex
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, RawMessage
-from stream.redis_store import RedisStore
+from stream.redis_store import RedisStore, experiment_key, user_key
 from stream.replay import catalog_items
 from tests import shop
 
@@ -84,6 +86,66 @@ def test_a_failing_event_is_dead_lettered_and_its_batch_mates_are_served(setting
         assert record["source"]["offset"] == 2
         assert metrics.dlq_events.labels(reason="processing_error")._value.get() == 1
     finally:
+        loop.run_until_complete(pipeline.close())
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+def test_a_redis_reply_no_retry_can_change_dead_letters_only_its_event(settings, shop_model):
+    """A key of the wrong type (WRONGTYPE) fails the batch's Redis script; the batch is
+    redone event by event, so only that user's event goes to the DLQ, and nothing is
+    dropped: the agent acknowledges the batch once handle_events returns."""
+    loop = asyncio.new_event_loop()
+    metrics = Metrics(CollectorRegistry())
+    store = RedisStore.from_settings(settings)
+    index = FaissItemIndex.load(shop_model.model_dir / "index")
+    pipeline = Pipeline(settings, Recommender(shop_model.model, index, Catalog()), store, metrics)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    client.set(user_key("clobbered", "h"), "not a list")
+    try:
+        loop.run_until_complete(store.put_items(catalog_items(shop.catalog())))
+        result = loop.run_until_complete(
+            pipeline.handle_events(
+                [event("e1", "ann"), event("e2", "clobbered"), event("e3", "bob")]
+            )
+        )
+        assert [json.loads(r.value)["trigger_event_id"] for r in result.recommendations] == [
+            "e1",
+            "e3",
+        ]
+        [dead] = result.dead_letters
+        record = json.loads(dead.value)
+        assert record["reason"] == "processing_error"
+        assert "WRONGTYPE" in record["error"]
+        assert record["source"]["offset"] == 2
+        assert dead.key == b"clobbered"
+    finally:
+        client.close()
+        loop.run_until_complete(pipeline.close())
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+def test_a_forget_request_that_fails_is_dead_lettered_to_be_sent_again(settings, shop_model):
+    loop = asyncio.new_event_loop()
+    metrics = Metrics(CollectorRegistry())
+    store = RedisStore.from_settings(settings)
+    index = FaissItemIndex.load(shop_model.model_dir / "index")
+    pipeline = Pipeline(settings, Recommender(shop_model.model, index, Catalog()), store, metrics)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    client.set(experiment_key("old", "a", "lists"), "not a hash")  # HDEL: WRONGTYPE
+    request = json.dumps({"type": "forget", "user_id": "leaving"}).encode()
+    try:
+        [dead] = loop.run_until_complete(
+            pipeline.handle_control([RawMessage(request, b"leaving", "control", 0, 7)])
+        )
+        record = json.loads(dead.value)
+        assert record["reason"] == "processing_error"
+        assert "WRONGTYPE" in record["error"]
+        assert base64.b64decode(record["original_b64"]) == request
+        assert metrics.dlq_events.labels(reason="processing_error")._value.get() == 1
+    finally:
+        client.close()
         loop.run_until_complete(pipeline.close())
         loop.run_until_complete(store.close())
         loop.close()

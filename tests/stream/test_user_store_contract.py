@@ -96,6 +96,20 @@ class TestUserStoreContract:
         assert not newer.forgotten
         assert [i.item_id for i in run(store.get("a")).history] == ["i6"]
 
+    @pytest.mark.parametrize("alice_first", [True, False])
+    def test_a_user_id_that_spells_another_users_key_keeps_its_own_state(self, store, alice_first):
+        # Keys are sr:{u:USER}:SUFFIX. Unescaped, "A}:ev:Z"'s history key was user A's
+        # dedupe key for event "Z}:h": one of the two events was lost or failed.
+        alice = Event("Z}:h", "A", "i1", "view", 1001)
+        mallory = Event("m1", "A}:ev:Z", "i2", "view", 1002)
+        out = run(store.apply([alice, mallory] if alice_first else [mallory, alice]))
+        assert [o.applied for o in out] == [True, True]
+        assert [i.item_id for i in run(store.get("A")).history] == ["i1"]
+        assert [i.item_id for i in run(store.get("A}:ev:Z")).history] == ["i2"]
+        run(store.forget("A"))
+        assert run(store.get("A")).history == ()
+        assert [i.item_id for i in run(store.get("A}:ev:Z")).history] == ["i2"]
+
 
 @pytest.mark.integration
 def test_forget_leaves_no_key_of_the_user_in_redis(redis_url):
@@ -144,6 +158,77 @@ def test_redis_outage_is_retried_counted_and_nothing_is_lost(tmp_path: Path):
     assert run(scenario()) == [True, True, True]
     assert errors
     assert set(errors) == {"apply"}
+
+
+@pytest.fixture
+def full_redis(redis_url: str) -> Iterator[redis_sync.Redis]:
+    """The session redis-server, to be filled up: the test sets maxmemory; restored after."""
+    client = redis_sync.Redis.from_url(redis_url)
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "noeviction")
+    yield client
+    client.config_set("maxmemory", 0)
+    client.config_set("maxmemory-policy", policy)
+    client.close()
+
+
+@pytest.mark.integration
+def test_redis_out_of_memory_holds_the_events_until_there_is_room(redis_url, full_redis):
+    """A full Redis refuses writes (OOM); apply() waits, counts and completes once a
+    client or an operator frees memory, with every event applied once."""
+    errors: list[str] = []
+    store = RedisStore.from_url(
+        redis_url,
+        history_length=10,
+        dedupe_ttl_s=600,
+        recommendation_ttl_s=600,
+        retry_max_s=0.2,
+        on_error=lambda op, exc: errors.append(f"{op}:{type(exc).__name__}"),
+    )
+
+    async def scenario() -> list[bool]:
+        await store.apply([ev(1)])
+        full_redis.config_set("maxmemory", 1)  # every write is refused from now on
+        pending = asyncio.create_task(store.apply([ev(2), ev(3)]))
+        await asyncio.sleep(1.0)
+        assert not pending.done()
+        full_redis.config_set("maxmemory", 0)
+        try:
+            out = await asyncio.wait_for(pending, 20)
+            return [o.applied for o in out] + [len(out[-1].state.history) == 3]
+        finally:
+            await store.close()
+
+    assert run(scenario()) == [True, True, True]
+    assert set(errors) == {"apply:OutOfMemoryError"}
+
+
+@pytest.mark.integration
+def test_a_forget_refused_by_a_full_redis_deletes_nothing_until_it_can_finish(
+    redis_url, full_redis
+):
+    """The forgotten marker is written first: while Redis refuses it, the user's keys stay
+    whole (the request is retried), and once done a late event cannot bring them back."""
+    store = RedisStore.from_url(
+        redis_url, history_length=10, dedupe_ttl_s=600, recommendation_ttl_s=600, retry_max_s=0.2
+    )
+
+    async def scenario() -> tuple[int, int, bool]:
+        await store.apply([ev(1, "leaving"), ev(2, "leaving")])
+        full_redis.config_set("maxmemory", 1)
+        pending = asyncio.create_task(store.forget("leaving", until_ms=ev(5).ts))
+        await asyncio.sleep(1.0)
+        assert not pending.done()
+        while_blocked = len((await store.get("leaving")).history)
+        full_redis.config_set("maxmemory", 0)
+        try:
+            await asyncio.wait_for(pending, 20)
+            late = (await store.apply([ev(3, "leaving")]))[0]
+            return while_blocked, len((await store.get("leaving")).history), late.forgotten
+        finally:
+            await store.close()
+
+    assert run(scenario()) == (2, 0, True)
 
 
 class TestSeenItems:
