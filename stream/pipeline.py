@@ -231,8 +231,18 @@ class Pipeline:
         """Validate item messages, publish them to the shared catalog, apply them locally.
 
         A tombstone (empty value, the compacted topic's delete) makes a known item
-        unavailable; for an unknown item it is ignored.
+        unavailable; for an unknown item it is ignored. If storing the batch fails for
+        another reason than a Redis outage (retried inside), every message of the batch
+        is dead-lettered as ``processing_error``, to be sent again: the agent
+        acknowledges the batch once this returns.
         """
+        try:
+            return await self._handle_items(messages)
+        except Exception as exc:  # noqa: BLE001 - dead-lettered, nothing dropped
+            log.exception("a batch of %d item messages failed", len(messages))
+            return [self._dead(msg, "processing_error", _error(exc)) for msg in messages]
+
+    async def _handle_items(self, messages: Sequence[RawMessage]) -> list[Outgoing]:
         items: list[Item] = []
         dead: list[Outgoing] = []
         for msg in messages:

@@ -17,14 +17,15 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from engine.catalog import Catalog
+from engine.catalog import Catalog, CatalogChange
 from engine.item_stats import ItemStats
 from engine.recommender import Ranked, Recommender
-from engine.types import UserState
+from engine.types import Item, UserState
 from index.faiss_index import FaissItemIndex
+from stream.contracts import encode_item
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, RawMessage
-from stream.redis_store import RedisStore, experiment_key, user_key
+from stream.redis_store import CATALOG, RedisStore, experiment_key, user_key
 from stream.replay import catalog_items
 from tests import shop
 
@@ -144,6 +145,65 @@ def test_a_forget_request_that_fails_is_dead_lettered_to_be_sent_again(settings,
         assert "WRONGTYPE" in record["error"]
         assert base64.b64decode(record["original_b64"]) == request
         assert metrics.dlq_events.labels(reason="processing_error")._value.get() == 1
+    finally:
+        client.close()
+        loop.run_until_complete(pipeline.close())
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+class PickyRecommender(Recommender):
+    """Fails to index one item, like an item whose text breaks the encoder."""
+
+    def apply_item(self, item: Item) -> CatalogChange:
+        if item.item_id == "cursed":
+            msg = "cannot encode this title"
+            raise ValueError(msg)
+        return super().apply_item(item)
+
+
+def test_an_item_that_cannot_be_applied_is_counted_and_the_others_are_indexed(settings, shop_model):
+    loop = asyncio.new_event_loop()
+    metrics = Metrics(CollectorRegistry())
+    store = RedisStore.from_settings(settings)
+    index = FaissItemIndex.load(shop_model.model_dir / "index")
+    recommender = PickyRecommender(shop_model.model, index, Catalog())
+    pipeline = Pipeline(settings, recommender, store, metrics)
+    new = [Item("cursed", "Cursed Lamp", "home"), Item("blessed", "Blessed Lamp", "home")]
+    messages = [
+        RawMessage(encode_item(item), item.item_id.encode(), "items", 0, n)
+        for n, item in enumerate(new)
+    ]
+    try:
+        assert loop.run_until_complete(pipeline.handle_items(messages)) == []
+        assert metrics.items_updated.labels(action="failed")._value.get() == 1
+        assert "blessed" in recommender.catalog
+        assert loop.run_until_complete(pipeline.sync_catalog()) == 0  # the sync went on
+    finally:
+        loop.run_until_complete(pipeline.close())
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+def test_item_messages_that_cannot_be_stored_are_dead_lettered_to_be_sent_again(
+    settings, shop_model
+):
+    loop = asyncio.new_event_loop()
+    metrics = Metrics(CollectorRegistry())
+    store = RedisStore.from_settings(settings)
+    index = FaissItemIndex.load(shop_model.model_dir / "index")
+    pipeline = Pipeline(settings, Recommender(shop_model.model, index, Catalog()), store, metrics)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    client.set(CATALOG, "not a hash")  # the shared catalog clobbered: WRONGTYPE
+    item = Item("lamp", "Desk Lamp", "home")
+    try:
+        [dead] = loop.run_until_complete(
+            pipeline.handle_items([RawMessage(encode_item(item), b"lamp", "items", 0, 3)])
+        )
+        record = json.loads(dead.value)
+        assert (record["reason"], record["source"]["offset"]) == ("processing_error", 3)
+        assert "WRONGTYPE" in record["error"]
+        assert dead.key == b"lamp"
     finally:
         client.close()
         loop.run_until_complete(pipeline.close())
