@@ -36,7 +36,7 @@ class EventMessage(msgspec.Struct, frozen=True):
     user_id: str
     item_id: str
     type: Literal["view", "click", "add_to_cart", "purchase"]
-    ts: int
+    ts: int | float  # JSON Schema's integer: 1763856000000.0 is one too
     context: dict[str, Any] | None = None
 
 
@@ -97,13 +97,19 @@ def decode_event(raw: bytes, *, max_bytes: int, now_ms: int) -> Event:
     msg: EventMessage = _decode(_event_decoder, raw, max_bytes)
     for field in ("event_id", "user_id", "item_id"):
         _check_id(field, getattr(msg, field))
-    if msg.ts < 0:
+    ts = msg.ts
+    if isinstance(ts, float):
+        if not ts.is_integer():
+            msg_0 = "schema"
+            raise InvalidMessage(msg_0, f"`ts` must be an integer (epoch milliseconds), got {ts}")
+        ts = int(ts)
+    if ts < 0:
         msg_0 = "bad_timestamp"
         raise InvalidMessage(msg_0, f"`ts` must be epoch milliseconds >= 0, got {msg.ts}")
-    if msg.ts > now_ms + MAX_FUTURE_SKEW_MS:
+    if ts > now_ms + MAX_FUTURE_SKEW_MS:
         msg_0 = "bad_timestamp"
-        raise InvalidMessage(msg_0, f"`ts` {msg.ts} is more than a day ahead of now ({now_ms})")
-    return Event(msg.event_id, msg.user_id, msg.item_id, msg.type, msg.ts, msg.context)
+        raise InvalidMessage(msg_0, f"`ts` {ts} is more than a day ahead of now ({now_ms})")
+    return Event(msg.event_id, msg.user_id, msg.item_id, msg.type, ts, msg.context)
 
 
 def decode_item(raw: bytes, *, max_bytes: int) -> Item:

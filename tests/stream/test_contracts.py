@@ -116,6 +116,40 @@ class TestEvents:
         assert event.type in {"view", "click", "add_to_cart", "purchase"}
         assert event.ts >= 0
 
+    def test_a_timestamp_written_as_a_whole_float_is_an_integer(self):
+        assert decode(event_bytes(ts=float(NOW))).ts == NOW
+        jsonschema.validate(json.loads(event_bytes(ts=float(NOW))), schema("event"))
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.fixed_dictionaries(
+            {
+                "event_id": st.one_of(st.text(max_size=5), st.sampled_from([" ", "\t\n", "e1"])),
+                "user_id": st.one_of(st.text(max_size=300), st.sampled_from(["\u3000", "u"])),
+                "item_id": st.one_of(st.text(max_size=5), st.integers(), st.none()),
+                "type": st.sampled_from(["view", "purchase", "like", ""]),
+                "ts": st.one_of(
+                    st.integers(min_value=-5, max_value=NOW),
+                    st.floats(min_value=-5, max_value=NOW),
+                    st.booleans(),
+                    st.text(max_size=3),
+                ),
+            },
+            optional={"context": st.one_of(st.none(), st.integers(), st.just({"page": 1}))},
+        )
+    )
+    def test_the_decoder_accepts_exactly_what_the_published_schema_accepts(self, body):
+        """Producers validate against stream/schemas; a message the schema allows must not
+        be dead-lettered as schema-invalid, and the other way round (timestamps in the past
+        here: the one-day-ahead bound is the worker's, beyond the schema)."""
+        valid = jsonschema.Draft202012Validator(schema("event")).is_valid(body)
+        try:
+            decode(json.dumps(body).encode())
+            decoded = "accepted"
+        except InvalidMessage as exc:
+            decoded = f"rejected: {exc}"
+        assert (decoded == "accepted") == valid, decoded
+
     def test_encoded_events_round_trip_and_match_the_schema(self):
         event = Event("e7", "u7", "i7", "purchase", NOW, {"recommendation_id": "r1"})
         raw = encode_event(event)
