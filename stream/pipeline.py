@@ -239,7 +239,7 @@ class Pipeline:
         try:
             return await self._handle_items(messages)
         except Exception as exc:  # noqa: BLE001 - dead-lettered, nothing dropped
-            log.exception("a batch of %d item messages failed", len(messages))
+            log.warning("a batch of %d item messages failed: %s", len(messages), type(exc).__name__)
             return [self._dead(msg, "processing_error", _error(exc)) for msg in messages]
 
     async def _handle_items(self, messages: Sequence[RawMessage]) -> list[Outgoing]:
@@ -274,15 +274,15 @@ class Pipeline:
             return await self._handle_batch(messages)
         except Exception as exc:  # noqa: BLE001 - isolated below, nothing is dropped
             if len(messages) == 1:
-                log.exception("event %s failed", _where(messages[0]))
+                log.warning("event %s failed: %s", _where(messages[0]), type(exc).__name__)
                 return BatchResult(
                     dead_letters=[self._dead(messages[0], "processing_error", _error(exc))]
                 )
+            # The type only: a Redis error names its keys, and keys hold user ids.
             log.warning(
-                "a batch of %d events failed (%s: %s); processing them one by one",
+                "a batch of %d events failed (%s); processing them one by one",
                 len(messages),
                 type(exc).__name__,
-                exc,
             )
         result = BatchResult()
         for msg in messages:
@@ -389,7 +389,7 @@ class Pipeline:
             try:
                 keys = await self.store.forget(request.user_id, until_ms=self.clock())
             except Exception as exc:  # noqa: BLE001 - dead-lettered, to be sent again
-                log.exception("control request %s failed", _where(msg))
+                log.warning("control request %s failed: %s", _where(msg), type(exc).__name__)
                 dead.append(self._dead(msg, "processing_error", _error(exc)))
                 continue
             self.metrics.control_requests.labels(type=request.type).inc()
