@@ -19,6 +19,7 @@ from stream.settings import Settings
 from tests import shop
 from tests.conftest import WorkerProcess
 from tests.integration.conftest import start_with_catalog
+from tests.integration.kafka_helpers import event
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +73,7 @@ def java_consume(settings: Settings, topic: str, count: int) -> list[tuple[str, 
 
 
 def shop_event(event_id: str, user: str, item: str, kind: str = "view") -> str:
-    body = {
-        "event_id": event_id,
-        "user_id": user,
-        "item_id": item,
-        "type": kind,
-        "ts": time.time_ns() // 1_000_000,
-    }
-    return json.dumps(body)
+    return event(event_id, user, item, kind)[1].decode()
 
 
 def consumed(worker: WorkerProcess) -> float:

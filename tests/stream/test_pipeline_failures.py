@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -30,6 +32,53 @@ from stream.replay import catalog_items
 from tests import shop
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
+NOW = 1_700_000_000_000
+
+
+@dataclass
+class Rig:
+    """A pipeline on the real redis-server, with its metrics, and a plain client to break
+    Redis with."""
+
+    pipeline: Pipeline
+    recommender: Recommender
+    metrics: Metrics
+    store: RedisStore
+    redis: redis.Redis
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def dead_count(self, reason: str) -> float:
+        return self.metrics.dlq_events.labels(reason=reason)._value.get()
+
+
+@pytest.fixture
+def rig(settings, shop_model) -> Iterator[Callable[..., Rig]]:
+    """``rig(RecommenderClass)``: a pipeline with that recommender on the shop model; the
+    catalog is in Redis."""
+    made: list[Rig] = []
+
+    def make(recommender_type: type[Recommender] = Recommender) -> Rig:
+        loop = asyncio.new_event_loop()
+        metrics = Metrics(CollectorRegistry())
+        store = RedisStore.from_settings(settings)
+        index = FaissItemIndex.load(shop_model.model_dir / "index")
+        recommender = recommender_type(shop_model.model, index, Catalog())
+        pipeline = Pipeline(settings, recommender, store, metrics, clock=lambda: NOW)
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+        made.append(Rig(pipeline, recommender, metrics, store, client, loop))
+        made[-1].run(store.put_items(catalog_items(shop.catalog())))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.redis.close()
+        r.run(r.pipeline.close())
+        r.run(r.store.close())
+        r.loop.close()
 
 
 class ExplodingRecommender(Recommender):
@@ -48,110 +97,6 @@ class ExplodingRecommender(Recommender):
         return super().recommend(states, trigger_event_ids, now_ms, stats=stats)
 
 
-def event(event_id: str, user: str, item: str = "books-1") -> RawMessage:
-    body = {
-        "event_id": event_id,
-        "user_id": user,
-        "item_id": item,
-        "type": "view",
-        "ts": 1_700_000_000_000,
-    }
-    return RawMessage(json.dumps(body).encode(), user.encode(), "events", 0, int(event_id[1:]))
-
-
-def test_a_failing_event_is_dead_lettered_and_its_batch_mates_are_served(settings, shop_model):
-    loop = asyncio.new_event_loop()
-    metrics = Metrics(CollectorRegistry())
-    store = RedisStore.from_url(
-        settings.redis_url.get_secret_value(),
-        history_length=10,
-        dedupe_ttl_s=60,
-        recommendation_ttl_s=60,
-    )
-    index = FaissItemIndex.load(shop_model.model_dir / "index")
-    recommender = ExplodingRecommender(shop_model.model, index, Catalog())
-    pipeline = Pipeline(settings, recommender, store, metrics, clock=lambda: 1_700_000_000_000)
-    try:
-        loop.run_until_complete(store.put_items(catalog_items(shop.catalog())))
-        result = loop.run_until_complete(
-            pipeline.handle_events([event("e1", "ann"), event("e2", "boom"), event("e3", "bob")])
-        )
-        assert [json.loads(r.value)["trigger_event_id"] for r in result.recommendations] == [
-            "e1",
-            "e3",
-        ]
-        [dead] = result.dead_letters
-        record = json.loads(dead.value)
-        assert record["reason"] == "processing_error"
-        assert "FloatingPointError: corrupt vector" in record["error"]
-        assert record["source"]["offset"] == 2
-        assert metrics.dlq_events.labels(reason="processing_error")._value.get() == 1
-    finally:
-        loop.run_until_complete(pipeline.close())
-        loop.run_until_complete(store.close())
-        loop.close()
-
-
-def test_a_redis_reply_no_retry_can_change_dead_letters_only_its_event(settings, shop_model):
-    """A key of the wrong type (WRONGTYPE) fails the batch's Redis script; the batch is
-    redone event by event, so only that user's event goes to the DLQ, and nothing is
-    dropped: the agent acknowledges the batch once handle_events returns."""
-    loop = asyncio.new_event_loop()
-    metrics = Metrics(CollectorRegistry())
-    store = RedisStore.from_settings(settings)
-    index = FaissItemIndex.load(shop_model.model_dir / "index")
-    pipeline = Pipeline(settings, Recommender(shop_model.model, index, Catalog()), store, metrics)
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    client.set(user_key("clobbered", "h"), "not a list")
-    try:
-        loop.run_until_complete(store.put_items(catalog_items(shop.catalog())))
-        result = loop.run_until_complete(
-            pipeline.handle_events(
-                [event("e1", "ann"), event("e2", "clobbered"), event("e3", "bob")]
-            )
-        )
-        assert [json.loads(r.value)["trigger_event_id"] for r in result.recommendations] == [
-            "e1",
-            "e3",
-        ]
-        [dead] = result.dead_letters
-        record = json.loads(dead.value)
-        assert record["reason"] == "processing_error"
-        assert "WRONGTYPE" in record["error"]
-        assert record["source"]["offset"] == 2
-        assert dead.key == b"clobbered"
-    finally:
-        client.close()
-        loop.run_until_complete(pipeline.close())
-        loop.run_until_complete(store.close())
-        loop.close()
-
-
-def test_a_forget_request_that_fails_is_dead_lettered_to_be_sent_again(settings, shop_model):
-    loop = asyncio.new_event_loop()
-    metrics = Metrics(CollectorRegistry())
-    store = RedisStore.from_settings(settings)
-    index = FaissItemIndex.load(shop_model.model_dir / "index")
-    pipeline = Pipeline(settings, Recommender(shop_model.model, index, Catalog()), store, metrics)
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    client.set(experiment_key("old", "a", "lists"), "not a hash")  # HDEL: WRONGTYPE
-    request = json.dumps({"type": "forget", "user_id": "leaving"}).encode()
-    try:
-        [dead] = loop.run_until_complete(
-            pipeline.handle_control([RawMessage(request, b"leaving", "control", 0, 7)])
-        )
-        record = json.loads(dead.value)
-        assert record["reason"] == "processing_error"
-        assert "WRONGTYPE" in record["error"]
-        assert base64.b64decode(record["original_b64"]) == request
-        assert metrics.dlq_events.labels(reason="processing_error")._value.get() == 1
-    finally:
-        client.close()
-        loop.run_until_complete(pipeline.close())
-        loop.run_until_complete(store.close())
-        loop.close()
-
-
 class PickyRecommender(Recommender):
     """Fails to index one item, like an item whose text breaks the encoder."""
 
@@ -162,53 +107,81 @@ class PickyRecommender(Recommender):
         return super().apply_item(item)
 
 
-def test_an_item_that_cannot_be_applied_is_counted_and_the_others_are_indexed(settings, shop_model):
-    loop = asyncio.new_event_loop()
-    metrics = Metrics(CollectorRegistry())
-    store = RedisStore.from_settings(settings)
-    index = FaissItemIndex.load(shop_model.model_dir / "index")
-    recommender = PickyRecommender(shop_model.model, index, Catalog())
-    pipeline = Pipeline(settings, recommender, store, metrics)
+def event(event_id: str, user: str, item: str = "books-1") -> RawMessage:
+    body = {"event_id": event_id, "user_id": user, "item_id": item, "type": "view", "ts": NOW}
+    return RawMessage(json.dumps(body).encode(), user.encode(), "events", 0, int(event_id[1:]))
+
+
+def triggers(result: Any) -> list[str]:
+    return [json.loads(r.value)["trigger_event_id"] for r in result.recommendations]
+
+
+def test_a_failing_event_is_dead_lettered_and_its_batch_mates_are_served(rig):
+    r = rig(ExplodingRecommender)
+    result = r.run(
+        r.pipeline.handle_events([event("e1", "ann"), event("e2", "boom"), event("e3", "bob")])
+    )
+    assert triggers(result) == ["e1", "e3"]
+    [dead] = result.dead_letters
+    record = json.loads(dead.value)
+    assert record["reason"] == "processing_error"
+    assert "FloatingPointError: corrupt vector" in record["error"]
+    assert record["source"]["offset"] == 2
+    assert r.dead_count("processing_error") == 1
+
+
+def test_a_redis_reply_no_retry_can_change_dead_letters_only_its_event(rig):
+    """A key of the wrong type (WRONGTYPE) fails the batch's Redis script; the batch is
+    redone event by event, so only that user's event goes to the DLQ, and nothing is
+    dropped: the agent acknowledges the batch once handle_events returns."""
+    r = rig()
+    r.redis.set(user_key("clobbered", "h"), "not a list")
+    result = r.run(
+        r.pipeline.handle_events([event("e1", "ann"), event("e2", "clobbered"), event("e3", "bob")])
+    )
+    assert triggers(result) == ["e1", "e3"]
+    [dead] = result.dead_letters
+    record = json.loads(dead.value)
+    assert record["reason"] == "processing_error"
+    assert "WRONGTYPE" in record["error"]
+    assert record["source"]["offset"] == 2
+    assert dead.key == b"clobbered"
+
+
+def test_a_forget_request_that_fails_is_dead_lettered_to_be_sent_again(rig):
+    r = rig()
+    r.redis.set(experiment_key("old", "a", "lists"), "not a hash")  # HDEL: WRONGTYPE
+    request = json.dumps({"type": "forget", "user_id": "leaving"}).encode()
+    [dead] = r.run(r.pipeline.handle_control([RawMessage(request, b"leaving", "control", 0, 7)]))
+    record = json.loads(dead.value)
+    assert record["reason"] == "processing_error"
+    assert "WRONGTYPE" in record["error"]
+    assert base64.b64decode(record["original_b64"]) == request
+    assert r.dead_count("processing_error") == 1
+
+
+def test_an_item_that_cannot_be_applied_is_counted_and_the_others_are_indexed(rig):
+    r = rig(PickyRecommender)
     new = [Item("cursed", "Cursed Lamp", "home"), Item("blessed", "Blessed Lamp", "home")]
     messages = [
         RawMessage(encode_item(item), item.item_id.encode(), "items", 0, n)
         for n, item in enumerate(new)
     ]
-    try:
-        assert loop.run_until_complete(pipeline.handle_items(messages)) == []
-        assert metrics.items_updated.labels(action="failed")._value.get() == 1
-        assert "blessed" in recommender.catalog
-        assert loop.run_until_complete(pipeline.sync_catalog()) == 0  # the sync went on
-    finally:
-        loop.run_until_complete(pipeline.close())
-        loop.run_until_complete(store.close())
-        loop.close()
+    assert r.run(r.pipeline.handle_items(messages)) == []
+    assert r.metrics.items_updated.labels(action="failed")._value.get() == 1
+    assert "blessed" in r.recommender.catalog
+    assert r.run(r.pipeline.sync_catalog()) == 0  # the sync went on past the failed item
 
 
-def test_item_messages_that_cannot_be_stored_are_dead_lettered_to_be_sent_again(
-    settings, shop_model
-):
-    loop = asyncio.new_event_loop()
-    metrics = Metrics(CollectorRegistry())
-    store = RedisStore.from_settings(settings)
-    index = FaissItemIndex.load(shop_model.model_dir / "index")
-    pipeline = Pipeline(settings, Recommender(shop_model.model, index, Catalog()), store, metrics)
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
-    client.set(CATALOG, "not a hash")  # the shared catalog clobbered: WRONGTYPE
-    item = Item("lamp", "Desk Lamp", "home")
-    try:
-        [dead] = loop.run_until_complete(
-            pipeline.handle_items([RawMessage(encode_item(item), b"lamp", "items", 0, 3)])
-        )
-        record = json.loads(dead.value)
-        assert (record["reason"], record["source"]["offset"]) == ("processing_error", 3)
-        assert "WRONGTYPE" in record["error"]
-        assert dead.key == b"lamp"
-    finally:
-        client.close()
-        loop.run_until_complete(pipeline.close())
-        loop.run_until_complete(store.close())
-        loop.close()
+def test_item_messages_that_cannot_be_stored_are_dead_lettered_to_be_sent_again(rig):
+    r = rig()
+    r.redis.set(CATALOG, "not a hash")  # the shared catalog clobbered: WRONGTYPE
+    lamp = encode_item(Item("lamp", "Desk Lamp", "home"))
+    [dead] = r.run(r.pipeline.handle_items([RawMessage(lamp, b"lamp", "items", 0, 3)]))
+    record = json.loads(dead.value)
+    assert (record["reason"], record["source"]["offset"]) == ("processing_error", 3)
+    assert "WRONGTYPE" in record["error"]
+    assert dead.key == b"lamp"
 
 
 HOSTILE = st.one_of(
@@ -233,45 +206,29 @@ HOSTILE = st.one_of(
 )
 
 
-def test_any_batch_of_hostile_messages_is_answered_or_dead_lettered_one_for_one(
-    settings, shop_model
-):
+def test_any_batch_of_hostile_messages_is_answered_or_dead_lettered_one_for_one(rig):
     """Property: whatever arrives, every message gets a list or a dead letter with a known
     reason, the DLQ counter moves by reason, and the pipeline keeps going."""
-    loop = asyncio.new_event_loop()
-    metrics = Metrics(CollectorRegistry())
-    store = RedisStore.from_settings(settings)
-    index = FaissItemIndex.load(shop_model.model_dir / "index")
-    pipeline = Pipeline(
-        settings, Recommender(shop_model.model, index, Catalog()), store, metrics,
-        clock=lambda: 1_700_000_000_000,
-    )  # fmt: skip
+    r = rig()
     known = {"too_large", "invalid_json", "schema", "bad_timestamp", "unknown_item"}
     runs = []
 
     @hyp_settings(max_examples=150, deadline=None)
     @given(st.lists(HOSTILE, min_size=1, max_size=12), st.booleans())
     def check(raws: list[bytes], with_valid: bool) -> None:
-        messages = [RawMessage(r, None, "events", 0, n) for n, r in enumerate(raws)]
+        messages = [RawMessage(raw, None, "events", 0, n) for n, raw in enumerate(raws)]
         if with_valid:
             messages.append(event(f"e{len(runs) * 100 + 99}", f"ok-{len(runs)}"))
-        before = {r: metrics.dlq_events.labels(reason=r)._value.get() for r in known}
-        result = loop.run_until_complete(pipeline.handle_events(messages))
+        before = {reason: r.dead_count(reason) for reason in known}
+        result = r.run(r.pipeline.handle_events(messages))
         runs.append(len(messages))
         assert len(result.recommendations) + len(result.dead_letters) == len(messages)
         reasons = [json.loads(d.value)["reason"] for d in result.dead_letters]
         assert set(reasons) <= known
-        for r in known:
-            moved = metrics.dlq_events.labels(reason=r)._value.get() - before[r]
-            assert moved == reasons.count(r)
+        for reason in known:
+            assert r.dead_count(reason) - before[reason] == reasons.count(reason)
         if with_valid:
             assert result.recommendations, "a valid event in a hostile batch is still served"
 
-    try:
-        loop.run_until_complete(store.put_items(catalog_items(shop.catalog())))
-        check()
-        assert len(runs) >= 100  # hypothesis really ran (cases counted in the note)
-    finally:
-        loop.run_until_complete(pipeline.close())
-        loop.run_until_complete(store.close())
-        loop.close()
+    check()
+    assert len(runs) >= 100  # hypothesis really ran (cases counted in the note)
