@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import faust
 
+from stream.faust_transport import ReadCommittedTransport
 from stream.kafka_io import ssl_context
 from stream.pipeline import Outgoing, Pipeline, RawMessage
 from stream.settings import Settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         stream_buffer_maxsize=max(4 * settings.batch_size, 256),
         logging_config=None,
     )
+    app.transport = ReadCommittedTransport(app.conf.broker_consumer, app)
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,

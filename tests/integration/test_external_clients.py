@@ -52,11 +52,19 @@ def java(*args: str, stdin: str = "", timeout: float = 120) -> list[str]:
     return proc.stdout.splitlines()
 
 
-def java_produce(settings: Settings, topic: str, codec: str, lines: list[tuple[str, str]]) -> None:
+def java_produce(
+    settings: Settings,
+    topic: str,
+    codec: str,
+    lines: list[tuple[str, str]],
+    transaction: str | None = None,
+) -> None:
+    """Send KEY, VALUE lines with the Java producer; ``transaction``: commit or abort them
+    as one transaction."""
     stdin = "".join(f"{key}\t{value}\n" for key, value in lines)
-    out = java(
-        str(JAVA_CLIENT), "produce", settings.bootstrap_servers[0], topic, codec, stdin=stdin
-    )
+    ending = [] if transaction is None else [transaction]
+    bootstrap = settings.bootstrap_servers[0]
+    out = java(str(JAVA_CLIENT), "produce", bootstrap, topic, codec, *ending, stdin=stdin)
     assert out[-1] == f"sent {len(lines)}"
 
 
@@ -176,3 +184,21 @@ def test_lists_the_worker_compresses_on_request_are_read_by_the_java_consumer(
     ]
     assert batches
     assert all("compresscodec: zstd" in line for line in batches), batches
+
+
+def test_events_of_an_aborted_transaction_are_not_answered(
+    settings: Settings, running: WorkerProcess
+):
+    """The worker reads committed data only: a transaction's events count once it commits,
+    and never if it aborts."""
+    aborted = [("gus", shop_event(f"abort-{n}", "gus", "kitchen-1")) for n in range(3)]
+    committed = [("gus", shop_event(f"commit-{n}", "gus", "kitchen-2")) for n in range(2)]
+    java_produce(settings, settings.topic_events, "none", aborted, transaction="abort")
+    java_produce(settings, settings.topic_events, "none", committed, transaction="commit")
+    wait_consumed(running, 2)
+    # Both transactions share the user's partition, and the committed one comes after the
+    # aborted one there, so an aborted event would have been answered by now.
+    recs = java_consume(settings, settings.topic_recommendations, 2)
+    assert sorted(rec["trigger_event_id"] for _, rec in recs) == ["commit-0", "commit-1"]
+    time.sleep(2)
+    assert consumed(running) == 2

@@ -1,9 +1,10 @@
 // A Kafka client other than ours: Apache Kafka's own Java producer and consumer (the
 // kafka-clients jar the local broker already runs on), launched as a single source file:
 //
-//   java -cp "$(bash deploy/local/kafka.sh libs)/*" ExternalKafkaClient.java produce BOOTSTRAP TOPIC CODEC
+//   java -cp "$(bash deploy/local/kafka.sh libs)/*" ExternalKafkaClient.java produce BOOTSTRAP TOPIC CODEC [commit|abort]
 //       reads KEY<TAB>VALUE lines from stdin (an empty KEY sends no key) and sends them with
-//       compression.type=CODEC (none, gzip, snappy, lz4, zstd), acks=all, then flushes.
+//       compression.type=CODEC (none, gzip, snappy, lz4, zstd), acks=all, then flushes;
+//       with commit or abort, inside one transaction that ends that way.
 //   java -cp ... ExternalKafkaClient.java consume BOOTSTRAP TOPIC COUNT TIMEOUT_S
 //       reads TOPIC from the beginning in a fresh consumer group and prints
 //       KEY<TAB>BASE64(VALUE) per record until COUNT records or TIMEOUT_S seconds.
@@ -27,18 +28,20 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 public class ExternalKafkaClient {
   public static void main(String[] args) throws Exception {
-    if (args.length == 4 && args[0].equals("produce")) {
-      produce(args[1], args[2], args[3]);
+    if ((args.length == 4 || args.length == 5) && args[0].equals("produce")) {
+      produce(args[1], args[2], args[3], args.length == 5 ? args[4] : null);
     } else if (args.length == 5 && args[0].equals("consume")) {
       consume(args[1], args[2], Integer.parseInt(args[3]), Integer.parseInt(args[4]));
     } else {
       System.err.println(
-          "usage: produce BOOTSTRAP TOPIC CODEC | consume BOOTSTRAP TOPIC COUNT TIMEOUT_S");
+          "usage: produce BOOTSTRAP TOPIC CODEC [commit|abort]"
+              + " | consume BOOTSTRAP TOPIC COUNT TIMEOUT_S");
       System.exit(2);
     }
   }
 
-  static void produce(String bootstrap, String topic, String codec) throws Exception {
+  static void produce(String bootstrap, String topic, String codec, String transaction)
+      throws Exception {
     Properties props = new Properties();
     props.put("bootstrap.servers", bootstrap);
     props.put("acks", "all");
@@ -46,10 +49,17 @@ public class ExternalKafkaClient {
     props.put("linger.ms", "20"); // several records per compressed batch
     props.put("key.serializer", ByteArraySerializer.class.getName());
     props.put("value.serializer", ByteArraySerializer.class.getName());
+    if (transaction != null) {
+      props.put("transactional.id", "external-" + UUID.randomUUID());
+    }
     int sent = 0;
     try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(props);
         BufferedReader in =
             new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+      if (transaction != null) {
+        producer.initTransactions();
+        producer.beginTransaction();
+      }
       String line;
       while ((line = in.readLine()) != null) {
         int tab = line.indexOf('\t');
@@ -62,6 +72,11 @@ public class ExternalKafkaClient {
         sent++;
       }
       producer.flush();
+      if ("commit".equals(transaction)) {
+        producer.commitTransaction();
+      } else if ("abort".equals(transaction)) {
+        producer.abortTransaction();
+      }
     }
     System.out.println("sent " + sent);
   }
