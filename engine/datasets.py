@@ -243,11 +243,12 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def _id_column(frame: pd.DataFrame, column: str, source: Path | str) -> pd.Series:
+    """The column as strings; every value must hold a non-space character, as the Kafka
+    contracts require (a catalog that trains must also serve)."""
     values = frame[column]
-    if values.isna().any() or (values.astype(str) == "").any():
-        row = int(
-            np.flatnonzero(values.isna().to_numpy() | (values.astype(str) == "").to_numpy())[0]
-        )
+    blank = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+    if blank.any():
+        row = int(np.flatnonzero(blank)[0])
         msg = f"{source}: column {column!r} must be a non-empty string, row {row} is empty"
         raise DatasetError(msg)
     return values.astype(str)
@@ -270,6 +271,9 @@ def validate_events(frame: pd.DataFrame, source: Path | str = "events") -> pd.Da
             is not an integer.
     """
     _require_columns(frame, EVENT_COLUMNS, source)
+    if frame.empty:
+        msg = f"{source}: no events (only a header?)"
+        raise DatasetError(msg)
     out = pd.DataFrame({c: _id_column(frame, c, source) for c in EVENT_COLUMNS[:3]})
     types = frame["type"].astype(str)
     bad_types = ~types.isin(EVENT_TYPES)
@@ -372,6 +376,7 @@ def validate_catalog(frame: pd.DataFrame, source: Path | str = "catalog") -> pd.
     _require_columns(frame, ("item_id", "title"), source)
     n = len(frame)
     ids = _id_column(frame, "item_id", source)
+    _id_column(frame, "title", source)  # a blank title would be dead-lettered when served
     if ids.duplicated().any():
         msg = (
             f"{source}: column 'item_id' must be unique, {ids[ids.duplicated()].iloc[0]!r} repeats"

@@ -172,6 +172,25 @@ def test_event_log_rejects_non_integer_timestamps(tmp_path: Path) -> None:
         load_event_log(path)
 
 
+def test_event_log_rejects_blank_ids_and_a_file_with_only_a_header(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    frame = _event_frame()
+    frame.loc[1, "user_id"] = "   "  # the Kafka contract needs a non-space character too
+    frame.to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="'user_id' must be a non-empty string, row 1"):
+        load_event_log(path)
+    _event_frame().iloc[:0].to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="no events"):
+        load_event_log(path)
+
+
+def test_a_catalog_with_a_blank_title_is_refused_as_the_worker_would(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    pd.DataFrame({"item_id": ["a", "b"], "title": ["Lamp", "  "]}).to_csv(path, index=False)
+    with pytest.raises(DatasetError, match="'title' must be a non-empty string, row 1"):
+        load_catalog(path)
+
+
 def test_event_log_rejects_unknown_file_kinds_and_missing_files(tmp_path: Path) -> None:
     path = tmp_path / "events.json"
     path.write_text("[]")

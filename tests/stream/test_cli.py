@@ -47,6 +47,18 @@ def test_invalid_configuration_names_the_variable():
     assert "Traceback" not in proc.stderr
 
 
+def test_bad_training_data_is_named_without_a_traceback(tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,user_id,item_id,type\ne1,u1,i1,view\n")
+    for command in (["train", "--out", str(tmp_path / "m")], ["replay"]):
+        proc = streamrec(*command, "--events", str(events))
+        assert proc.returncode != 0
+        assert f"streamrec {command[0]}: " in proc.stderr
+        assert "missing column" in proc.stderr
+        assert "ts" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 def test_a_missing_model_names_the_commands_to_run(tmp_path):
     proc = streamrec("worker", env={"STREAMREC_MODEL_DIR": str(tmp_path / "nope")})
     assert proc.returncode != 0
