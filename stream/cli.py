@@ -81,8 +81,16 @@ def _load_training_data(args: argparse.Namespace):  # type: ignore[no-untyped-de
     if args.events is None:
         msg = "streamrec: give --events PATH (CSV/Parquet) or --dataset ml-100k"
         raise SystemExit(msg)
+    return _load_files(args)
+
+
+def _load_files(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The ``--events`` and ``--catalog`` files (None where not given); a data error
+    stops the command with its message."""
+    from engine import datasets
+
     try:
-        events = datasets.load_event_log(Path(args.events))
+        events = datasets.load_event_log(Path(args.events)) if args.events else None
         catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
     except datasets.DatasetError as exc:
         msg = f"streamrec {args.command}: {exc}"
@@ -361,12 +369,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         data = datasets.load_movielens_100k()
         events, catalog = data.events, data.catalog
     else:
-        try:
-            events = datasets.load_event_log(Path(args.events)) if args.events else None
-            catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
-        except datasets.DatasetError as exc:
-            msg = f"streamrec replay: {exc}"
-            raise SystemExit(msg) from None
+        events, catalog = _load_files(args)
     if catalog is not None and not args.events_only:
         items = catalog_items(catalog)
         n = asyncio.run(publish_catalog(settings, items))

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 
 from engine.types import Event, Recommendation
 from stream.contracts import decode_event, encode_event, recommendation_from_json
-from stream.kafka_io import client_options, consumer
+from stream.kafka_io import consumer, producer_options
 from stream.settings import Settings
 
 __all__ = ["AsyncEventProducer", "EventProducer", "recommendations"]
@@ -67,10 +67,7 @@ class AsyncEventProducer:
 
     async def __aenter__(self) -> Self:
         self._producer = AIOKafkaProducer(
-            **client_options(self.settings),
-            acks="all",
-            enable_idempotence=True,
-            compression_type=self.settings.producer_compression,
+            **producer_options(self.settings), enable_idempotence=True
         )
         await self._producer.start()
         return self

@@ -108,6 +108,16 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka producer keyword arguments: :func:`client_options`, every replica's
+    acknowledgement, and ``STREAMREC_KAFKA_COMPRESSION``."""
+    return {
+        **client_options(settings),
+        "acks": "all",
+        "compression_type": settings.producer_compression,
+    }
+
+
 def topic_specs(settings: Settings, brokers: int) -> list[NewTopic]:
     """The topics streamrec uses, with their partitioning, cleanup policy and replication:
     ``STREAMREC_TOPIC_REPLICATION_FACTOR``, or 3 on a cluster of ``brokers`` (fewer when the
@@ -197,12 +207,7 @@ def topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
 
 @asynccontextmanager
 async def producer(settings: Settings, **kwargs: object) -> AsyncIterator[AIOKafkaProducer]:
-    prod = AIOKafkaProducer(
-        **client_options(settings),
-        acks="all",
-        compression_type=settings.producer_compression,
-        **kwargs,
-    )
+    prod = AIOKafkaProducer(**producer_options(settings), **kwargs)
     try:
         await prod.start()
     except (KafkaConnectionError, OSError) as exc:

@@ -178,7 +178,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 def user_key(user_id: str, suffix: str) -> str:
-    return f"sr:{{u:{key_part(user_id)}}}:{suffix}"
+    return _user_prefix(key_part(user_id)) + suffix
+
+
+def _user_prefix(part: str) -> str:
+    """``sr:{u:PART}:``, the start of every key of the user whose :func:`key_part` (or a
+    glob pattern of it) is ``part``."""
+    return f"sr:{{u:{part}}}:"
 
 
 #: Marks a user id that :func:`key_part` replaced by its digest.
@@ -530,7 +536,7 @@ class RedisStore:
         the user stamped at or before ``until_ms`` that are still on their way are
         ignored instead of bringing the state back.
         """
-        pattern = f"sr:{{u:{_glob_escape(key_part(self._stored_id(user_id)))}}}:*"
+        pattern = _user_prefix(_glob_escape(key_part(self._stored_id(user_id)))) + "*"
 
         async def run() -> int:
             # The marker first: if Redis refuses it (out of memory), nothing is deleted

@@ -87,6 +87,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``streamrec ARGS`` as a user runs it, configured by ``settings``'s environment."""
+    return subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "stream.cli", *args],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 class WorkerProcess:
     """A `streamrec worker` subprocess with its log file and metrics endpoint."""
 

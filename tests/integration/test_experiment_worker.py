@@ -5,9 +5,6 @@ file is picked up without a restart."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from stream.contracts import encode_item
 from stream.kafka_io import ensure_topics
 from stream.replay import catalog_items, wait_for_catalog
 from tests import shop
-from tests.conftest import ROOT, settings_env
+from tests.conftest import run_cli
 from tests.integration.kafka_helpers import Collector, event, produce
 
 pytestmark = pytest.mark.integration
@@ -101,11 +98,7 @@ def test_a_worker_serves_each_arm_counts_actions_and_follows_file_changes(
     assert after["experiment"] == "live-2"
     assert worker.proc.poll() is None
 
-    env = {**os.environ, **settings_env(settings)}
-    report = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "experiment", "report", "live-2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    report = run_cli(settings, "experiment", "report", "live-2")
     assert report.returncode == 0, report.stderr
     arm = after["variant"]
     row = next(line for line in report.stdout.splitlines() if line.startswith(f"{arm} | "))

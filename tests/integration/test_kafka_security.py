@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from stream.local_infra import LocalService, start_kafka
 from stream.replay import catalog_items, wait_for_catalog
 from stream.settings import Settings
 from tests import shop
-from tests.conftest import ROOT, settings_env
+from tests.conftest import run_cli
 from tests.integration.kafka_helpers import event
 
 pytestmark = pytest.mark.integration
@@ -62,15 +60,7 @@ def test_wrong_credentials_are_refused_with_a_message_naming_the_settings(
     assert "STREAMREC_KAFKA_SASL_PASSWORD" in str(caught.value)
     assert "not-the-password" not in str(caught.value)
     # The worker stops at startup with the same message, and exits non-zero.
-    proc = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "worker"],
-        cwd=ROOT,
-        env=settings_env(wrong),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_cli(wrong, "worker")
     assert proc.returncode != 0
     assert "refused the credentials" in proc.stderr + proc.stdout
     assert "not-the-password" not in proc.stderr + proc.stdout

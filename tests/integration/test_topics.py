@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.kafka_io import TopicCreationError, ensure_topics
 from stream.settings import Settings
-from tests.conftest import ROOT, settings_env
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +42,7 @@ def test_a_topic_the_cluster_refuses_stops_with_the_brokers_reason(settings):
     assert "only 1 broker" in str(refused.value)
     assert settings.topic_events in str(refused.value)
 
-    cli = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "topics"],
-        cwd=ROOT,
-        env=settings_env(three),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    cli = run_cli(three, "topics")
     assert cli.returncode != 0
     assert "Kafka refused to create topic" in cli.stderr
     assert "STREAMREC_TOPIC_REPLICATION_FACTOR" in cli.stderr
