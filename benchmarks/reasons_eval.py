@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,6 +304,42 @@ def cited_sets(published: PublishedList) -> int:
             frozenset(str(c.get("item_id")) for c in _cited(item.evidence))
             for item in published.items
         }
+    )
+
+
+def cited_similarity(model: ItemModel, lists: Sequence[PublishedList]) -> dict[str, Any]:
+    """Cosine similarity of every cited history item to the item it is cited for (both
+    trained items): the truth of "similar to X" in numbers, next to random pairs."""
+    vectors = model.vectors / np.maximum(np.linalg.norm(model.vectors, axis=1), 1e-12)[:, None]
+    row = model.index
+    cited = [
+        float(vectors[row[item.item_id]] @ vectors[row[c["item_id"]]])
+        for published in lists
+        for item in published.items
+        for c in _cited(item.evidence)
+        if item.item_id in row and c.get("item_id") in row
+    ]
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(0, len(vectors), (2, 10_000))
+    keep = first != second
+    random = np.einsum("ij,ij->i", vectors[first[keep]], vectors[second[keep]])
+    quantiles = (0.01, 0.05, 0.5)
+    return {
+        "citations": len(cited),
+        "cited": {q: float(np.quantile(cited, q)) for q in quantiles} if cited else {},
+        "cited_min": min(cited, default=math.nan),
+        "random_pairs": {q: float(np.quantile(random, q)) for q in (0.5, 0.9, 0.99)},
+    }
+
+
+def _similarity_line(found: dict[str, Any] | None) -> str:
+    if not found or not found["citations"]:
+        return ""
+    cited = ", ".join(f"p{round(q * 100)} {v:.3f}" for q, v in found["cited"].items())
+    random = ", ".join(f"p{round(q * 100)} {v:.3f}" for q, v in found["random_pairs"].items())
+    return (
+        f"Cosine similarity of each cited item to the recommended one ({found['citations']:,} "
+        f"citations): min {found['cited_min']:.3f}, {cited}; random pairs of items: {random}."
     )
 
 
@@ -765,6 +802,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         + f" Lists whose reasons all cite the same items of the user: "
         f"{_pct(result['lists_citing_one_set'])}.",
         "",
+        _similarity_line(result.get("cited_similarity")),
+        "",
     ]
     for t in tpl:
         if t["rejected"]:
@@ -1001,6 +1040,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rank_per_list": latency_ms([p.rank_seconds for p in replayed.lists]),
         "lists_citing_one_set": sum(cited_sets(p) == 1 for p in replayed.lists)
         / max(1, len(replayed.lists)),
+        "cited_similarity": cited_similarity(model, replayed.lists),
         "cache_keys": cache_keys(replayed.lists, args.lm_language),
         "templates": templates,
     }

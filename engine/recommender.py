@@ -47,7 +47,12 @@ from engine.reasons import (
 )
 from engine.scoring import augment_items, augment_user, normalised_log_popularity, score_items
 from engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
-from engine.user_embedding import contribution_rows, history_weights, user_embedding
+from engine.user_embedding import (
+    contribution_rows,
+    cosine_rows,
+    history_weights,
+    user_embedding,
+)
 
 _TITLE_NOISE = re.compile(r"[^a-z0-9]+")
 # (interactions with a vector, their (h, d) vectors, their (h,) weights)
@@ -468,7 +473,9 @@ class Recommender:
         partners = SessionPartners(state.history, self.catalog.get, stats, self.params.reasons)
         picked: list[tuple[str, float, Reason]] = []
         cited = citable.cite_rows(
-            contribution_rows(hist_vectors, weights, vectors), self.params.reasons
+            contribution_rows(hist_vectors, weights, vectors),
+            self.params.reasons,
+            cosine_rows(hist_vectors, vectors),
         )
         for (item_id, score), item_cited in zip(chosen, cited, strict=True):
             reason = build_reason(

@@ -38,6 +38,7 @@ __all__ = [
     "UserEmbeddingParams",
     "contribution_rows",
     "contributions",
+    "cosine_rows",
     "history_weights",
     "user_embedding",
 ]
@@ -235,4 +236,33 @@ def contribution_rows(
     result: npt.NDArray[np.float64] = (
         (items @ vectors.T) * np.asarray(weights, dtype=np.float64)[None, :] / norm
     )
+    return result
+
+
+def cosine_rows(
+    history_vectors: npt.NDArray[np.floating], item_vectors: npt.NDArray[np.floating]
+) -> npt.NDArray[np.float64]:
+    """Cosine similarity of every candidate (rows) to every history item (columns).
+
+    Args:
+        history_vectors: (h, d) item vectors of the history.
+        item_vectors: (n, d) the candidates' vectors.
+
+    Returns:
+        (n, h) float64; 0 where either vector is zero.
+
+    Example:
+        >>> cosine_rows(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[2.0, 2.0]])).round(3)
+        array([[0.707, 0.   ]])
+    """
+    history = np.asarray(history_vectors, dtype=np.float64)
+    items = np.asarray(item_vectors, dtype=np.float64)
+    if history.ndim != 2 or items.ndim != 2 or history.shape[1] != items.shape[1]:
+        msg = f"vectors must be (h, d) and (n, d), got {history.shape} and {items.shape}"
+        raise ValueError(msg)
+    h_norms = np.linalg.norm(history, axis=1)
+    i_norms = np.linalg.norm(items, axis=1)
+    scale = np.outer(i_norms, h_norms)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result: npt.NDArray[np.float64] = np.where(scale > 0, (items @ history.T) / scale, 0.0)
     return result

@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     reason_budget_ms: int = Field(
         50, ge=1, le=60_000, description="Time per batch for language-model reasons."
     )
+    reason_min_similarity: float = Field(
+        0.2,
+        ge=-1.0,
+        le=1.0,
+        description="Least cosine similarity of a history item cited as similar to a "
+        "recommended item.",
+    )
     trend_half_life_s: float = Field(
         3600.0, gt=0, le=365 * 24 * 3600, description="Half-life of the trending counts."
     )
@@ -244,6 +251,7 @@ class Settings(BaseSettings):
             diversity_weight=self.diversity_weight,
             max_impressions=self.max_impressions,
             reasons=ReasonParams(
+                min_similarity=self.reason_min_similarity,
                 min_together_count=self.cooccurrence_min_count,
                 session_window=self.cooccurrence_window,
             ),

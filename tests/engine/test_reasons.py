@@ -101,6 +101,29 @@ def test_weak_or_negative_contributions_are_not_cited():
     ] == ["s1"]
 
 
+def test_an_item_is_cited_only_when_it_is_close_to_the_candidate():
+    # One viewed item explains all of the positive score of anything; its similarity to
+    # the candidate decides whether "similar to" is true.
+    hist, items = history(
+        (SHOE, "view"),
+    )
+    citable = CitableHistory(hist, items)
+    contributions = np.array([[0.9], [0.03]])
+    assert [len(c) for c in citable.cite_rows(contributions, PARAMS)] == [1, 1]
+    close_and_far = np.array([[0.9], [0.03]])
+    assert [len(c) for c in citable.cite_rows(contributions, PARAMS, close_and_far)] == [1, 0]
+    assert citable.cite(np.array([0.03]), ReasonParams(min_similarity=0.0), np.array([0.03]))
+
+
+def test_a_repeated_item_is_judged_by_its_own_similarity_not_its_repeats():
+    hist, items = history((SHOE, "view"), (PAN, "view"), (SHOE, "click"))
+    citable, similarities = CitableHistory(hist, items), np.array([0.6, 0.1, 0.6])
+    cited = citable.cite(np.array([0.2, 0.1, 0.3]), PARAMS, similarities)
+    assert [c["item_id"] for c in cited] == ["s1"]  # the pan explains 17% and is not close
+    cited = citable.cite(np.array([0.2, 0.4, 0.3]), PARAMS, similarities)
+    assert [(c["item_id"], c["share"]) for c in cited] == [("s1", 0.556)]
+
+
 def test_category_affinity_states_the_count():
     reason = build_reason(
         PAN,

@@ -14,7 +14,7 @@ import pytest
 
 import engine.reasons.metrics as metrics
 from engine.item_stats import ItemStatsCounter, TrendParams
-from engine.reasons import Guard, Prompt
+from engine.reasons import Guard, Prompt, ReasonParams
 from engine.reasons.metrics import distinct_n, percentile, text_stats, tokens
 from engine.recommender import RankingParams
 from engine.types import Item
@@ -52,9 +52,14 @@ def guard(items) -> Guard:
 
 
 @pytest.fixture(scope="module")
-def replayed(script, items, tmp_path_factory):
-    trained = shop.train(tmp_path_factory.mktemp("shop"))
-    model, index = script.load_model(trained.model_dir)
+def loaded(script, tmp_path_factory):
+    """The shop's trained model and index, as the script loads them."""
+    return script.load_model(shop.train(tmp_path_factory.mktemp("shop")).model_dir)
+
+
+@pytest.fixture(scope="module")
+def replayed(script, items, loaded):
+    model, index = loaded
     recommenders = script.build_recommenders(model, index, items, RankingParams(k=10))
     events = shop.events(users=40, per_user=12, seed=3)
     before, replay_events = script.event_slice(events, 300, 120)
@@ -113,6 +118,18 @@ def test_template_sentences_are_all_faithful_and_the_metrics_are_in_range(
     assert over["n"] == len(replay.lists) + len(fresh.lists)
     assert 0 < over["p50_ms"] <= over["p99_ms"] < 1000
     assert report["examples"]
+
+
+def test_every_cited_item_is_at_least_the_floor_close_to_its_recommendation(
+    script, replayed, loaded
+):
+    replay, _ = replayed
+    found = script.cited_similarity(loaded[0], replay.lists)
+    assert found["citations"] > 100
+    assert found["cited_min"] >= ReasonParams().min_similarity
+    assert found["cited"][0.01] <= found["cited"][0.5] <= 1.0 + 1e-9
+    assert -1.0 <= found["random_pairs"][0.5] <= found["random_pairs"][0.99] <= 1.0
+    assert "citations): min" in script._similarity_line(found)
 
 
 class ScriptedModel:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.catalog import Catalog
+from engine.reasons import ReasonParams
 from engine.recommender import RankingParams, Recommender, index_entries
 from engine.types import Interaction, Item, UserState
 from index.exact import ExactIndex
@@ -130,6 +131,35 @@ def test_similarity_reasons_cite_the_users_own_items_by_title(recommender):
         assert any(t in item.reason for t in titles)
     assert "viewed" in similar[0].reason
     assert len({i.reason for i in rec.items}) == len(rec.items)
+
+
+def test_an_item_is_called_similar_only_to_items_it_is_really_close_to(trained):
+    """Found by an outside probe: a user with one view got "Similar to <their item>" on
+    every item of the list, even on ones at a random pair's similarity, because one item
+    always explains 100% of the positive part of the score."""
+    model = trained.model
+    index = ExactIndex(model.dim + 1)
+    index.upsert(*index_entries(model))
+    rec = Recommender(model, index, Catalog(catalog_items(shop.catalog())), RankingParams(k=40))
+    viewed = "running-1"
+    items = recommend(rec, state("u", viewed)).items
+    vectors = model.vectors / np.linalg.norm(model.vectors, axis=1, keepdims=True)
+
+    def cosine(item_id: str) -> float:
+        return float(vectors[model.index[item_id]] @ vectors[model.index[viewed]])
+
+    floor = ReasonParams().min_similarity
+    similar = [i for i in items if i.reason_code == "similar_to_recent"]
+    weak = [i for i in items if 0 < cosine(i.item_id) < floor]
+    assert similar  # the list holds both kinds
+    assert weak
+    assert all(cosine(i.item_id) >= floor for i in similar)
+    assert all(i.reason_code != "similar_to_recent" for i in weak)
+    assert not any(rec.catalog.get(viewed).title in i.reason for i in weak)
+    # The floor is a setting (STREAMREC_REASON_MIN_SIMILARITY); without it, the overclaim.
+    loose = rec.with_params(RankingParams(k=40, reasons=ReasonParams(min_similarity=-1.0)))
+    codes = {i.item_id: i.reason_code for i in recommend(loose, state("u", viewed)).items}
+    assert {codes[i.item_id] for i in weak} == {"similar_to_recent"}
 
 
 def test_online_and_offline_user_vectors_are_identical(recommender, trained):
@@ -365,4 +395,5 @@ def test_a_heavy_user_in_a_batch_of_light_ones_still_gets_the_best_unseen_items(
     scores = model.score(model.embed_user([i.item_id for i in heavy.history], ["view"] * 50))
     unseen = [i for i in np.argsort(-scores, kind="stable") if model.item_ids[i] not in heavy.seen]
     assert [i.item_id for i in got] == [model.item_ids[i] for i in unseen[:10]]
-    assert "popular" not in {i.reason_code for i in got}  # found by search, not filled up
+    # found by search with the model's scores, not filled up by popularity
+    assert [i.score for i in got] == pytest.approx([float(scores[i]) for i in unseen[:10]])

@@ -22,6 +22,7 @@ from engine.user_embedding import (
     UserEmbeddingParams,
     contribution_rows,
     contributions,
+    cosine_rows,
     history_weights,
     user_embedding,
 )
@@ -130,6 +131,21 @@ def test_contribution_rows_are_each_candidates_contributions() -> None:
         np.testing.assert_allclose(rows[j], contributions(vectors, weights, items[j]), rtol=1e-12)
     with pytest.raises(ValueError, match=r"item vectors must have shape \(n, 5\)"):
         contribution_rows(vectors, weights, items[:, :3])
+
+
+def test_cosine_rows_are_each_candidates_cosine_to_each_history_item() -> None:
+    rng = np.random.default_rng(4)
+    history = rng.standard_normal((6, 5))
+    history[2] = 0.0  # an item without a vector is similar to nothing
+    items = rng.standard_normal((3, 5))
+    rows = cosine_rows(history, items)
+    for j in range(3):
+        for i in range(6):
+            norms = np.linalg.norm(items[j]) * np.linalg.norm(history[i])
+            expected = 0.0 if norms == 0 else items[j] @ history[i] / norms
+            assert rows[j, i] == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"\(h, d\) and \(n, d\)"):
+        cosine_rows(history, items[:, :3])
 
 
 # --- scoring -------------------------------------------------------------------------------
