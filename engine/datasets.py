@@ -55,6 +55,7 @@ __all__ = [
     "load_movielens_100k",
     "load_session_log",
     "movielens_100k_dir",
+    "training_data_warnings",
     "validate_catalog",
     "validate_events",
 ]
@@ -290,13 +291,15 @@ def validate_events(frame: pd.DataFrame, source: Path | str = "events") -> pd.Da
         if getattr(raw_ts.dt, "tz", None) is None:
             raw_ts = raw_ts.dt.tz_localize("UTC")
         raw_ts = (raw_ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    elif raw_ts.dtype == object:
+        raw_ts = _iso_to_millis(raw_ts)
     ts_num = pd.to_numeric(raw_ts, errors="coerce")
     bad_ts = ts_num.isna() | (ts_num != np.floor(ts_num))
     if bad_ts.any():
         row = int(np.flatnonzero(bad_ts.to_numpy())[0])
         msg = (
-            f"{source}: column 'ts' must be integer epoch milliseconds, "
-            f"row {row} has {frame['ts'].iloc[row]!r}"
+            f"{source}: column 'ts' must be integer epoch milliseconds or an ISO-8601 "
+            f"time, row {row} has {frame['ts'].iloc[row]!r}"
         )
         raise DatasetError(msg)
     out["ts"] = ts_num.astype(np.int64)
@@ -305,6 +308,73 @@ def validate_events(frame: pd.DataFrame, source: Path | str = "events") -> pd.Da
         msg = f"{source}: column 'event_id' must be unique, {dup!r} repeats"
         raise DatasetError(msg)
     return _sort_events(out)
+
+
+def _iso_to_millis(values: pd.Series) -> pd.Series:
+    """Epoch milliseconds of a text column whose non-numbers are all ISO-8601 times
+    (``2026-09-06T05:27:51.081Z``; no offset: UTC); the column as it was otherwise."""
+    text = values.astype(str).str.strip()
+    if pd.to_numeric(text, errors="coerce").notna().all():
+        return values  # numbers written as text
+    try:
+        times = pd.to_datetime(text, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return values  # the caller names the first row that is neither
+    millis: pd.Series = (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    return millis
+
+
+_MS_FROM = 100_000_000_000  # 1973-03-03 in epoch ms; 5138 AD in epoch seconds
+
+
+def training_data_warnings(events: pd.DataFrame, catalog: pd.DataFrame | None) -> list[str]:
+    """What in validated training data will not serve as the user expects.
+
+    * Items of the events that the catalog lacks: the worker dead-letters events for
+      items outside its catalog, and they get no title to be cited by.
+    * ``ts`` that look like epoch seconds (every one before 1973 read as milliseconds):
+      the worker reads milliseconds, so recency, trends and the model's date are off.
+
+    Raises:
+        DatasetError: no item of the events is in the catalog (ids of another system,
+            or a different spelling such as ``42`` against ``SKU-42``).
+
+    Example:
+        >>> events = pd.DataFrame({"item_id": ["a", "b", "b"], "ts": [1_700_000_000] * 3})
+        >>> for line in training_data_warnings(events, pd.DataFrame({"item_id": ["a"]})):
+        ...     print(line.split(": ")[0])
+        1 of 2 items of the events (2 of 3 events, 66.7%) are not in the catalog, e.g. 'b'
+        'ts' looks like epoch seconds (the latest, 1700000000, is 1970-01-20 as milliseconds)
+    """
+    out: list[str] = []
+    if catalog is not None:
+        known = set(catalog["item_id"].astype(str))
+        items = events["item_id"].astype(str)
+        outside = ~items.isin(known)
+        if outside.all():
+            msg = (
+                f"no item of the events is in the catalog: the events name items like "
+                f"{items.iloc[0]!r}, the catalog {next(iter(sorted(known)), '')!r}; "
+                "both must use the same item ids"
+            )
+            raise DatasetError(msg)
+        if outside.any():
+            missing = items[outside]
+            unique = missing.unique()
+            out.append(
+                f"{len(unique):,} of {items.nunique():,} items of the events "
+                f"({len(missing):,} of {len(items):,} events, {outside.mean():.1%}) are not "
+                f"in the catalog, e.g. {', '.join(repr(i) for i in unique[:3])}: the worker "
+                "dead-letters events for items outside its catalog"
+            )
+    latest = int(events["ts"].max())
+    if 0 < latest < _MS_FROM:
+        day = pd.Timestamp(latest, unit="ms").strftime("%Y-%m-%d")
+        out.append(
+            f"'ts' looks like epoch seconds (the latest, {latest}, is {day} as "
+            "milliseconds): events must carry epoch milliseconds"
+        )
+    return out
 
 
 def load_event_log(path: Path) -> pd.DataFrame:

@@ -92,9 +92,12 @@ def _load_files(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     try:
         events = datasets.load_event_log(Path(args.events)) if args.events else None
         catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
+        warnings = datasets.training_data_warnings(events, catalog) if events is not None else []
     except datasets.DatasetError as exc:
         msg = f"streamrec {args.command}: {exc}"
         raise SystemExit(msg) from None
+    for warning in warnings:
+        print(f"streamrec {args.command}: warning: {warning}", file=sys.stderr)  # noqa: T201
     return events, catalog
 
 
@@ -396,11 +399,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 async def _with_store(settings: Settings, use: Callable[[RedisStore], Awaitable[T]]) -> T:
-    """Run ``use`` with a Redis store built from the settings, closing it afterwards."""
+    """Run ``use`` with a Redis store built from the settings, closing it afterwards.
+
+    A one-shot command does not wait for Redis as the worker does: an unreachable server
+    raises the connection error at once (``main`` names the setting).
+    """
     from stream.redis_store import RedisStore
 
     store = RedisStore.from_settings(settings)
     try:
+        await store.ping()
         return await use(store)
     finally:
         await store.close()
@@ -579,7 +587,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in ("worker",):
         _setup_logging("WARNING")
-    return int(args.func(args))
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from stream.kafka_io import KafkaUnavailableError
+
+    try:
+        return int(args.func(args))
+    except KafkaUnavailableError as exc:
+        msg = f"streamrec {args.command}: {exc}"
+        raise SystemExit(msg) from None
+    except RedisConnectionError as exc:  # the URL may hold a password: not printed
+        msg = (
+            f"streamrec {args.command}: cannot reach Redis ({type(exc).__name__}); check "
+            "STREAMREC_REDIS_URL and that redis-server is running"
+        )
+        raise SystemExit(msg) from None
 
 
 if __name__ == "__main__":

@@ -160,9 +160,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
             return datasets.load_session_log(Path(args.sessions)), None, Path(args.sessions).name
         events = datasets.load_event_log(Path(args.events))
         catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
+        warnings = datasets.training_data_warnings(events, catalog)
     except datasets.DatasetError as exc:
         msg = f"streamrec evaluate: {exc}"
         raise SystemExit(msg) from None
+    for warning in warnings:
+        print(f"streamrec evaluate: warning: {warning}", file=sys.stderr)  # noqa: T201
     return events, catalog, Path(args.events).name
 
 

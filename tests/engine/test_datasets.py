@@ -22,6 +22,7 @@ from engine.datasets import (
     load_movielens_100k,
     load_session_log,
     movielens_100k_dir,
+    training_data_warnings,
 )
 
 
@@ -168,7 +169,7 @@ def test_event_log_rejects_non_integer_timestamps(tmp_path: Path) -> None:
     frame = _event_frame().astype({"ts": str})
     frame.loc[2, "ts"] = "yesterday"
     frame.to_csv(path, index=False)
-    with pytest.raises(DatasetError, match="'ts' must be integer epoch milliseconds"):
+    with pytest.raises(DatasetError, match="'ts' must be integer epoch milliseconds or an ISO"):
         load_event_log(path)
 
 
@@ -285,3 +286,40 @@ def test_event_log_converts_datetime_timestamps_to_epoch_ms(tmp_path: Path) -> N
     events = load_event_log(path)
     midnight = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp() * 1000)
     assert events["ts"].tolist() == [midnight, midnight + 300, midnight + 1000]
+
+
+def test_event_log_reads_iso_8601_times_in_a_csv_as_utc_milliseconds(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    frame = _event_frame()
+    frame["ts"] = ["2026-09-06T05:27:51.081Z", "2026-09-06T07:27:51.081+02:00", "2026-09-06"]
+    frame.to_csv(path, index=False)
+    events = load_event_log(path)
+    noon = int(datetime(2026, 9, 6, 5, 27, 51, 81000, tzinfo=UTC).timestamp() * 1000)
+    midnight = int(datetime(2026, 9, 6, tzinfo=UTC).timestamp() * 1000)
+    assert events["ts"].tolist() == [midnight, noon, noon]  # sorted by time, ties in order
+    assert events["event_id"].tolist() == ["e3", "e1", "e2"]
+
+
+def test_events_on_items_outside_the_catalog_are_counted_and_named() -> None:
+    events = pd.DataFrame({"item_id": ["a", "b", "b", "c"], "ts": [1_790_000_000_000] * 4})
+    catalog = pd.DataFrame({"item_id": ["a", "c", "d"]})
+    (warning,) = training_data_warnings(events, catalog)
+    assert warning.startswith("1 of 3 items of the events (2 of 4 events, 50.0%) are not")
+    assert "'b'" in warning
+    assert "dead-letters" in warning
+    assert training_data_warnings(events, None) == []  # nothing to compare with
+    assert training_data_warnings(events[events["item_id"] != "b"], catalog) == []
+
+
+def test_a_catalog_sharing_no_item_with_the_events_is_refused() -> None:
+    events = pd.DataFrame({"item_id": ["42", "43"], "ts": [1_790_000_000_000] * 2})
+    with pytest.raises(DatasetError, match="the events name items like '42', the catalog 'SKU-42'"):
+        training_data_warnings(events, pd.DataFrame({"item_id": ["SKU-42", "SKU-43"]}))
+
+
+def test_timestamps_in_seconds_are_flagged() -> None:
+    events = pd.DataFrame({"item_id": ["a"], "ts": [1_790_000_000]})  # 2026 in seconds
+    (warning,) = training_data_warnings(events, None)
+    assert "looks like epoch seconds" in warning
+    assert "1970-01-21" in warning
+    assert training_data_warnings(events.assign(ts=1_790_000_000_000), None) == []

@@ -59,6 +59,42 @@ def test_bad_training_data_is_named_without_a_traceback(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+def write_log(tmp_path: Path, items: tuple[str, ...], catalog: tuple[str, ...]) -> list[str]:
+    events, titles = tmp_path / "events.csv", tmp_path / "catalog.csv"
+    rows = [f"e{n},u1,{item},view,{1_790_000_000_000 + n}" for n, item in enumerate(items)]
+    events.write_text("\n".join(["event_id,user_id,item_id,type,ts", *rows]) + "\n")
+    titles.write_text("\n".join(["item_id,title", *(f"{i},Item {i}" for i in catalog)]) + "\n")
+    return ["--events", str(events), "--catalog", str(titles)]
+
+
+def test_a_catalog_that_shares_no_item_with_the_events_is_refused_before_training(tmp_path):
+    files = write_log(tmp_path, ("42", "43"), ("SKU-42", "SKU-43"))
+    for command in (["train", "--out", str(tmp_path / "m")], ["replay"], ["evaluate"]):
+        proc = streamrec(*command, *files)
+        assert proc.returncode != 0
+        assert f"streamrec {command[0]}: no item of the events is in the catalog" in proc.stderr
+        assert "'42'" in proc.stderr
+        assert "'SKU-42'" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_unreachable_broker_or_redis_stops_a_command_with_the_setting_to_check(tmp_path):
+    files = write_log(tmp_path, ("a", "b"), ("a", "c"))
+    proc = streamrec("replay", *files, env={"STREAMREC_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert proc.returncode != 0
+    assert "1 of 2 items of the events (1 of 2 events, 50.0%) are not in the catalog" in proc.stderr
+    assert "streamrec replay: cannot reach Kafka at 127.0.0.1:1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    for command in (["explain", "u1"], ["forget", "u1"]):
+        proc = streamrec(*command, env={"STREAMREC_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"})
+        assert proc.returncode != 0
+        assert f"streamrec {command[0]}: cannot reach Redis" in proc.stderr
+        assert "STREAMREC_REDIS_URL" in proc.stderr
+        assert "hunter2" not in proc.stderr + proc.stdout
+        assert "Traceback" not in proc.stderr
+
+
 def test_a_missing_model_names_the_commands_to_run(tmp_path):
     proc = streamrec("worker", env={"STREAMREC_MODEL_DIR": str(tmp_path / "nope")})
     assert proc.returncode != 0
