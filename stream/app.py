@@ -57,7 +57,9 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         stream_buffer_maxsize=max(4 * settings.batch_size, 256),
         logging_config=None,
     )
-    app.transport = ReadCommittedTransport(app.conf.broker_consumer, app)
+    app.transport = ReadCommittedTransport(
+        app.conf.broker_consumer, app, drain_s=settings.shutdown_drain_s
+    )
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,

@@ -112,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from engine.training import TrainParams
     from stream.progress import progress_callback
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     events, catalog = _load_training_data(args)
     console.print(f"training on {len(events):,} events, {events['user_id'].nunique():,} users")
     try:
@@ -148,11 +148,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.save(out)
     if catalog is not None:
         catalog.to_parquet(out / "catalog.parquet")
-    from rich.markdown import Markdown
-
-    console.print(Markdown(report.to_markdown()))
+    _print_markdown(console, report.to_markdown())
     if seq_report is not None:
-        console.print(Markdown(seq_report.to_markdown()))
+        _print_markdown(console, seq_report.to_markdown())
     adapt = model.adaptation
     console.print(
         "per-user adaptation: "
@@ -181,6 +179,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
     console.print(f"model {model.version} written to {out}")
     return 0
+
+
+def _print_markdown(console: Any, text: str) -> None:
+    """A Markdown report, rendered on a terminal; as written (tables intact, not cut to 80
+    columns) when the output goes to a file or a pipe."""
+    if console.is_terminal:
+        from rich.markdown import Markdown
+
+        console.print(Markdown(text))
+    else:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def build_index(
@@ -275,7 +284,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     model_dir = Path(args.model_dir)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:

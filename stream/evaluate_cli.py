@@ -245,7 +245,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stream.progress import progress_callback
     from stream.replay_eval import ReplayError, run_replay_evaluation
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if args.models != DEFAULT_MODELS:
         msg = "streamrec evaluate: --models does not apply to --replay (it evaluates ours)"
         raise SystemExit(msg)
@@ -302,7 +302,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.users is not None or args.rate is not None or args.worker_settings or args.model:
         msg = "streamrec evaluate: --users, --rate, --set and --model apply to --replay only"
         raise SystemExit(msg)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown or not models:

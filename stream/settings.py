@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where FAISS runs.")
     faiss_threads: int = Field(1, ge=1, le=256, description="OpenMP threads for FAISS on CPU.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_drain_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="How long a stopping worker waits for its batch in flight (then it is "
+        "consumed again after the restart).",
+    )
     reason_language: Literal["en", "zh"] = Field(
         "en", description="Language of reason sentences (en, or zh: Simplified Chinese)."
     )

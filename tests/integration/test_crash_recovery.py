@@ -278,3 +278,42 @@ def test_redis_unreachable_mid_stream_is_waited_out_and_loses_nothing(
         print(f"\nredis outage figures: {figures}")  # noqa: T201 - reported in the test log
     finally:
         redis_service.stop()
+
+
+def test_a_worker_told_to_stop_while_redis_is_unreachable_stops_and_loses_nothing(
+    settings, start_worker, tmp_path
+):
+    """Found by a probe: Faust waits without limit for the batch in flight, which waits
+    for Redis, so SIGTERM did nothing for as long as Redis was down. The worker now
+    waits STREAMREC_SHUTDOWN_DRAIN_S and leaves that batch uncommitted for the next one."""
+    redis_service = start_redis(tmp_path / "redis")
+    pid = int((tmp_path / "redis" / "redis.pid").read_text())
+    try:
+        settings, first = _started(
+            settings,
+            start_worker,
+            "stopped-during-outage",
+            redis_url=SecretStr(redis_service.address),
+            redis_retry_max_s=1.0,
+            shutdown_drain_s=3.0,
+        )
+        messages, expected, malformed = _stream()
+        os.kill(pid, signal.SIGSTOP)  # every Redis call times out from here
+        try:
+            produce(settings, settings.topic_events, messages)
+            _wait(lambda: "redis apply failed" in first.log(), 60, "a batch in flight", first.log)
+            started = time.monotonic()
+            first.proc.terminate()
+            first.proc.wait(timeout=60)
+            took = time.monotonic() - started
+            assert first.proc.returncode == 0, first.log()
+            assert "not committed and will be consumed again" in first.log()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        second = start_worker(settings, "after-outage")
+        figures = _check_exactly_once(settings, expected, malformed, messages)
+        assert figures["applied"] == figures["valid"]
+        assert second.proc.poll() is None, second.log()
+        print(f"\nstopped during a Redis outage in {took:.1f} s; figures: {figures}")  # noqa: T201
+    finally:
+        redis_service.stop()

@@ -95,6 +95,34 @@ def test_an_unreachable_broker_or_redis_stops_a_command_with_the_setting_to_chec
         assert "Traceback" not in proc.stderr
 
 
+def test_train_on_files_warns_about_items_outside_the_catalog_and_writes_a_whole_report(
+    tmp_path,
+):
+    from tests import shop
+
+    events, catalog = shop.events(users=60, per_user=12, seed=1), shop.catalog()
+    events.to_csv(tmp_path / "events.csv", index=False)
+    catalog["tags"] = catalog["tags"].map("|".join)
+    catalog[catalog["item_id"] != "running-0"].to_csv(tmp_path / "catalog.csv", index=False)
+    out = tmp_path / "model"
+    proc = streamrec(
+        "train",
+        *("--events", str(tmp_path / "events.csv"), "--catalog", str(tmp_path / "catalog.csv")),
+        *("--out", str(out), "--sequence-epochs", "0"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    outside = int((events["item_id"] == "running-0").sum())
+    assert (
+        f"warning: 1 of {events['item_id'].nunique()} items of the events ({outside} of "
+        f"{len(events)} events" in proc.stderr
+    )
+    # Redirected, the report stays Markdown with whole rows, not a table cut to 80 columns.
+    header = "| model | recall@10 | ndcg@10 | recall@20 | ndcg@20 | mrr@20 |"
+    assert any(line.startswith(header) for line in proc.stderr.splitlines()), proc.stderr
+    assert "…" not in proc.stderr
+    assert (out / "model.json").is_file()
+
+
 def test_a_missing_model_names_the_commands_to_run(tmp_path):
     proc = streamrec("worker", env={"STREAMREC_MODEL_DIR": str(tmp_path / "nope")})
     assert proc.returncode != 0
