@@ -151,6 +151,16 @@ class EvaluationReport:
             "excluded. Mean ± 95% CI half-width over users.",
             "",
         ]
+        seen = max((m.result.n_seen_targets for m in self.results), default=0)
+        if seen and self.n_test_users:
+            share = seen / self.n_test_users
+            lines += [
+                f"{seen:,} of {self.n_test_users:,} targets ({share:.1%}) were already in "
+                "the user's training history (a repeat interaction): with seen items "
+                f"excluded they are misses for every model, so recall@k is at most "
+                f"{1 - share:.3f} here.",
+                "",
+            ]
         header = ["model", *(label for _, label in TABLE_METRICS)]
         header += ["coverage@10", "coverage@20", "ILD@10", "novelty@10", "ΔNDCG@10 vs ours"]
         lines.append("| " + " | ".join(header) + " |")

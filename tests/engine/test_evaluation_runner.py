@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -116,6 +117,33 @@ def test_markdown_and_json_hold_every_model(report: evaluation_runner.Evaluation
     assert set(data["models"]) == set(MODEL_NAMES)
     assert data["models"]["ease"]["n_items"] == len(shop_catalog())
     assert data["models"]["ours"]["metrics"]["ndcg@10"]["ci95"] > 0
+
+
+def test_the_report_states_the_recall_ceiling_that_repeat_targets_set(
+    report: evaluation_runner.EvaluationReport,
+) -> None:
+    seen = report.n_test_users // 4
+    repeats = dataclasses.replace(
+        report,
+        results=tuple(
+            dataclasses.replace(m, result=dataclasses.replace(m.result, n_seen_targets=seen))
+            for m in report.results
+        ),
+    )
+    share = seen / report.n_test_users
+    assert (
+        f"{seen:,} of {report.n_test_users:,} targets ({share:.1%}) were already in the "
+        "user's training history" in repeats.to_markdown()
+    )
+    assert f"recall@k is at most {1 - share:.3f} here" in repeats.to_markdown()
+    no_repeats = dataclasses.replace(
+        report,
+        results=tuple(
+            dataclasses.replace(m, result=dataclasses.replace(m.result, n_seen_targets=0))
+            for m in report.results
+        ),
+    )
+    assert "at most" not in no_repeats.to_markdown()
 
 
 def test_a_run_is_deterministic_for_a_seed(report: evaluation_runner.EvaluationReport) -> None:
