@@ -325,6 +325,7 @@ def _iso_to_millis(values: pd.Series) -> pd.Series:
 
 
 _MS_FROM = 100_000_000_000  # 1973-03-03 in epoch ms; 5138 AD in epoch seconds
+_MIN_VALIDATION_USERS = 50
 
 
 def training_data_warnings(events: pd.DataFrame, catalog: pd.DataFrame | None) -> list[str]:
@@ -332,6 +333,7 @@ def training_data_warnings(events: pd.DataFrame, catalog: pd.DataFrame | None) -
 
     * Items of the events that the catalog lacks: the worker dead-letters events for
       items outside its catalog, and they get no title to be cited by.
+    * Fewer than 50 users with two or more events: too few to validate on.
     * ``ts`` that look like epoch seconds (every one before 1973 read as milliseconds):
       the worker reads milliseconds, so recency, trends and the model's date are off.
 
@@ -340,10 +342,13 @@ def training_data_warnings(events: pd.DataFrame, catalog: pd.DataFrame | None) -
             or a different spelling such as ``42`` against ``SKU-42``).
 
     Example:
-        >>> events = pd.DataFrame({"item_id": ["a", "b", "b"], "ts": [1_700_000_000] * 3})
+        >>> events = pd.DataFrame(
+        ...     {"user_id": ["u", "u", "v"], "item_id": ["a", "b", "b"], "ts": [1_700_000_000] * 3}
+        ... )
         >>> for line in training_data_warnings(events, pd.DataFrame({"item_id": ["a"]})):
         ...     print(line.split(": ")[0])
         1 of 2 items of the events (2 of 3 events, 66.7%) are not in the catalog, e.g. 'b'
+        only 1 user(s) have two or more events
         'ts' looks like epoch seconds (the latest, 1700000000, is 1970-01-20 as milliseconds)
     """
     out: list[str] = []
@@ -367,6 +372,13 @@ def training_data_warnings(events: pd.DataFrame, catalog: pd.DataFrame | None) -
                 f"in the catalog, e.g. {', '.join(repr(i) for i in unique[:3])}: the worker "
                 "dead-letters events for items outside its catalog"
             )
+    repeat_users = int((events["user_id"].value_counts() >= 2).sum())
+    if repeat_users < _MIN_VALIDATION_USERS:
+        out.append(
+            f"only {repeat_users:,} user(s) have two or more events: training holds out "
+            "each one's last event to choose its settings and to report validation "
+            f"numbers, and with fewer than {_MIN_VALIDATION_USERS} such users both are noise"
+        )
     latest = int(events["ts"].max())
     if 0 < latest < _MS_FROM:
         day = pd.Timestamp(latest, unit="ms").strftime("%Y-%m-%d")

@@ -300,26 +300,43 @@ def test_event_log_reads_iso_8601_times_in_a_csv_as_utc_milliseconds(tmp_path: P
     assert events["event_id"].tolist() == ["e3", "e1", "e2"]
 
 
+def _log(items: list[str], ts: int = 1_790_000_000_000, users: int = 60) -> pd.DataFrame:
+    """Events on ``items`` spread over ``users`` users, each with two or more events."""
+    n = len(items)
+    return pd.DataFrame(
+        {"user_id": [f"u{i % users}" for i in range(n)], "item_id": items, "ts": ts}
+    )
+
+
 def test_events_on_items_outside_the_catalog_are_counted_and_named() -> None:
-    events = pd.DataFrame({"item_id": ["a", "b", "b", "c"], "ts": [1_790_000_000_000] * 4})
+    events = _log(["a", "b", "b", "c"] * 30)
     catalog = pd.DataFrame({"item_id": ["a", "c", "d"]})
     (warning,) = training_data_warnings(events, catalog)
-    assert warning.startswith("1 of 3 items of the events (2 of 4 events, 50.0%) are not")
+    assert warning.startswith("1 of 3 items of the events (60 of 120 events, 50.0%) are not")
     assert "'b'" in warning
     assert "dead-letters" in warning
     assert training_data_warnings(events, None) == []  # nothing to compare with
-    assert training_data_warnings(events[events["item_id"] != "b"], catalog) == []
+    without_b = _log(["a", "c"] * 60)
+    assert training_data_warnings(without_b, catalog) == []
 
 
 def test_a_catalog_sharing_no_item_with_the_events_is_refused() -> None:
-    events = pd.DataFrame({"item_id": ["42", "43"], "ts": [1_790_000_000_000] * 2})
+    events = _log(["42", "43"] * 60)
     with pytest.raises(DatasetError, match="the events name items like '42', the catalog 'SKU-42'"):
         training_data_warnings(events, pd.DataFrame({"item_id": ["SKU-42", "SKU-43"]}))
 
 
 def test_timestamps_in_seconds_are_flagged() -> None:
-    events = pd.DataFrame({"item_id": ["a"], "ts": [1_790_000_000]})  # 2026 in seconds
+    events = _log(["a", "b"] * 60, ts=1_790_000_000)  # 2026 in seconds
     (warning,) = training_data_warnings(events, None)
     assert "looks like epoch seconds" in warning
     assert "1970-01-21" in warning
     assert training_data_warnings(events.assign(ts=1_790_000_000_000), None) == []
+
+
+def test_too_few_users_to_validate_on_are_flagged() -> None:
+    (warning,) = training_data_warnings(_log(["a", "b"] * 49, users=49), None)
+    assert warning.startswith("only 49 user(s) have two or more events")
+    assert training_data_warnings(_log(["a", "b"] * 50, users=50), None) == []
+    one_each = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["a", "b"], "ts": 1})
+    assert "only 0 user(s)" in " ".join(training_data_warnings(one_each, None))
