@@ -467,8 +467,10 @@ class Recommender:
 
         usable, hist_vectors, weights = history
         hist_items = [self.catalog.get(i.item_id) for i in usable]
-        categories = category_counts(hist_items)
-        tags = tag_counts(hist_items)
+        # Habits count items, not actions: a view and a purchase of one item are one item.
+        recent = dict(zip((i.item_id for i in usable), hist_items, strict=True))
+        categories = category_counts(recent.values())
+        tags = tag_counts(recent.values())
         citable = CitableHistory(usable, hist_items)
         partners = SessionPartners(state.history, self.catalog.get, stats, self.params.reasons)
         picked: list[tuple[str, float, Reason]] = []
@@ -482,7 +484,7 @@ class Recommender:
                 self._item(item_id),
                 cited=item_cited,
                 categories=categories,
-                history_length=len(usable),
+                history_length=len(recent),
                 cold_start_item=self.is_cold_start(item_id),
                 popularity=self._popularity(item_id),
                 params=self.params.reasons,
@@ -526,7 +528,8 @@ class Recommender:
 
         Their score is the scoring function's (popularity alone for a user without
         history), never a made-up number."""
-        categories = category_counts([self.catalog.get(i.item_id) for i in state.history])
+        recent = {i.item_id: self.catalog.get(i.item_id) for i in state.history}
+        categories = category_counts(recent.values())
         in_mine = [self._popular_in.get(c, []) for c in categories]
         order = itertools.chain(
             heapq.merge(*in_mine, key=self._popularity_rank.__getitem__), self._by_popularity
@@ -543,7 +546,7 @@ class Recommender:
                 self._item(item_id),
                 cited=[],
                 categories=categories,
-                history_length=len(state.history),
+                history_length=len(recent),
                 cold_start_item=False,
                 popularity=self._popularity(item_id),
                 params=self.params.reasons,

@@ -165,7 +165,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
         msg = f"streamrec evaluate: {exc}"
         raise SystemExit(msg) from None
     for warning in warnings:
-        print(f"streamrec evaluate: warning: {warning}", file=sys.stderr)  # noqa: T201
+        sys.stderr.write(f"streamrec evaluate: warning: {warning}\n")
     return events, catalog, Path(args.events).name
 
 

@@ -26,7 +26,7 @@ too, ``{"code": "category_affinity"|"tag_affinity", <its evidence fields>}``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,13 +268,15 @@ def _duration(seconds: float) -> dict[str, Any]:
     return {"value": value, "unit": "second"}
 
 
-def category_counts(history_items: Sequence[Item | None]) -> Counter[str]:
-    """How many of the user's recent interactions fall in each category."""
+def category_counts(history_items: Iterable[Item | None]) -> Counter[str]:
+    """How many of the user's recent items fall in each category (pass each item once:
+    the sentences say "3 of your last 5 items")."""
     return Counter(item.category for item in history_items if item is not None and item.category)
 
 
-def tag_counts(history_items: Sequence[Item | None]) -> Counter[str]:
-    """How many of the user's recent interactions carry each tag (once per interaction).
+def tag_counts(history_items: Iterable[Item | None]) -> Counter[str]:
+    """How many of the user's recent items carry each tag (a tag once per item; pass each
+    item once).
 
     Example:
         >>> tag_counts([Item("a", "A", "c", ("x", "y")), Item("b", "B", "c", ("x",))])
@@ -314,7 +316,7 @@ def build_reason(
         item: the recommended item.
         cited: the history items behind its score (:meth:`CitableHistory.cite`).
         categories: category counts of the user's recent items (:func:`category_counts`).
-        history_length: number of recent items the counts are taken over.
+        history_length: number of distinct recent items the counts are taken over.
         cold_start_item: whether the item's vector comes from its content.
         popularity: the item's interaction count in the training log.
         params: thresholds.

@@ -162,6 +162,25 @@ def test_an_item_is_called_similar_only_to_items_it_is_really_close_to(trained):
     assert {codes[i.item_id] for i in weak} == {"similar_to_recent"}
 
 
+def test_habits_count_items_not_the_actions_on_them(recommender):
+    """Found by an outside probe: four actions on one film read "4 of your last 4 items
+    were in Action"."""
+    kinds = ("view", "click", "add_to_cart", "view", "click", "view")
+    items = ("running-1", "running-1", "running-1", "running-7", "running-7", "books-2")
+    s = UserState(
+        "u", tuple(Interaction(i, k, n) for n, (i, k) in enumerate(zip(items, kinds, strict=True)))
+    )  # type: ignore[arg-type]
+    habits = []
+    for item in recommend(recommender, s).items:
+        evidence = item.evidence.get("also", item.evidence)
+        if "of_recent" in evidence:
+            habits.append(evidence)
+    assert habits  # the list states a habit
+    for habit in habits:
+        assert habit["of_recent"] == 3  # three distinct items
+        assert habit["count"] <= 2  # at most the two running items
+
+
 def test_online_and_offline_user_vectors_are_identical(recommender, trained):
     items = ["running-1", "books-3", "running-4", "kitchen-9", "running-1"]
     kinds = ["view", "purchase", "click", "add_to_cart", "view"]
