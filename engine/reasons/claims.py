@@ -69,8 +69,10 @@ CLAIMS: Final[tuple[Claim, ...]] = (
         {
             "en": ("bought together", "frequently bought", "also bought", "customers who",
                    "people who bought", "shoppers who", "who bought", "bought with",
-                   "goes well with", "pairs well", "complements"),
-            "zh": ("一起购买", "一起买", "经常一起", "也买了", "还买了", "搭配"),
+                   "goes well with", "pairs well", "complements", "bought or added to cart",
+                   "shoppers bought"),
+            "zh": ("一起购买", "一起买", "经常一起", "也买了", "还买了", "搭配",
+                   "一起购买或加购", "一起买或加购", "搭配购买或加购"),
         },
     ),
     Claim(

@@ -45,17 +45,20 @@ EN: Final[dict[str, Tiers]] = {
             "In the same vein as {titles}",
         ),
     ),
+    # The count holds purchases and add-to-carts (engine.item_stats.BOUGHT_TYPES), so no
+    # phrasing says "bought" alone.
     "bought_together": (
         (
-            "Often bought together with {partner}, which you {verb} ({count} times)",
-            "Bought together with {partner} {count} times",
-            "Frequently bought with {partner}: {count} times so far",
-            "Shoppers who bought {partner} also bought this, {count} times",
-            "Often bought together with {partner} ({count} times)",
+            "Often bought or added to cart together with {partner}, which you {verb} "
+            "({count} times)",
+            "Bought or added to cart together with {partner} {count} times",
+            "Bought or added to cart with {partner}: {count} times so far",
+            "Shoppers bought or added to cart {partner} and this together {count} times",
+            "Often bought or added to cart together with {partner} ({count} times)",
         ),
         (
-            "Often bought together with {partner}",
-            "Frequently bought with {partner}",
+            "Often bought or added to cart together with {partner}",
+            "Frequently bought or added to cart with {partner}",
             "Pairs well with {partner}",
         ),
     ),
@@ -176,13 +179,17 @@ ZH: Final[dict[str, Tiers]] = {
     ),
     "bought_together": (
         (
-            "经常与你{verb}的{partner}一起购买（{count}次）",
-            "与{partner}一起购买过{count}次",
-            "购买{partner}的顾客也买了这件（{count}次）",
-            "常和{partner}一起买：共{count}次",
-            "经常与{partner}一起购买（{count}次）",
+            "经常与你{verb}的{partner}一起购买或加购（{count}次）",
+            "与{partner}一起购买或加购过{count}次",
+            "顾客把{partner}和这件一起购买或加购（{count}次）",
+            "常和{partner}一起买或加购：共{count}次",
+            "经常与{partner}一起购买或加购（{count}次）",
         ),
-        ("经常与{partner}一起购买", "常与{partner}搭配购买", "和{partner}经常一起买"),
+        (
+            "经常与{partner}一起购买或加购",
+            "常与{partner}搭配购买或加购",
+            "和{partner}经常一起买或加购",
+        ),
     ),
     "viewed_together": (
         (

@@ -94,7 +94,9 @@ def _facts(code: str, evidence: Evidence) -> list[str]:
         facts += [_cited_fact(e) for e in _entries(evidence.get("similar_items"))]
     elif code in ("bought_together", "viewed_together"):
         key, verb = (
-            ("bought_with", "bought") if code == "bought_together" else ("viewed_with", "viewed")
+            ("bought_with", "bought or added to cart")
+            if code == "bought_together"
+            else ("viewed_with", "viewed")
         )
         partner = evidence.get(key)
         if isinstance(partner, Mapping) and partner.get("title"):

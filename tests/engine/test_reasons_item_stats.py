@@ -66,11 +66,13 @@ def test_an_item_bought_with_a_session_item_is_said_to_be_bought_together_with_i
         "bought_with": {"item_id": "tent", "title": "Summit Tent 2", "event": "add_to_cart"},
         "count": 6,
     }
+    # The count holds add-to-carts too, so the sentence never says "bought" alone.
     assert reason.text == (
-        "Often bought together with Summit Tent 2, which you added to your cart (6 times)"
+        "Often bought or added to cart together with Summit Tent 2, which you added to "
+        "your cart (6 times)"
     )
     assert ZH.canonical(reason.code, reason.evidence) == (
-        "经常与你加入过购物车的《Summit Tent 2》一起购买（6次）"
+        "经常与你加入过购物车的《Summit Tent 2》一起购买或加购（6次）"
     )
     assert GUARD.check(reason.text, reason.evidence).ok
 
