@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,6 +106,16 @@ def _started(settings: Settings, start_worker, name: str, **update: object):
     worker = start_worker(settings, name)
     _load_catalog(settings)
     return settings, worker
+
+
+@contextlib.contextmanager
+def _freezable_redis(tmp_path: Path) -> Iterator[tuple[SecretStr, int]]:
+    """A redis-server of the test's own, to be frozen for a while: its URL and pid."""
+    service = start_redis(tmp_path / "redis")
+    try:
+        yield SecretStr(service.address), int((tmp_path / "redis" / "redis.pid").read_text())
+    finally:
+        service.stop()
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]) -> None:
@@ -243,15 +255,9 @@ def test_a_kafka_broker_restart_mid_stream_loses_nothing(settings, start_worker,
 def test_redis_unreachable_mid_stream_is_waited_out_and_loses_nothing(
     settings, start_worker, tmp_path
 ):
-    redis_service = start_redis(tmp_path / "redis")  # our own: it is frozen for a while
-    pid = int((tmp_path / "redis" / "redis.pid").read_text())
-    try:
+    with _freezable_redis(tmp_path) as (url, pid):
         settings, worker = _started(
-            settings,
-            start_worker,
-            "redis-outage",
-            redis_url=SecretStr(redis_service.address),
-            redis_retry_max_s=1.0,
+            settings, start_worker, "redis-outage", redis_url=url, redis_retry_max_s=1.0
         )
         messages, expected, malformed = _stream()
         producer = SteadyProducer(settings, messages, rate=60)
@@ -276,8 +282,6 @@ def test_redis_unreachable_mid_stream_is_waited_out_and_loses_nothing(
         assert worker.proc.poll() is None, worker.log()
         figures["redis_errors_counted"] = errors
         print(f"\nredis outage figures: {figures}")  # noqa: T201 - reported in the test log
-    finally:
-        redis_service.stop()
 
 
 def test_a_worker_told_to_stop_while_redis_is_unreachable_stops_and_loses_nothing(
@@ -286,16 +290,9 @@ def test_a_worker_told_to_stop_while_redis_is_unreachable_stops_and_loses_nothin
     """Found by a probe: Faust waits without limit for the batch in flight, which waits
     for Redis, so SIGTERM did nothing for as long as Redis was down. The worker now
     waits STREAMREC_SHUTDOWN_DRAIN_S and leaves that batch uncommitted for the next one."""
-    redis_service = start_redis(tmp_path / "redis")
-    pid = int((tmp_path / "redis" / "redis.pid").read_text())
-    try:
+    with _freezable_redis(tmp_path) as (url, pid):
         settings, first = _started(
-            settings,
-            start_worker,
-            "stopped-during-outage",
-            redis_url=SecretStr(redis_service.address),
-            redis_retry_max_s=1.0,
-            shutdown_drain_s=3.0,
+            settings, start_worker, "stopped-during-outage", redis_url=url, shutdown_drain_s=3.0
         )
         messages, expected, malformed = _stream()
         os.kill(pid, signal.SIGSTOP)  # every Redis call times out from here
@@ -315,5 +312,3 @@ def test_a_worker_told_to_stop_while_redis_is_unreachable_stops_and_loses_nothin
         assert figures["applied"] == figures["valid"]
         assert second.proc.poll() is None, second.log()
         print(f"\nstopped during a Redis outage in {took:.1f} s; figures: {figures}")  # noqa: T201
-    finally:
-        redis_service.stop()
