@@ -14,7 +14,6 @@ never writes; events still go through Kafka.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import ResponseError
 
 from stream.kafka_io import KafkaUnavailableError, ensure_reachable
 from stream.redis_store import RedisStore
@@ -41,8 +41,13 @@ class RecommendedItemOut(BaseModel):
 
 
 class RecommendationOut(BaseModel):
-    """The latest list published for the user (the ``streamrec.recommendations`` message)."""
+    """The latest list published for the user (the ``streamrec.recommendations`` message,
+    field for field; ``recommendation_id`` is null only for lists stored by versions that
+    did not set it)."""
 
+    recommendation_id: str | None = None
+    experiment: str | None = None
+    variant: str | None = None
     user_id: str
     trigger_event_id: str
     generated_at: int
@@ -75,23 +80,31 @@ def create_api(settings: Settings) -> FastAPI:
     )
 
     @app.get(
-        "/v1/users/{user_id}/recommendations",
+        # ``:path``: a user id may hold "/" (sent as %2F), as it may on the events topic.
+        "/v1/users/{user_id:path}/recommendations",
         response_model=RecommendationOut,
-        responses={404: {"description": "No list stored for this user (yet, or any more)."}},
+        responses={
+            404: {"description": "No list stored for this user (yet, or any more)."},
+            500: {"description": "The stored list could not be read."},
+            503: {"description": "Redis did not answer in time (see /readyz)."},
+        },
     )
     async def recommendations(
         user_id: str = Path(min_length=1, max_length=256),
-    ) -> dict[str, Any]:
+    ) -> RecommendationOut:
         try:
             raw = await asyncio.wait_for(
                 store["redis"].latest_recommendation(user_id), timeout=READ_TIMEOUT_S
             )
+            if raw is None:
+                raise HTTPException(404, "no recommendations stored for this user")
+            return RecommendationOut.model_validate_json(raw)
         except TimeoutError as exc:
-            raise HTTPException(503, "Redis did not answer in time") from exc
-        if raw is None:
-            raise HTTPException(404, "no recommendations stored for this user")
-        found: dict[str, Any] = json.loads(raw)
-        return found
+            raise HTTPException(503, "Redis did not answer in time (see /readyz)") from exc
+        except (ValueError, ResponseError) as exc:  # pydantic's ValidationError is a ValueError
+            # The message may quote the stored value, with the user id: not logged.
+            log.warning("a stored list could not be read (%s)", type(exc).__name__)
+            raise HTTPException(500, "the stored list could not be read") from None
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -447,6 +447,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     rec = json.loads(raw)
     items = [i for i in rec["items"] if args.item_id is None or i["item_id"] == args.item_id]
+    if not items:
+        print(f"item {args.item_id} is not in the latest list of user {args.user_id}")  # noqa: T201
+        return 1
     rec["items"] = items
     print(json.dumps(rec, indent=2, ensure_ascii=False))  # noqa: T201
     return 0
@@ -597,6 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in ("worker",):
         _setup_logging("WARNING")
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from stream.kafka_io import KafkaUnavailableError
 
@@ -605,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaUnavailableError as exc:
         msg = f"streamrec {args.command}: {exc}"
         raise SystemExit(msg) from None
-    except RedisConnectionError as exc:  # the URL may hold a password: not printed
+    except (RedisConnectionError, RedisTimeoutError) as exc:  # the URL may hold a password
         msg = (
             f"streamrec {args.command}: cannot reach Redis ({type(exc).__name__}); check "
             "STREAMREC_REDIS_URL and that redis-server is running"

@@ -35,8 +35,9 @@ class KafkaUnavailableError(RuntimeError):
 
 
 def _unreachable(settings: Settings, exc: BaseException) -> KafkaUnavailableError:
+    cause = str(exc) or type(exc).__name__  # a timeout has no message
     msg = (
-        f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); check "
+        f"cannot reach Kafka at {settings.kafka_bootstrap} ({cause}); check "
         "STREAMREC_KAFKA_BOOTSTRAP, STREAMREC_KAFKA_SECURITY_PROTOCOL and that the broker "
         "is running"
     )

@@ -453,7 +453,11 @@ class RedisStore:
             await self.retrying("save", run)
 
     async def latest_recommendation(self, user_id: str) -> bytes | None:
-        """The user's latest stored list (JSON), with their user id."""
+        """The user's latest stored list (JSON), with their user id.
+
+        Raises:
+            ValueError: under pseudonyms, the stored value is not a JSON object.
+        """
 
         async def run() -> Any:
             return await self.client.get(self._key(user_id, "recs"))
@@ -463,7 +467,10 @@ class RedisStore:
             return None
         if self._pseudonym is None:
             return bytes(value)
-        stored = msgspec.json.decode(value)
+        stored = msgspec.json.decode(value)  # msgspec.DecodeError is a ValueError
+        if not isinstance(stored, dict):
+            msg = f"the stored list is a JSON {type(stored).__name__}, not an object"
+            raise ValueError(msg)  # noqa: TRY004 - bad data, like a decode error
         return msgspec.json.encode(stored | {"user_id": user_id})
 
     async def user_vector(self, user_id: str) -> np.ndarray | None:

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis as redis_sync
 from pydantic import SecretStr
 
 from engine.types import Recommendation
 from stream.client import AsyncEventProducer, EventProducer, recommendations
 from stream.contracts import InvalidMessage, encode_item
 from stream.kafka_io import ensure_topics
+from stream.redis_store import user_key
 from stream.replay import catalog_items, wait_for_catalog
 from stream.settings import Settings
 from tests import shop
@@ -31,6 +33,7 @@ class Api:
     def __init__(self, settings: Settings, log: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self._log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             [
@@ -62,6 +65,10 @@ class Api:
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.base + path, timeout=10)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self._log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -107,6 +114,7 @@ def test_events_sent_with_the_helpers_come_back_as_typed_lists_and_over_http(
 
     with EventProducer(settings) as events:
         sent = events.send(user_id="api-user", item_id="running-1", type="view")
+        slashed = events.send(user_id="team/a b", item_id="running-2", type="view")
         with pytest.raises(InvalidMessage, match="type"):
             events.send(user_id="api-user", item_id="running-1", type="teleport")
 
@@ -125,15 +133,35 @@ def test_events_sent_with_the_helpers_come_back_as_typed_lists_and_over_http(
     got = api.get("/v1/users/api-user/recommendations")
     assert got.status_code == 200
     body = got.json()
+    # The topic's JSON, field for field (an outside probe found the list id missing).
+    assert body["recommendation_id"] == rec.recommendation_id
+    assert body["experiment"] is None
+    assert body["variant"] is None
     assert body["trigger_event_id"] == sent.event_id
     assert [i["item_id"] for i in body["items"]] == [i.item_id for i in rec.items]
     assert [i["reason"] for i in body["items"]] == [i.reason for i in rec.items]
     assert api.get("/v1/users/nobody/recommendations").status_code == 404
+    _first_list_for(settings, "team/a b")
+    slash = api.get("/v1/users/team%2Fa%20b/recommendations")
+    assert slash.status_code == 200, slash.text
+    assert slash.json()["trigger_event_id"] == slashed.event_id
+    # A stored value the API cannot read is a 500 with a message, the user id not logged.
+    client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
+    client.set(user_key("corrupt-user", "recs"), b"not json")
+    client.rpush(user_key("list-user", "recs"), b"x")
+    client.close()
+    for user in ("corrupt-user", "list-user"):
+        broken = api.get(f"/v1/users/{user}/recommendations")
+        assert broken.status_code == 500
+        assert broken.json() == {"detail": "the stored list could not be read"}
+        assert user not in api.log()
     ready = api.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"redis": "ok", "kafka": "ok", "index": "ok"}
     spec = api.get("/openapi.json").json()
     assert "/v1/users/{user_id}/recommendations" in spec["paths"]
+    answers = spec["paths"]["/v1/users/{user_id}/recommendations"]["get"]["responses"]
+    assert {"200", "404", "500", "503"} <= set(answers)
     assert {"/healthz", "/readyz"} <= set(spec["paths"])
 
 

@@ -86,13 +86,20 @@ def test_an_unreachable_broker_or_redis_stops_a_command_with_the_setting_to_chec
     assert "1 of 2 items of the events (1 of 2 events, 50.0%) are not in the catalog" in proc.stderr
     assert "streamrec replay: cannot reach Kafka at 127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr
-    for command in (["explain", "u1"], ["forget", "u1"]):
-        proc = streamrec(*command, env={"STREAMREC_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"})
-        assert proc.returncode != 0
-        assert f"streamrec {command[0]}: cannot reach Redis" in proc.stderr
-        assert "STREAMREC_REDIS_URL" in proc.stderr
-        assert "hunter2" not in proc.stderr + proc.stdout
-        assert "Traceback" not in proc.stderr
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers: a frozen Redis
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        frozen = f"redis://:hunter2@127.0.0.1:{silent.getsockname()[1]}/0"
+        for command in (["explain", "u1"], ["forget", "u1"]):
+            for url in ("redis://:hunter2@127.0.0.1:1/0", frozen):
+                proc = streamrec(*command, env={"STREAMREC_REDIS_URL": url})
+                assert proc.returncode != 0
+                assert f"streamrec {command[0]}: cannot reach Redis" in proc.stderr
+                assert "STREAMREC_REDIS_URL" in proc.stderr
+                assert "hunter2" not in proc.stderr + proc.stdout
+                assert "Traceback" not in proc.stderr
 
 
 def test_train_on_files_warns_about_items_outside_the_catalog_and_writes_a_whole_report(
@@ -188,6 +195,10 @@ def test_forget_and_explain_work_on_the_real_redis(redis_url):
     shown = streamrec("explain", "gone", env=env)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["items"][0]["evidence"]["items"][0]["title"] == "X"
+    assert json.loads(streamrec("explain", "gone", "i9", env=env).stdout)["items"][0]["rank"] == 1
+    absent = streamrec("explain", "gone", "i7", env=env)
+    assert absent.returncode == 1
+    assert "item i7 is not in the latest list of user gone" in absent.stdout
 
     assert streamrec("forget", "gone", env=env).returncode == 0
     keys = [k.decode() for k in redis_sync.Redis.from_url(redis_url).keys("*")]
