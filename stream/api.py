@@ -6,8 +6,9 @@ never writes; events still go through Kafka.
 * ``GET /v1/users/{user_id}/recommendations`` -> the latest list with reasons and
   evidence (the ``streamrec.recommendations`` message), 404 when none is stored.
 * ``GET /healthz`` -> 200 while the process runs (liveness).
-* ``GET /readyz`` -> 200 when Redis and Kafka answer and the model's index is on disk,
-  else 503 with what is missing (readiness).
+* ``GET /readyz`` -> 200 when Redis and Kafka answer, the API keys user ids as the
+  workers do (the same ``STREAMREC_USER_ID_HMAC_KEY``, or none) and the model's index is
+  on disk, else 503 with what is missing (readiness).
 * ``GET /openapi.json``, ``/docs`` -> the OpenAPI description.
 """
 
@@ -112,14 +113,16 @@ def create_api(settings: Settings) -> FastAPI:
 
     @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz() -> Any:
+        redis_check = await _check_redis(store["redis"])
         checks = {
-            "redis": await _check_redis(store["redis"]),
+            "redis": redis_check,
+            "user_ids": await _check_user_ids(store["redis"]) if redis_check == "ok" else "-",
             "kafka": await _check_kafka(settings),
             "index": "ok"
             if (settings.index_dir / "items.ids.json").is_file()
             else f"no index in {settings.index_dir} (STREAMREC_MODEL_DIR)",
         }
-        ready = all(v == "ok" for v in checks.values())
+        ready = all(v in ("ok", "-") for v in checks.values()) and redis_check == "ok"
         body = Readiness(ready=ready, checks=checks)
         if not ready:
             return JSONResponse(status_code=503, content=body.model_dump())
@@ -140,6 +143,15 @@ async def _check_redis(store: RedisStore) -> str:
     except Exception as exc:  # noqa: BLE001 - redis-py's own errors: report, never crash
         return f"error ({type(exc).__name__}); check STREAMREC_REDIS_URL"
     return "ok"
+
+
+async def _check_user_ids(store: RedisStore) -> str:
+    """Whether this API keys users as the workers do (the same HMAC key, or none)."""
+    try:
+        problem = await asyncio.wait_for(store.pseudonym_mismatch(), timeout=READ_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - report, never crash
+        return f"error ({type(exc).__name__})"
+    return "ok" if problem is None else problem
 
 
 async def _check_kafka(settings: Settings) -> str:

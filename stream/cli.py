@@ -407,17 +407,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_store(settings: Settings, use: Callable[[RedisStore], Awaitable[T]]) -> T:
+class PseudonymMismatchError(RuntimeError):
+    """This command's STREAMREC_USER_ID_HMAC_KEY is not the workers': it would miss
+    every user."""
+
+
+async def _with_store(
+    settings: Settings, use: Callable[[RedisStore], Awaitable[T]], *, users: bool = False
+) -> T:
     """Run ``use`` with a Redis store built from the settings, closing it afterwards.
 
     A one-shot command does not wait for Redis as the worker does: an unreachable server
-    raises the connection error at once (``main`` names the setting).
+    raises the connection error at once (``main`` names the setting). With ``users``, a
+    command keyed differently from the workers stops (:class:`PseudonymMismatchError`):
+    a forget would have deleted nothing and said it was done.
     """
     from stream.redis_store import RedisStore
 
     store = RedisStore.from_settings(settings)
     try:
         await store.ping()
+        if users:
+            problem = await store.pseudonym_mismatch()
+            if problem is not None:
+                raise PseudonymMismatchError(problem)
         return await use(store)
     finally:
         await store.close()
@@ -440,7 +453,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     settings = _settings()
     raw = asyncio.run(
-        _with_store(settings, lambda store: store.latest_recommendation(args.user_id))
+        _with_store(settings, lambda store: store.latest_recommendation(args.user_id), users=True)
     )
     if raw is None:
         print(f"no recommendations stored for user {args.user_id}")  # noqa: T201
@@ -458,7 +471,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_forget(args: argparse.Namespace) -> int:
     settings = _settings()
     now = time.time_ns() // 1_000_000
-    keys = asyncio.run(_with_store(settings, lambda store: store.forget(args.user_id, now)))
+    keys = asyncio.run(
+        _with_store(settings, lambda store: store.forget(args.user_id, now), users=True)
+    )
     print(  # noqa: T201
         f"forgot user {args.user_id}: {keys} key(s) deleted (history, purchases, seen items, "
         "dedupe markers, stored list and vector); their events stamped until now are ignored "
@@ -606,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except KafkaUnavailableError as exc:
+    except (KafkaUnavailableError, PseudonymMismatchError) as exc:
         msg = f"streamrec {args.command}: {exc}"
         raise SystemExit(msg) from None
     except (RedisConnectionError, RedisTimeoutError) as exc:  # the URL may hold a password

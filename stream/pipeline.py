@@ -195,6 +195,7 @@ class Pipeline:
         """Apply catalog changes made by any worker since the last sync; returns how many."""
         async with self._catalog_lock:
             if self._catalog_position is None:
+                await self.store.mark_pseudonyms()  # once per start: how users are keyed
                 items, self._catalog_position = await self.store.catalog_snapshot()
                 log.info("catalog snapshot: %d items", len(items))
             else:

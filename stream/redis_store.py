@@ -206,6 +206,9 @@ CATALOG_LOG = "sr:catalog:log"
 TREND = "sr:items:trend"
 COOCCURRENCE_PREFIX = "sr:co:"
 FORGOTTEN_PREFIX = "sr:forgotten:"
+#: How the workers key users (``off``, or a fingerprint of their HMAC key), so that a
+#: command with another key refuses instead of missing every user.
+PSEUDONYMS_KEY = "sr:pseudonyms"
 
 
 #: The per-user experiment counters: lists served and the actions attributed to them.
@@ -296,6 +299,40 @@ class RedisStore:
 
     def _stored_id(self, user_id: str) -> str:
         return user_id if self._pseudonym is None else self._pseudonym(user_id)
+
+    def _pseudonym_fingerprint(self) -> str:
+        """``off``, or the pseudonym of a fixed id: equal for equal keys, and it says
+        nothing of the key."""
+        probe = "\x00streamrec-keycheck"
+        stored = self._stored_id(probe)
+        return "off" if stored == probe else stored
+
+    async def mark_pseudonyms(self) -> None:
+        """Record how this worker keys users (:data:`PSEUDONYMS_KEY`)."""
+        fingerprint = self._pseudonym_fingerprint()
+        await self.retrying("mark", lambda: self.client.set(PSEUDONYMS_KEY, fingerprint))
+
+    async def pseudonym_mismatch(self) -> str | None:
+        """Why this store cannot find the workers' users (its HMAC key differs from the
+        one the workers recorded), or None (the same, or nothing recorded yet)."""
+        stored = await self.client.get(PSEUDONYMS_KEY)
+        mine = self._pseudonym_fingerprint()
+        if stored is None or stored.decode() == mine:
+            return None
+        if stored == b"off":
+            return (
+                "the workers store plain user ids, but STREAMREC_USER_ID_HMAC_KEY is set "
+                "here: unset it"
+            )
+        if mine == "off":
+            return (
+                "the workers pseudonymise user ids (STREAMREC_USER_ID_HMAC_KEY), but no "
+                "key is set here: set the workers' key"
+            )
+        return (
+            "the workers pseudonymise user ids under another STREAMREC_USER_ID_HMAC_KEY "
+            "than the one set here: set the workers' key"
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RedisStore:

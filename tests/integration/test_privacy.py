@@ -16,6 +16,7 @@ from stream.kafka_io import ensure_topics
 from stream.local_infra import start_redis
 from stream.replay import catalog_items, wait_for_catalog
 from tests import shop
+from tests.conftest import run_cli
 from tests.integration.kafka_helpers import Collector, event, produce
 
 pytestmark = pytest.mark.integration
@@ -119,4 +120,23 @@ def test_a_forget_request_on_the_control_topic_erases_a_pseudonymised_user(setti
     assert client.keys(f"sr:{{u:{pseudonymiser(key)(dave)}}}:*")  # dave is untouched
     assert "ticket-1" in worker.log()
     assert carol not in worker.log()
+
+    # An operator's forget without the workers' key would delete nothing and say "done"
+    # (found by an outside probe): it refuses, naming the setting, and changes nothing.
+    keys_before = sorted(client.keys("*"))
+    for hmac_key in ("", "another-key"):
+        refused = run_cli(
+            settings.model_copy(
+                update={"user_id_hmac_key": SecretStr(hmac_key) if hmac_key else None}
+            ),
+            "forget",
+            dave,
+        )
+        assert refused.returncode != 0
+        assert "streamrec forget: the workers pseudonymise user ids" in refused.stderr
+        assert "STREAMREC_USER_ID_HMAC_KEY" in refused.stderr
+        assert sorted(client.keys("*")) == keys_before
+    done = run_cli(settings, "forget", dave)
+    assert done.returncode == 0, done.stderr
+    assert not client.keys(f"sr:{{u:{pseudonymiser(key)(dave)}}}:*")
     client.close()

@@ -349,6 +349,37 @@ def test_with_a_pseudonym_key_no_user_id_reaches_redis(redis_url):
     client.close()
 
 
+@pytest.mark.integration
+def test_a_store_keyed_unlike_the_workers_knows_it(redis_url):
+    from pydantic import SecretStr
+
+    from stream.pseudonyms import pseudonymiser
+
+    def store(key: str | None) -> RedisStore:
+        return RedisStore.from_url(
+            redis_url,
+            history_length=5,
+            dedupe_ttl_s=600,
+            recommendation_ttl_s=600,
+            pseudonym=pseudonymiser(None if key is None else SecretStr(key)),
+        )
+
+    plain, k1, k2 = store(None), store("k1"), store("k2")
+    assert run(k1.pseudonym_mismatch()) is None  # nothing recorded yet: no verdict
+    run(k1.mark_pseudonyms())  # what a worker does at start
+    assert run(k1.pseudonym_mismatch()) is None
+    assert "no key is set here" in run(plain.pseudonym_mismatch())
+    assert "under another STREAMREC_USER_ID_HMAC_KEY" in run(k2.pseudonym_mismatch())
+    run(plain.mark_pseudonyms())
+    assert "plain user ids" in run(k1.pseudonym_mismatch())
+    client = redis_sync.Redis.from_url(redis_url)
+    run(k1.mark_pseudonyms())
+    assert b"k1" not in client.get("sr:pseudonyms")  # a fingerprint, not the key
+    client.close()
+    for s in (plain, k1, k2):
+        run(s.close())
+
+
 def test_the_pseudonym_examples_hold():
     import doctest
 
