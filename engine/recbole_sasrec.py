@@ -95,6 +95,13 @@ def _save_checkpoint(lib: _RecBole, path: Path, state: Mapping[str, Any]) -> Non
     os.replace(partial, path)
 
 
+class _NoTensorBoard:
+    """Stands in for RecBole's TensorBoard writer: every call does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 class _BudgetSpent(Exception):  # noqa: N818 - control flow, never escapes this module
     """Raised from RecBole's epoch callback to end training at the time budget."""
 
@@ -292,6 +299,11 @@ class RecBoleSASRec:
             model = lib.model(config, train.dataset).to("cpu")
             with contextlib.chdir(tmp):
                 trainer = lib.trainer(config, model)
+                # RecBole's TensorBoard writer appends from a thread to a path relative to
+                # the working directory, which is no longer `tmp` by then (a flaky
+                # FileNotFoundError in that thread); nothing here reads those logs.
+                trainer.tensorboard.close()
+            trainer.tensorboard = _NoTensorBoard()
             epochs = int(settings["epochs"])
             epochs_run = 0
             started = clock()
@@ -347,7 +359,7 @@ class RecBoleSASRec:
             stopped_by_budget = not done_before and max_seconds is not None and max_seconds <= 0
             if not done_before and not stopped_by_budget:
                 try:
-                    # RecBole's Trainer writes TensorBoard logs under the working directory.
+                    # RecBole's Trainer may write other files under the working directory.
                     with contextlib.chdir(tmp):
                         trainer.fit(
                             train, valid, saved=False, show_progress=False, callback_fn=after_epoch
