@@ -122,7 +122,7 @@ def create_api(settings: Settings) -> FastAPI:
             if (settings.index_dir / "items.ids.json").is_file()
             else f"no index in {settings.index_dir} (STREAMREC_MODEL_DIR)",
         }
-        ready = all(v in ("ok", "-") for v in checks.values()) and redis_check == "ok"
+        ready = all(v == "ok" for v in checks.values())  # "-" only when Redis is not ok
         body = Readiness(ready=ready, checks=checks)
         if not ready:
             return JSONResponse(status_code=503, content=body.model_dump())
