@@ -81,24 +81,9 @@ def _load_training_data(args: argparse.Namespace):  # type: ignore[no-untyped-de
     if args.events is None:
         msg = "streamrec: give --events PATH (CSV/Parquet) or --dataset ml-100k"
         raise SystemExit(msg)
-    return _load_files(args)
+    from stream.data_files import load_data_files
 
-
-def _load_files(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The ``--events`` and ``--catalog`` files (None where not given); a data error
-    stops the command with its message."""
-    from engine import datasets
-
-    try:
-        events = datasets.load_event_log(Path(args.events)) if args.events else None
-        catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
-        warnings = datasets.training_data_warnings(events, catalog) if events is not None else []
-    except datasets.DatasetError as exc:
-        msg = f"streamrec {args.command}: {exc}"
-        raise SystemExit(msg) from None
-    for warning in warnings:
-        print(f"streamrec {args.command}: warning: {warning}", file=sys.stderr)  # noqa: T201
-    return events, catalog
+    return load_data_files(args.command, args.events, args.catalog)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -372,6 +357,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from engine import datasets
+    from stream.data_files import load_data_files
     from stream.replay import catalog_items, publish_catalog, publish_events, wait_for_catalog
 
     settings = _settings()
@@ -381,7 +367,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         data = datasets.load_movielens_100k()
         events, catalog = data.events, data.catalog
     else:
-        events, catalog = _load_files(args)
+        events, catalog = load_data_files(args.command, args.events, args.catalog)
     if catalog is not None and not args.events_only:
         items = catalog_items(catalog)
         n = asyncio.run(publish_catalog(settings, items))

@@ -148,6 +148,7 @@ def _sequence_params(args: argparse.Namespace) -> Any:
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from engine import datasets
+    from stream.data_files import load_data_files
 
     if args.catalog and not args.events:
         msg = "streamrec evaluate: --catalog goes with --events"
@@ -158,14 +159,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
             return data.events, data.catalog, "ml-100k"
         if args.sessions:
             return datasets.load_session_log(Path(args.sessions)), None, Path(args.sessions).name
-        events = datasets.load_event_log(Path(args.events))
-        catalog = datasets.load_catalog(Path(args.catalog)) if args.catalog else None
-        warnings = datasets.training_data_warnings(events, catalog)
     except datasets.DatasetError as exc:
         msg = f"streamrec evaluate: {exc}"
         raise SystemExit(msg) from None
-    for warning in warnings:
-        sys.stderr.write(f"streamrec evaluate: warning: {warning}\n")
+    events, catalog = load_data_files("evaluate", args.events, args.catalog)
     return events, catalog, Path(args.events).name
 
 
