@@ -99,13 +99,13 @@ class ItemTable:
         valid = (rows >= 0) & (rows < len(self._ids))
         safe = np.where(valid, rows, 0)
         keep = valid & self._alive[safe]
-        ids = self._ids
+        id_of = self._ids.__getitem__
         out = []
         for q in range(rows.shape[0]):
             picked = np.flatnonzero(keep[q])[:k]
             out.append(
                 (
-                    tuple(ids[r] for r in safe[q, picked].tolist()),
+                    tuple(map(id_of, safe[q, picked].tolist())),
                     tuple(scores[q, picked].tolist()),
                 )
             )
