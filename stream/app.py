@@ -90,8 +90,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         if not messages:
             return
         name = topic.get_topic_name()
-        send = app.producer.send
-        futures = [await send(name, m.key, m.value, None, None, None) for m in messages]
+        futures = [
+            await app.producer.send(
+                name, m.key, m.value, partition=None, timestamp=None, headers=None
+            )
+            for m in messages
+        ]
         await asyncio.gather(*futures)
 
     processed: dict[int, int] = {}  # last processed offset per events partition
