@@ -32,12 +32,16 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AdaptationParams", "adaptation"]
+__all__ = ["AdaptationParams", "adaptation", "adaptations"]
+
+#: Users stepped together by :func:`adaptations` (bounds its (steps, users, d) scratch).
+_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -92,19 +96,72 @@ def adaptation(
     Returns:
         (d,) float32; zeros when the adaptation is off or the history is empty.
     """
-    v = np.asarray(vectors, dtype=np.float64)
-    h, d = v.shape
-    r = np.zeros(d, dtype=np.float64)
-    if not params.enabled or h == 0:
-        return r.astype(np.float32)
-    w = np.asarray(weights, dtype=np.float64)
-    before = np.zeros_like(v)
-    before[1:] = np.cumsum(w[:-1, None] * v[:-1], axis=0)
-    norms = np.linalg.norm(before, axis=1)
-    base = np.einsum("td,td->t", before, v) / np.where(norms > 0.0, norms, 1.0)
+    v = np.asarray(vectors)
+    out: npt.NDArray[np.float32] = adaptations([v], [weights], params, v.shape[1])[0]
+    return out
+
+
+def adaptations(
+    vectors: Sequence[npt.NDArray[np.floating]],
+    weights: Sequence[npt.NDArray[np.floating]],
+    params: AdaptationParams,
+    dim: int,
+) -> npt.NDArray[np.float32]:
+    """:func:`adaptation` for a batch of users in one pass, stepping all of them together.
+
+    Args:
+        vectors: Per user, (h_u, dim) item vectors, oldest first.
+        weights: Per user, (h_u,) their weights.
+        params: The step.
+        dim: The vectors' dimension (the width of the result when the batch is empty).
+
+    Returns:
+        (users, dim) float32, row u the same vector as ``adaptation(vectors[u],
+        weights[u], params)``.
+    """
+    users = len(vectors)
+    if len(weights) != users:
+        msg = f"got {users} users' vectors but {len(weights)} users' weights"
+        raise ValueError(msg)
+    if not params.enabled:
+        return np.zeros((users, dim), dtype=np.float32)
+    out = np.zeros((users, dim), dtype=np.float32)
+    for start in range(0, users, _BLOCK):
+        stop = start + _BLOCK
+        out[start:stop] = _adapt_block(vectors[start:stop], weights[start:stop], params, dim)
+    return out
+
+
+def _adapt_block(
+    vectors: Sequence[npt.NDArray[np.floating]],
+    weights: Sequence[npt.NDArray[np.floating]],
+    params: AdaptationParams,
+    dim: int,
+) -> npt.NDArray[np.float32]:
+    users = len(vectors)
+    lengths = [len(v) for v in vectors]
+    steps = max(lengths, default=0)
+    if steps == 0:
+        return np.zeros((users, dim), dtype=np.float32)
+    # Shorter histories are padded at the start with zero vectors: r stays 0 through a
+    # zero step (margin 0, step 0 * v), and zeros change no running sum, so each row's
+    # result is that of its own unpadded history. Time-major, so each step is contiguous.
+    v = np.zeros((steps, users, dim), dtype=np.float64)
+    w = np.zeros((steps, users, 1), dtype=np.float64)
+    for u, (vu, wu) in enumerate(zip(vectors, weights, strict=True)):
+        if lengths[u]:
+            v[steps - lengths[u] :, u] = vu
+            w[steps - lengths[u] :, u, 0] = wu
     lr, decay, sharp = params.learning_rate, params.decay, params.sharpness
-    for t in range(h):
-        margin = base[t] + float(r @ v[t])
-        r *= decay
-        r += (lr / (1.0 + math.exp(sharp * margin))) * v[t]  # lr * (1 - sigmoid)
+    before = np.zeros((users, dim), dtype=np.float64)  # weighted sum of the steps so far
+    r = np.zeros((users, dim), dtype=np.float64)
+    with np.errstate(over="ignore"):  # exp overflow: a sure pick, a step of 0
+        for t in range(steps):
+            vt = v[t]
+            norms = np.sqrt(np.einsum("ud,ud->u", before, before))
+            cosine = np.einsum("ud,ud->u", before, vt) / np.where(norms > 0.0, norms, 1.0)
+            margin = cosine + np.einsum("ud,ud->u", r, vt)
+            before += w[t] * vt
+            r *= decay
+            r += (lr / (1.0 + np.exp(sharp * margin)))[:, None] * vt  # lr * (1 - sigmoid)
     return r.astype(np.float32)

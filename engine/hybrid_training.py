@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from engine.adaptation import AdaptationParams, adaptation
+from engine.adaptation import AdaptationParams, adaptations
 from engine.item_stats import TrendParams, trending_in_log
 from engine.model import ItemModel, make_version
 from engine.ranker import CoTable, RankerSettings, train_ranker
@@ -124,7 +124,10 @@ def tune_adaptation(
     scores: list[tuple[AdaptationParams, float]] = []
     for params in grid:
         added: npt.NDArray[np.float32] = (
-            np.stack([adaptation(v, w, params) for v, w in histories]) @ items.T
+            adaptations(
+                [v for v, _ in histories], [w for _, w in histories], params, validation_model.dim
+            )
+            @ items.T
         )
         score = heldout_ndcg(base + added, validation.history, validation.targets)
         scores.append((params, score))

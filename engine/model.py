@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.adaptation import AdaptationParams, adaptation
+from engine.adaptation import AdaptationParams, adaptations
 from engine.content import FEATURIZERS, HASHING, HASHING_FEATURES, ContentEncoder
 from engine.ranker import (
     CandidateContext,
@@ -393,11 +393,16 @@ class ItemModel:
     ) -> npt.NDArray[np.float32]:
         """(u, query_dim) query vectors for a batch of histories (see :meth:`embed_user`)."""
         users = np.zeros((len(histories), self.query_dim), dtype=np.float32)
-        for u, (items, kinds) in enumerate(zip(histories, types, strict=True)):
-            rows, weights = self.history(items, kinds)
+        known = [self.history(h, t) for h, t in zip(histories, types, strict=True)]
+        for u, (rows, weights) in enumerate(known):
             users[u, : self.dim] = user_embedding(self.vectors[rows], weights)
-            if self.adaptation.enabled:
-                users[u, : self.dim] += adaptation(self.vectors[rows], weights, self.adaptation)
+        if self.adaptation.enabled:
+            users[:, : self.dim] += adaptations(
+                [self.vectors[rows] for rows, _ in known],
+                [weights for _, weights in known],
+                self.adaptation,
+                self.dim,
+            )
         if self.encoder is not None:
             inputs = [self.sequence_rows(h, t) for h, t in zip(histories, types, strict=True)]
             users[:, self.dim :] = self.encoder.encode(

@@ -42,6 +42,7 @@ model's own order on users it was not trained on.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -153,13 +154,35 @@ class CoTable:
 
     def counts_with(self, item: int, candidates: npt.NDArray[np.intp]) -> npt.NDArray[np.int32]:
         """(c,) count of each candidate row with ``item`` (0 where not a kept partner)."""
-        out = np.zeros(len(candidates), dtype=np.int32)
-        if item < 0 or item >= len(self.partners):
+        out: npt.NDArray[np.int32] = self.counts_between([item], candidates)[0]
+        return out
+
+    def counts_between(
+        self, items: Sequence[int], candidates: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.int32]:
+        """(len(items), c): row i is :meth:`counts_with` of ``items[i]``, in one lookup.
+
+        Each (item, partner) pair becomes one sorted key, and the candidates are found
+        among the keys by binary search.
+        """
+        rows = np.asarray(items, dtype=np.intp).reshape(-1)
+        cands = np.asarray(candidates, dtype=np.int64).reshape(-1)
+        out = np.zeros((len(rows), len(cands)), dtype=np.int32)
+        n = len(self.partners)
+        valid = np.flatnonzero((rows >= 0) & (rows < n))
+        if not len(valid) or not len(cands):
             return out
-        lookup = dict(zip(self.partners[item].tolist(), self.counts[item].tolist(), strict=True))
-        lookup.pop(-1, None)
-        if lookup:
-            out[:] = [lookup.get(int(c), 0) for c in candidates]
+        # Keys: block * (n + 1) + partner + 1, so padding (-1) is offset 0 of its block and
+        # a candidate -1 (no model row) meets only padding, whose count is 0.
+        span = n + 1
+        blocks = np.arange(len(valid), dtype=np.int64)[:, None] * span
+        keys = (blocks + self.partners[rows[valid]].astype(np.int64) + 1).ravel()
+        order = np.argsort(keys, kind="stable")
+        keys, found_counts = keys[order], self.counts[rows[valid]].ravel()[order]
+        queries = (blocks + cands[None, :] + 1).ravel()
+        at = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+        hit = keys[at] == queries
+        out[valid] = np.where(hit, found_counts[at], 0).reshape(len(valid), len(cands))
         return out
 
     def partners_of(
@@ -168,14 +191,22 @@ class CoTable:
         """The ``limit`` rows not in ``excluded`` most often viewed together with the
         ``history`` rows, by summed count (ties: the smaller row first); history rows -1
         are skipped."""
-        summed: dict[int, int] = {}
-        for item in history:
-            if 0 <= item < len(self.partners):
-                for row, count in zip(self.partners[item], self.counts[item], strict=True):
-                    if row >= 0 and int(row) not in excluded:
-                        summed[int(row)] = summed.get(int(row), 0) + int(count)
-        ranked = sorted(summed.items(), key=lambda rc: (-rc[1], rc[0]))
-        return [row for row, _ in ranked[:limit]]
+        rows = np.asarray(history, dtype=np.intp).reshape(-1)
+        rows = rows[(rows >= 0) & (rows < len(self.partners))]
+        if not len(rows) or limit <= 0:
+            return []
+        partners, counts = self.partners[rows].ravel(), self.counts[rows].ravel()
+        kept = partners >= 0
+        found, where = np.unique(partners[kept], return_inverse=True)
+        summed = np.bincount(where, weights=counts[kept], minlength=len(found))
+        ranked = found[np.lexsort((found, -summed))].tolist()
+        out: list[int] = []
+        for row in ranked:
+            if row not in excluded:
+                out.append(row)
+                if len(out) == limit:
+                    break
+        return out
 
 
 def merge_sources(
@@ -190,20 +221,16 @@ def merge_sources(
     Returns:
         ``(keys, flags)``: flags is (c, len(SOURCES)), True where a source proposed the key.
     """
-    keys: list[K] = []
-    where: dict[K, int] = {}
-    proposed: list[list[bool]] = []
-    for s, source in enumerate((ann, cooccurrence, trending, fresh)):
-        for key in source:
-            if key in excluded:
-                continue
-            at = where.get(key)
-            if at is None:
-                at = where[key] = len(keys)
-                keys.append(key)
-                proposed.append([False] * len(SOURCES))
-            proposed[at][s] = True
-    flags = np.asarray(proposed, dtype=bool).reshape(len(keys), len(SOURCES))
+    sources = (ann, cooccurrence, trending, fresh)
+    first: dict[K, None] = {}  # insertion-ordered: the union, first proposal first
+    for source in sources:
+        first.update(dict.fromkeys(source))
+    keys = [key for key in first if key not in excluded] if excluded else list(first)
+    flags = np.zeros((len(keys), len(SOURCES)), dtype=bool)
+    for s, source in enumerate(sources):
+        if source:
+            proposed = set(source)
+            flags[:, s] = [key in proposed for key in keys]
     return keys, flags
 
 
@@ -257,7 +284,7 @@ def candidate_features(
     out[:, 2] = popularity
     last = list(user.rows[-session:])
     if last and c:
-        per_item = np.stack([table.counts_with(row, candidates) for row in last])
+        per_item = table.counts_between(last, candidates)
         out[:, 3] = np.log1p(per_item.max(axis=0))
         out[:, 4] = np.log1p(per_item[-1])
         out[:, 5] = np.log1p(per_item.sum(axis=0))
@@ -268,8 +295,10 @@ def candidate_features(
         for k, cat in enumerate(reversed(recent)):
             counts[cat] = counts.get(cat, 0) + 1
             ago.setdefault(cat, k)
-        out[:, 6] = [counts.get(cat, 0) / len(recent) if cat else 0.0 for cat in categories]
-        out[:, 7] = [1.0 / (1 + ago[cat]) if cat and cat in ago else 0.0 for cat in categories]
+        share = {cat: n / len(recent) for cat, n in counts.items() if cat}
+        near = {cat: 1.0 / (1 + k) for cat, k in ago.items() if cat}
+        out[:, 6] = np.fromiter(map(share.get, categories, itertools.repeat(0.0)), float, c)
+        out[:, 7] = np.fromiter(map(near.get, categories, itertools.repeat(0.0)), float, c)
     known = [p for p in user.prices[-category_window:] if math.isfinite(p) and p > 0]
     if known and c:
         centre = float(np.median(np.log(known)))

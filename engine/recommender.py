@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import heapq
 import itertools
 import math
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from engine.adaptation import adaptation
+from engine.adaptation import adaptations
 from engine.catalog import Catalog, CatalogChange
 from engine.diversity import mmr_order
 from engine.item_stats import ItemStats
@@ -322,11 +323,13 @@ class Recommender:
     def _embed_all(self, states: Sequence[UserState], histories: Sequence[_History]) -> FloatArray:
         """(u, query_dim): the linear part per user, the encoder's part in one batch."""
         users = np.zeros((len(states), self.model.query_dim), dtype=np.float32)
-        adapt = self.model.adaptation
         for u, history in enumerate(histories):
             users[u, : self.model.dim] = self._embed(history)
-            if adapt.enabled:
-                users[u, : self.model.dim] += adaptation(history[1], history[2], adapt)
+        adapt = self.model.adaptation
+        if adapt.enabled:
+            users[:, : self.model.dim] += adaptations(
+                [h[1] for h in histories], [h[2] for h in histories], adapt, self.model.dim
+            )
         encoder = self.model.encoder
         if encoder is not None:
             inputs = [
@@ -571,15 +574,29 @@ class Recommender:
         scores: npt.NDArray[np.floating],
         sources: npt.NDArray[np.bool_],
     ) -> npt.NDArray[np.float64]:
-        rows = np.asarray([self._row.get(i, -1) for i in item_ids], dtype=np.intp)
-        history = [i.item_id for i in state.history]
+        assert self.model.ranker is not None  # noqa: S101 - checked by the caller
+        settings = self.model.ranker.settings
+        # The features look at the last `session` and `category_window` items only.
+        recent = state.history[-max(settings.session, settings.category_window) :]
+        history = [i.item_id for i in recent]
         user = CandidateContext(
             [self._row.get(i, -1) for i in history],
             [self._category(i) for i in history],
             [self._price(i) for i in history],
         )
-        prices = np.asarray([self._price(i) for i in item_ids], dtype=np.float64)
-        categories = [self._category(i) for i in item_ids]
+        row_list = [self._row.get(i, -1) for i in item_ids]
+        rows = np.asarray(row_list, dtype=np.intp)
+        known = rows >= 0
+        prices = np.full(len(rows), math.nan, dtype=np.float64)
+        if self.model.item_prices is not None:
+            prices[known] = self.model.item_prices[rows[known]]
+        for j in np.flatnonzero(~known).tolist():
+            prices[j] = self._price(item_ids[j])
+        categories = (
+            list(map(self.model.item_categories.__getitem__, row_list))
+            if known.all()
+            else [self._category(i) for i in item_ids]
+        )
         return self.model.ranker_features(scores, rows, sources, categories, prices, user)
 
     def _category(self, item_id: str) -> str:
@@ -615,13 +632,13 @@ class Recommender:
         assert table is not None  # noqa: S101 - comes with the ranker
         settings = ranker.settings
         use = set(self.params.sources)
-        ann = [i for i in hits.item_ids if i not in excluded][: settings.candidates]
-        hit_score = dict(zip(hits.item_ids, hits.scores, strict=True))
-        history = [self._row.get(i.item_id, -1) for i in state.history]
-        excluded_rows = {self._row[i] for i in excluded if i in self._row}
-        partners = table.partners_of(
-            history[-settings.session :], settings.co_candidates, excluded_rows
+        ann = list(
+            itertools.islice((i for i in hits.item_ids if i not in excluded), settings.candidates)
         )
+        hit_score = dict(zip(hits.item_ids, hits.scores, strict=True))
+        session = [self._row.get(i.item_id, -1) for i in state.history[-settings.session :]]
+        excluded_rows = {r for r in map(self._row.get, excluded) if r is not None}
+        partners = table.partners_of(session, settings.co_candidates, excluded_rows)
         co = [self.model.item_ids[r] for r in partners]
         trend = (
             [] if stats is None else sorted(stats.trending, key=lambda i: stats.trending[i].rank)
@@ -636,27 +653,24 @@ class Recommender:
             for source, found in zip(SOURCES, (ann, co, trend, fresh), strict=True)
         )
         keys, flags = merge_sources(ann, co, trend, fresh)
-        query = augment_user(user_vec[None, :])[0]
-        scores: list[float] = []
-        kept: list[int] = []
-        for k, item_id in enumerate(keys):
-            score = hit_score.get(item_id)
-            if score is None:
-                indexed = self.index.vector(item_id)
-                if indexed is None:
-                    continue  # not indexed (unavailable): never served
-                score = float(indexed @ query)
-            scores.append(score)
-            kept.append(k)
-        if not kept:
+        found = list(map(hit_score.get, keys))
+        if None in found:  # candidates the search did not return: score their vectors
+            query = augment_user(user_vec[None, :])[0]
+            for k, item_id in enumerate(keys):
+                if found[k] is None:
+                    indexed = self.index.vector(item_id)
+                    # Not indexed (unavailable): never served, dropped below.
+                    found[k] = None if indexed is None else float(indexed @ query)
+        kept = np.asarray([k for k, score in enumerate(found) if score is not None], dtype=np.intp)
+        if not len(kept):
             return Hits((), ())
-        by_score = np.argsort(-np.asarray(scores), kind="stable")
-        ids = [keys[kept[j]] for j in by_score]
-        ordered = np.asarray(scores, dtype=np.float64)[by_score]
-        features = self._ranker_features(state, ids, ordered, flags[np.asarray(kept)[by_score]])
+        scores = np.asarray([found[k] for k in kept.tolist()], dtype=np.float64)
+        by_score = np.argsort(-scores, kind="stable")
+        ids = [keys[k] for k in kept[by_score].tolist()]
+        features = self._ranker_features(state, ids, scores[by_score], flags[kept[by_score]])
         learned = rerank_scores(ranker, features)
         order = np.argsort(-learned, kind="stable")
-        return Hits(tuple(ids[i] for i in order), tuple(float(learned[i]) for i in order))
+        return Hits(tuple(map(ids.__getitem__, order.tolist())), tuple(learned[order].tolist()))
 
     def _rescored_filler(
         self, state: UserState, filler: list[tuple[str, float, Reason]], after: int
@@ -694,4 +708,11 @@ def _trend(stats: ItemStats | None, item_id: str) -> dict[str, object] | None:
 
 
 def _normalised_title(item: Item) -> str:
-    return _TITLE_NOISE.sub(" ", item.title.lower()).strip()
+    return _title_key(item.title)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _title_key(title: str) -> str:
+    """The title that near-duplicate filtering compares (case and punctuation dropped);
+    memoised, as the same titles come up for every user."""
+    return _TITLE_NOISE.sub(" ", title.lower()).strip()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.adaptation import AdaptationParams, adaptation
+from engine.adaptation import AdaptationParams, adaptation, adaptations
 from engine.catalog import Catalog
 from engine.hybrid_training import tune_adaptation
 from engine.model import ItemModel, ModelFormatError
@@ -41,6 +41,43 @@ def test_off_is_zero_and_each_step_follows_the_formula() -> None:
     margin = 0.6 + float(r @ v[1])
     r = 0.7 * r + 0.3 * (1 - 1 / (1 + math.exp(-2.0 * margin))) * v[1]
     np.testing.assert_allclose(adaptation(v, w, p), r, rtol=1e-6)
+
+
+def _stepped(v: np.ndarray, w: np.ndarray, p: AdaptationParams) -> np.ndarray:
+    """The module docstring's definition, one event at a time."""
+    r = np.zeros(v.shape[1])
+    total = np.zeros(v.shape[1])
+    for t in range(len(v)):
+        norm = np.linalg.norm(total)
+        margin = (total @ v[t] / norm if norm > 0 else 0.0) + r @ v[t]
+        r = p.decay * r + p.learning_rate * (1 - 1 / (1 + math.exp(-p.sharpness * margin))) * v[t]
+        total += w[t] * v[t]
+    return r
+
+
+def test_a_batch_gives_each_user_the_vector_of_their_own_history() -> None:
+    rng = np.random.default_rng(7)
+    p = AdaptationParams(learning_rate=0.8, decay=0.6, sharpness=3.0)
+    lengths = [0, 1, 5, 50, 17, 0, 33]
+    vectors = [(rng.normal(size=(h, 8)) / 3).astype(np.float32) for h in lengths]
+    weights = [rng.random(h) for h in lengths]
+    batch = adaptations(vectors, weights, p, 8)
+    assert batch.shape == (len(lengths), 8)
+    assert batch.dtype == np.float32
+    for u, (v, w) in enumerate(zip(vectors, weights, strict=True)):
+        # Shorter histories are padded inside the batch; the padding changes nothing.
+        np.testing.assert_array_equal(batch[u], adaptation(v, w, p))
+        np.testing.assert_allclose(batch[u], _stepped(v, w, p), rtol=1e-5, atol=1e-7)
+    assert adaptations([], [], p, 8).shape == (0, 8)
+    assert not adaptations(vectors, weights, AdaptationParams(), 8).any()
+    with pytest.raises(ValueError, match="2 users' vectors but 1"):
+        adaptations(vectors[:2], weights[:1], p, 8)
+
+
+def test_a_sure_pick_is_a_step_of_zero_not_an_overflow() -> None:
+    v = np.full((3, 4), 1e3, dtype=np.float32)  # margins of ~2000: exp(-sharpness*m) ~ 0
+    r = adaptation(v, np.ones(3), AdaptationParams(learning_rate=1.0, decay=0.5, sharpness=4.0))
+    assert np.isfinite(r).all()
 
 
 def test_an_unexpected_event_moves_the_user_more_than_an_expected_one() -> None:

@@ -76,6 +76,42 @@ def test_the_co_occurrence_source_proposes_the_partners_of_the_last_items() -> N
     assert table.partners_of([-1], limit=10) == []
 
 
+def test_batched_co_occurrence_lookups_match_counting_pair_by_pair() -> None:
+    rng = np.random.default_rng(3)
+    n, m = 40, 6
+    partners = np.full((n, m), -1, dtype=np.int32)
+    counts = np.zeros((n, m), dtype=np.int32)
+    for item in range(n):
+        k = int(rng.integers(0, m + 1))
+        partners[item, :k] = rng.choice(n, size=k, replace=False)
+        counts[item, :k] = np.sort(rng.integers(1, 9, size=k))[::-1]
+    table = CoTable(partners, counts)
+
+    def count(item: int, other: int) -> int:
+        if not 0 <= item < n:
+            return 0
+        found = dict(zip(partners[item].tolist(), counts[item].tolist(), strict=True))
+        return 0 if other < 0 else found.get(other, 0)
+
+    candidates = np.array([*rng.choice(n, size=15, replace=False), -1])
+    items = [3, -1, 7, 3, n + 2, 0]
+    got = table.counts_between(items, candidates)
+    assert got.tolist() == [[count(i, int(c)) for c in candidates] for i in items]
+    np.testing.assert_array_equal(table.counts_with(7, candidates), got[2])
+    assert table.counts_between([], candidates).shape == (0, len(candidates))
+
+    for history in ([1, 2, 3], [5, 5, -1], [n + 1]):
+        excluded = {int(r) for r in rng.choice(n, size=5, replace=False)}
+        summed: dict[int, int] = {}
+        for item in history:
+            for other in range(n):
+                if count(item, other) and other not in excluded:
+                    summed[other] = summed.get(other, 0) + count(item, other)
+        expected = [r for r, _ in sorted(summed.items(), key=lambda rc: (-rc[1], rc[0]))]
+        assert table.partners_of(history, limit=7, excluded=excluded) == expected[:7]
+        assert table.partners_of(history, limit=0) == []
+
+
 def test_sources_merge_without_repeats_and_remember_who_proposed_what() -> None:
     keys, flags = merge_sources(["a", "b"], ["b", "c"], ["d", "a"], ["e"], excluded={"d"})
     assert keys == ["a", "b", "c", "e"]
