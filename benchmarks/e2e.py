@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine  # noqa: E402
 from engine.datasets import load_movielens_100k  # noqa: E402
+from engine.model import ItemModel  # noqa: E402
 from engine.types import Item  # noqa: E402
 from stream.contracts import encode_item  # noqa: E402
 from stream.kafka_io import ensure_topics  # noqa: E402
@@ -268,6 +269,17 @@ def run_config(
             worker.wait(30)
 
 
+def model_parts(model: ItemModel) -> list[str]:
+    """What the worker computes per event with this model (each part has its cost)."""
+    parts = [f"co-occurrence vectors (d={model.dim})"]
+    if model.adaptation.enabled:
+        parts.append("per-user adaptation")
+    if model.encoder is not None:
+        parts.append("sequential encoder")
+    parts.append("second-stage ranker" if model.ranker is not None else "no second-stage ranker")
+    return parts
+
+
 def plot(results: list[dict[str, object]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -393,9 +405,12 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     index_info = json.loads((model_dir / "index" / "items.ids.json").read_text())
+    model = ItemModel.load(model_dir)
     report = {
         "machine": machine(),
         "model_dir": str(Path(args.model_dir).resolve()),
+        "model_version": model.version,
+        "model_parts": model_parts(model),
         "catalog_items": len(catalog),
         "index": index_info.get("factory"),
         "batch_size": args.batch_size,
@@ -411,6 +426,8 @@ def main() -> int:
         f"{args.batch_size} within {report['batch_within_ms']} ms, naive = one event at a time; "
         "the same events for both; "
         f"{len(catalog):,} catalog items, {report['index']} index",
+        "",
+        f"Model {model.version}: {', '.join(model_parts(model))}",
         "",
         "| config | target rate | events | events/s | p50 ms | p95 ms | p99 ms | worker CPU % "
         "| worker RSS MB | machine busy % |",

@@ -40,8 +40,10 @@ import numpy.typing as npt
 
 __all__ = ["AdaptationParams", "adaptation", "adaptations"]
 
-#: Users stepped together by :func:`adaptations` (bounds its (steps, users, d) scratch).
-_BLOCK = 1024
+#: Users stepped together by :func:`adaptations`: its (steps, users, d) scratch arrays
+#: stay within the CPU's cache (32 users of 50 steps at d=64: 0.8 MB each; a block of 64
+#: took three times as long as two of 32 on the 2-core VM).
+_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -152,16 +154,20 @@ def _adapt_block(
         if lengths[u]:
             v[steps - lengths[u] :, u] = vu
             w[steps - lengths[u] :, u, 0] = wu
+    # Every step's cosine between the weighted sum of the steps before it and its vector.
+    weighted = w * v
+    before = np.empty_like(v)
+    before[0] = 0.0
+    for t in range(1, steps):  # a running sum: np.cumsum on this axis is several times slower
+        np.add(before[t - 1], weighted[t - 1], out=before[t])
+    norms = np.sqrt(np.vecdot(before, before))
+    cosines = np.vecdot(before, v) / np.where(norms > 0.0, norms, 1.0)
     lr, decay, sharp = params.learning_rate, params.decay, params.sharpness
-    before = np.zeros((users, dim), dtype=np.float64)  # weighted sum of the steps so far
     r = np.zeros((users, dim), dtype=np.float64)
     with np.errstate(over="ignore"):  # exp overflow: a sure pick, a step of 0
         for t in range(steps):
             vt = v[t]
-            norms = np.sqrt(np.einsum("ud,ud->u", before, before))
-            cosine = np.einsum("ud,ud->u", before, vt) / np.where(norms > 0.0, norms, 1.0)
-            margin = cosine + np.einsum("ud,ud->u", r, vt)
-            before += w[t] * vt
+            margin = cosines[t] + np.vecdot(r, vt)
             r *= decay
             r += (lr / (1.0 + np.exp(sharp * margin)))[:, None] * vt  # lr * (1 - sigmoid)
     return r.astype(np.float32)

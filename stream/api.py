@@ -64,10 +64,16 @@ class Readiness(BaseModel):
 def create_api(settings: Settings) -> FastAPI:
     """The FastAPI app over the settings' Redis, Kafka and model folder."""
     store: dict[str, RedisStore] = {}
+    # The kind of the latest Redis error (never its message: it may quote the URL), so that
+    # a 503 says why Redis did not answer; cleared as each request starts.
+    last_error: dict[str, str] = {}
+
+    def remember(_op: str, exc: BaseException) -> None:
+        last_error["redis"] = type(exc).__name__
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        store["redis"] = RedisStore.from_settings(settings, retry_max_s=0.5)
+        store["redis"] = RedisStore.from_settings(settings, retry_max_s=0.5, on_error=remember)
         try:
             yield
         finally:
@@ -87,12 +93,16 @@ def create_api(settings: Settings) -> FastAPI:
         responses={
             404: {"description": "No list stored for this user (yet, or any more)."},
             500: {"description": "The stored list could not be read."},
-            503: {"description": "Redis did not answer in time (see /readyz)."},
+            503: {
+                "description": "Redis did not answer in time; the detail names the error "
+                "seen on each try, if any (see /readyz)."
+            },
         },
     )
     async def recommendations(
         user_id: str = Path(min_length=1, max_length=256),
     ) -> RecommendationOut:
+        last_error.pop("redis", None)
         try:
             raw = await asyncio.wait_for(
                 store["redis"].latest_recommendation(user_id), timeout=READ_TIMEOUT_S
@@ -101,7 +111,10 @@ def create_api(settings: Settings) -> FastAPI:
                 raise HTTPException(404, "no recommendations stored for this user")
             return RecommendationOut.model_validate_json(raw)
         except TimeoutError as exc:
-            raise HTTPException(503, "Redis did not answer in time (see /readyz)") from exc
+            seen = last_error.get("redis")
+            why = f": {seen} on every try" if seen else ""
+            detail = f"Redis did not answer in time{why} (see /readyz)"
+            raise HTTPException(503, detail) from exc
         except (ValueError, ResponseError) as exc:  # pydantic's ValidationError is a ValueError
             # The message may quote the stored value, with the user id: not logged.
             log.warning("a stored list could not be read (%s)", type(exc).__name__)

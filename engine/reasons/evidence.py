@@ -282,11 +282,12 @@ def tag_counts(history_items: Iterable[Item | None]) -> Counter[str]:
         >>> tag_counts([Item("a", "A", "c", ("x", "y")), Item("b", "B", "c", ("x",))])
         Counter({'x': 2, 'y': 1})
     """
-    counts: Counter[str] = Counter()
-    for item in history_items:
-        if item is not None:
-            counts.update({tag for tag in item.tags if tag})
-    return counts
+    return Counter(
+        tag
+        for item in history_items
+        if item is not None
+        for tag in {tag for tag in item.tags if tag}
+    )
 
 
 def build_reason(

@@ -58,7 +58,7 @@ def _stepped(v: np.ndarray, w: np.ndarray, p: AdaptationParams) -> np.ndarray:
 def test_a_batch_gives_each_user_the_vector_of_their_own_history() -> None:
     rng = np.random.default_rng(7)
     p = AdaptationParams(learning_rate=0.8, decay=0.6, sharpness=3.0)
-    lengths = [0, 1, 5, 50, 17, 0, 33]
+    lengths = [0, 1, 5, 50, 17, 0, 33] * 6  # more users than one block of the batch
     vectors = [(rng.normal(size=(h, 8)) / 3).astype(np.float32) for h in lengths]
     weights = [rng.random(h) for h in lengths]
     batch = adaptations(vectors, weights, p, 8)

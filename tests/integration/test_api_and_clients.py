@@ -19,6 +19,7 @@ from engine.types import Recommendation
 from stream.client import AsyncEventProducer, EventProducer, recommendations
 from stream.contracts import InvalidMessage, encode_item
 from stream.kafka_io import ensure_topics
+from stream.local_infra import start_redis
 from stream.redis_store import user_key
 from stream.replay import catalog_items, wait_for_catalog
 from stream.settings import Settings
@@ -181,4 +182,23 @@ def test_readiness_says_what_is_missing(settings, start_api, tmp_path):
     assert checks["kafka"] == "ok"
     assert "STREAMREC_REDIS_URL" in checks["redis"]
     assert "STREAMREC_MODEL_DIR" in checks["index"]
-    assert api.get("/v1/users/u/recommendations").status_code == 503
+    unanswered = api.get("/v1/users/u/recommendations")
+    assert unanswered.status_code == 503
+    assert "ConnectionError on every try" in unanswered.json()["detail"]
+
+
+def test_a_wrong_redis_password_is_named_by_both_readiness_and_reads(settings, start_api, tmp_path):
+    password = "right-Pa55word"  # noqa: S105 - test fixture
+    protected = start_redis(tmp_path / "protected", {"REDIS_PASSWORD": password})
+    try:
+        wrong = protected.address.replace(password, "wrong-Pa55word")
+        api = start_api(settings.model_copy(update={"redis_url": SecretStr(wrong)}))
+        ready = api.get("/readyz")
+        assert ready.status_code == 503
+        assert "AuthenticationError" in ready.json()["checks"]["redis"]
+        answer = api.get("/v1/users/u/recommendations")
+        assert answer.status_code == 503
+        assert "AuthenticationError on every try" in answer.json()["detail"]
+        assert "Pa55word" not in answer.text + ready.text + api.log()
+    finally:
+        protected.stop()
