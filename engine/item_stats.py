@@ -26,6 +26,7 @@ Both are computed by the Redis script in ``stream/redis_store.py`` (which mirror
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,11 @@ class ItemStats:
     half_life_s: float = 3600.0
     bought_together: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     viewed_together: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def ranked_trending(self) -> tuple[str, ...]:
+        """The trending item ids, best rank first (sorted once per batch, not per user)."""
+        return tuple(sorted(self.trending, key=lambda i: self.trending[i].rank))
 
 
 def decay_rate(half_life_s: float) -> float:

@@ -640,10 +640,12 @@ class Recommender:
         excluded_rows = {r for r in map(self._row.get, excluded) if r is not None}
         partners = table.partners_of(session, settings.co_candidates, excluded_rows)
         co = [self.model.item_ids[r] for r in partners]
-        trend = (
-            [] if stats is None else sorted(stats.trending, key=lambda i: stats.trending[i].rank)
+        ranked_trend = () if stats is None else stats.ranked_trending
+        trend = list(
+            itertools.islice(
+                (i for i in ranked_trend if i not in excluded), settings.trending_candidates
+            )
         )
-        trend = [i for i in trend if i not in excluded][: settings.trending_candidates]
         fresh = [
             i for i in reversed(self._content_vectors)
             if i not in excluded and self.catalog.is_available(i)

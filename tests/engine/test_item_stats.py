@@ -13,7 +13,9 @@ import engine.item_stats as item_stats
 from engine.item_stats import (
     TREND_EPOCH_MS,
     CoPairs,
+    ItemStats,
     ItemStatsCounter,
+    TrendingItem,
     TrendParams,
     add_log,
     best_partner,
@@ -221,3 +223,15 @@ def test_trending_over_a_log_is_what_the_online_counter_reports_after_it():
         assert offline[item].rank == online[item].rank
         assert math.isclose(offline[item].count, online[item].count, rel_tol=1e-12)
     assert trending_in_log([], [], now, params) == {}
+
+
+def test_batch_statistics_list_trending_items_by_rank_whatever_their_order() -> None:
+    stats = ItemStats(
+        trending={
+            "c": TrendingItem("c", 2.0, 3),
+            "a": TrendingItem("a", 9.0, 1),
+            "b": TrendingItem("b", 5.0, 2),
+        }
+    )
+    assert stats.ranked_trending == ("a", "b", "c")
+    assert ItemStats().ranked_trending == ()
