@@ -173,6 +173,18 @@ end
 return 1
 """
 
+# The highest members of many sorted sets, with scores, in one call (the item statistics
+# of a batch: hundreds of keys; one reply for hiredis to parse instead of one per key).
+# KEYS[1] gets ARGV[1] members, the other keys ARGV[2] each; flat [m, s, m, s, ...] replies.
+_TOPS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(i == 1 and ARGV[1] or ARGV[2])
+  if n > 0 then out[i] = redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES') else out[i] = {} end
+end
+return out
+"""
+
 _decode_entry = msgspec.json.Decoder(tuple[str, str, int]).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -287,6 +299,7 @@ class RedisStore:
         self.impressions_window_s = impressions_window_s
         self._apply_script = client.register_script(_APPLY)
         self._save_script = client.register_script(_SAVE)
+        self._tops_script = client.register_script(_TOPS)
         self._pseudonym = pseudonym
 
     def _key(self, user_id: str, suffix: str) -> str:
@@ -649,13 +662,12 @@ class RedisStore:
         """
         ids = list(dict.fromkeys(session_items))
 
+        keys = [TREND]
+        for item_id in ids:
+            keys += [cooccurrence_key("b", item_id), cooccurrence_key("v", item_id)]
+
         async def run() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.execute_command(*_top(TREND, params.top_n))
-                for item_id in ids:
-                    pipe.execute_command(*_top(cooccurrence_key("b", item_id), co_limit))
-                    pipe.execute_command(*_top(cooccurrence_key("v", item_id), co_limit))
-                return list(await pipe.execute())
+            return list(await self._tops_script(keys=keys, args=[params.top_n, co_limit]))
 
         try:
             replies = await self.retrying("item_stats", run)
