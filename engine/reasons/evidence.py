@@ -25,6 +25,8 @@ too, ``{"code": "category_affinity"|"tag_affinity", <its evidence fields>}``.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -283,11 +285,16 @@ def tag_counts(history_items: Iterable[Item | None]) -> Counter[str]:
         Counter({'x': 2, 'y': 1})
     """
     return Counter(
-        tag
-        for item in history_items
-        if item is not None
-        for tag in {tag for tag in item.tags if tag}
+        itertools.chain.from_iterable(
+            _distinct_tags(tuple(item.tags)) for item in history_items if item is not None
+        )
     )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _distinct_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """An item's tags once each, empty ones dropped (memoised: the same items recur)."""
+    return tuple({tag for tag in tags if tag})
 
 
 def build_reason(
