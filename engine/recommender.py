@@ -646,10 +646,17 @@ class Recommender:
                 (i for i in ranked_trend if i not in excluded), settings.trending_candidates
             )
         )
-        fresh = [
-            i for i in reversed(self._content_vectors)
-            if i not in excluded and self.catalog.is_available(i)
-        ][: settings.fresh_candidates]  # fmt: skip
+        # The newest first, stopping at the number wanted: a catalog may hold 100,000
+        # items indexed from their text, and this runs for every user.
+        fresh = list(
+            itertools.islice(
+                (
+                    i for i in reversed(self._content_vectors)
+                    if i not in excluded and self.catalog.is_available(i)
+                ),
+                settings.fresh_candidates,
+            )
+        )  # fmt: skip
         ann, co, trend, fresh = (
             found if source in use else []
             for source, found in zip(SOURCES, (ann, co, trend, fresh), strict=True)

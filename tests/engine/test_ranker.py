@@ -356,6 +356,33 @@ def test_a_new_item_enters_as_a_fresh_candidate(trained: shop.TrainedShop) -> No
     assert first.reason_code == "new_arrival"
 
 
+def test_the_fresh_source_looks_only_as_far_as_the_newest_items_it_needs(
+    trained: shop.TrainedShop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalog may hold 100,000 items indexed from their text; the fresh source runs for
+    every user, so it must stop at the newest ``fresh_candidates`` available ones."""
+    model = _ranked_model(trained.model, _weights(score=0.1, from_fresh=5.0))
+    _, _, rec = _online_and_offline(model, HISTORY)
+    for n in range(300):
+        rec.apply_item(Item(f"new-{n}", f"Garden Tool {n}", "garden", ("garden",), price=10.0))
+    rec.apply_item(Item("new-299", "Garden Tool 299", "garden", ("garden",), available=False))
+    checked: list[str] = []
+    available = rec.catalog.is_available
+
+    def counting(item_id: str) -> bool:
+        checked.append(item_id)
+        return available(item_id)
+
+    monkeypatch.setattr(rec.catalog, "is_available", counting)
+    state = UserState("u", tuple(Interaction(i, "view", n) for n, i in enumerate(HISTORY)))
+    items = rec.recommend([state], ["t"], now_ms=1)[0].recommendation.items
+    newest = {f"new-{n}" for n in range(289, 299)}  # new-299 is unavailable
+    served_new = {i.item_id for i in items if i.item_id.startswith("new-")}
+    assert served_new
+    assert served_new <= newest
+    assert len([i for i in checked if i.startswith("new-")]) < 50
+
+
 def test_the_ranker_is_saved_versioned_and_checked(
     trained: shop.TrainedShop, tmp_path: Path
 ) -> None:
