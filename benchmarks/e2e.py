@@ -406,11 +406,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     index_info = json.loads((model_dir / "index" / "items.ids.json").read_text())
     model = ItemModel.load(model_dir)
+    parts = model_parts(model)
     report = {
         "machine": machine(),
         "model_dir": str(Path(args.model_dir).resolve()),
         "model_version": model.version,
-        "model_parts": model_parts(model),
+        "model_parts": parts,
         "catalog_items": len(catalog),
         "index": index_info.get("factory"),
         "batch_size": args.batch_size,
@@ -427,7 +428,7 @@ def main() -> int:
         "the same events for both; "
         f"{len(catalog):,} catalog items, {report['index']} index",
         "",
-        f"Model {model.version}: {', '.join(model_parts(model))}",
+        f"Model {model.version}: {', '.join(parts)}",
         "",
         "| config | target rate | events | events/s | p50 ms | p95 ms | p99 ms | worker CPU % "
         "| worker RSS MB | machine busy % |",

@@ -176,11 +176,13 @@ return 1
 # The highest members of many sorted sets, with scores, in one call (the item statistics
 # of a batch: hundreds of keys; one reply for hiredis to parse instead of one per key).
 # KEYS[1] gets ARGV[1] members, the other keys ARGV[2] each; flat [m, s, m, s, ...] replies.
+# Raw replies: redis-py's callback for ``withscores=True`` re-encodes every RESP3 score to
+# bytes and back, which cost more than the whole state update per event.
 _TOPS = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local n = tonumber(i == 1 and ARGV[1] or ARGV[2])
-  if n > 0 then out[i] = redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES') else out[i] = {} end
+  out[i] = redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES')
 end
 return out
 """
@@ -617,10 +619,7 @@ class RedisStore:
         """The ``limit`` items with the highest decayed event counts at ``now_ms``, with
         those counts, highest first."""
 
-        async def run() -> Any:
-            return await self.client.execute_command(*_top(TREND, limit))
-
-        rows = await self.retrying("item_stats", run)
+        [rows] = await self.retrying("item_stats", lambda: self._highest([TREND], limit, limit))
         params = TrendParams(half_life_s=self.trend_half_life_s, top_n=max(limit, 1))
         ranked = trending(_scored(rows), now_ms, dataclasses.replace(params, min_count=0.0))
         return [(t.item_id, t.count) for t in ranked.values()]
@@ -639,17 +638,16 @@ class RedisStore:
             msg = f"kind must be 'bought' or 'viewed', got {kind!r}"
             raise ValueError(msg)
         ids = list(dict.fromkeys(item_ids))
-
-        async def run() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for item_id in ids:
-                    pipe.execute_command(*_top(cooccurrence_key(kind[0], item_id), limit))
-                return list(await pipe.execute())
-
         if not ids:
             return {}
-        replies = await self.retrying("item_stats", run)
+        keys = [cooccurrence_key(kind[0], item_id) for item_id in ids]
+        replies = await self.retrying("item_stats", lambda: self._highest(keys, limit, limit))
         return {i: _counts(r) for i, r in zip(ids, replies, strict=True) if r}
+
+    async def _highest(self, keys: Sequence[str], first: int, rest: int) -> list[Any]:
+        """The ``first`` highest members of ``keys[0]`` and the ``rest`` highest of each
+        other key, with scores, as raw replies (:data:`_TOPS`), in one round-trip."""
+        return list(await self._tops_script(keys=list(keys), args=[first, rest]))
 
     async def item_stats(
         self, session_items: Iterable[str], now_ms: int, params: TrendParams, co_limit: int
@@ -666,11 +664,10 @@ class RedisStore:
         for item_id in ids:
             keys += [cooccurrence_key("b", item_id), cooccurrence_key("v", item_id)]
 
-        async def run() -> list[Any]:
-            return list(await self._tops_script(keys=keys, args=[params.top_n, co_limit]))
-
         try:
-            replies = await self.retrying("item_stats", run)
+            replies = await self.retrying(
+                "item_stats", lambda: self._highest(keys, params.top_n, co_limit)
+            )
         except redis_errors.RedisError:
             log.exception("reading item statistics failed; ranking without them")
             if self._on_stats_error is not None:
@@ -755,13 +752,6 @@ def _at_most(ts: int, now_ms: int | None) -> int:
 
 def _member(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _top(key: str, n: int) -> tuple[str | int, ...]:
-    """ZREVRANGE of the ``n`` highest members with scores, sent raw: redis-py's reply
-    callback for ``withscores=True`` re-encodes every RESP3 score to bytes and back, which
-    cost more than the whole state update per event."""
-    return ("ZREVRANGE", key, 0, n - 1, "WITHSCORES")
 
 
 def _pairs(rows: Any) -> Iterable[tuple[Any, Any]]:
