@@ -44,14 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine  # noqa: E402
-from engine.datasets import load_movielens_100k  # noqa: E402
-from engine.model import ItemModel  # noqa: E402
-from engine.types import Item  # noqa: E402
-from stream.contracts import encode_item  # noqa: E402
-from stream.kafka_io import ensure_topics  # noqa: E402
-from stream.local_infra import start_kafka, start_redis  # noqa: E402
-from stream.replay import catalog_items, wait_for_catalog  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+from streamrec.engine.offline.datasets import load_movielens_100k  # noqa: E402
+from streamrec.engine.serving.catalog import catalog_items  # noqa: E402
+from streamrec.engine.serving.model import ItemModel  # noqa: E402
+from streamrec.engine.types import Item  # noqa: E402
+from streamrec.stream.cli.local_infra import start_kafka, start_redis  # noqa: E402
+from streamrec.stream.cli.replay import wait_for_catalog  # noqa: E402
+from streamrec.stream.contracts import encode_item  # noqa: E402
+from streamrec.stream.kafka_io import ensure_topics  # noqa: E402
+from streamrec.stream.settings import Settings  # noqa: E402
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -169,7 +170,7 @@ def grow_catalog(
         shutil.copy(model_dir / name, out / name)
     grown.to_parquet(out / "catalog.parquet")
     subprocess.run(
-        [sys.executable, "-m", "stream.cli", "index", "build", "--model-dir", str(out)],
+        [sys.executable, "-m", "streamrec", "index", "build", "--model-dir", str(out)],
         cwd=ROOT,
         check=True,
     )
@@ -229,7 +230,7 @@ def run_config(
     }
     with (state / f"worker-{name}.log").open("wb") as worker_log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
+            [sys.executable, "-m", "streamrec", "worker"],
             cwd=ROOT,
             env=worker_env,
             stdout=worker_log,

@@ -4,7 +4,8 @@ Replays MovieLens-100K (from PyPI's recbole, read in place) as an A/B test with 
 user: all but each user's last ``--max-future`` events train two recommenders, and each of
 those last events is preceded by a list of 10 from the user's arm's recommender; the user
 "clicks" when the item they really chose next is in that list. Users are split by the experiment
-assignment (:func:`engine.experiments.assign`), and :func:`engine.experiments.compare`
+assignment (:func:`streamrec.engine.serving.experiments.assign`), and
+:func:`streamrec.engine.serving.experiments.compare`
 judges the arms on CTR (clicks per list), exactly as ``streamrec experiment report``
 would.
 
@@ -35,10 +36,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine, write_report  # noqa: E402
-from engine.baselines import ItemKNNRecommender  # noqa: E402
-from engine.datasets import load_movielens_100k  # noqa: E402
-from engine.evaluation import PopularityRecommender  # noqa: E402
-from engine.experiments import Experiment, Variant, assign, compare  # noqa: E402
+from streamrec.engine.offline.baselines import ItemKNNRecommender  # noqa: E402
+from streamrec.engine.offline.datasets import load_movielens_100k  # noqa: E402
+from streamrec.engine.offline.evaluation import PopularityRecommender  # noqa: E402
+from streamrec.engine.serving.experiments import Experiment, Variant, assign, compare  # noqa: E402
 
 LIST = 10
 

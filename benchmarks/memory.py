@@ -1,7 +1,8 @@
 """Memory: bytes per active user in Redis and bytes per item in the index.
 
 Redis. Starts its own redis-server (deploy/local), builds the worker's pipeline
-(``stream.worker.build_pipeline``: the same store, model and ranking code as a worker,
+(``streamrec.stream.worker.service.build_pipeline``: the same store, model and ranking code as a
+worker,
 without Kafka), feeds it the first ``--events`` MovieLens-100K events in time order in
 micro-batches, and then measures every key with ``MEMORY USAGE``: per user by key kind
 (history, seen and purchased sets, the latest list, the user vector, dedupe markers,
@@ -66,8 +67,8 @@ def redis_memory(model_dir: Path, n_events: int, batch: int) -> dict[str, Any]:
     import redis as redis_sync
 
     from benchmarks.pipeline_feed import bench_settings
-    from engine.datasets import load_movielens_100k
-    from stream.local_infra import start_redis
+    from streamrec.engine.offline.datasets import load_movielens_100k
+    from streamrec.stream.cli.local_infra import start_redis
 
     state = Path(tempfile.mkdtemp(prefix="streamrec-memory-"))
     server = start_redis(state / "redis")
@@ -113,7 +114,7 @@ def redis_memory(model_dir: Path, n_events: int, batch: int) -> dict[str, Any]:
 def index_memory(dim: int, n_items: int) -> list[dict[str, Any]]:
     import faiss
 
-    from index.faiss_index import FaissItemIndex
+    from streamrec.index.faiss_index import FaissItemIndex
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n_items, dim)).astype(np.float32)
@@ -184,7 +185,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         "FAISS index: the serialized index (`faiss.serialize_index`), the memory it holds. "
-        "Vector copy: `index.table.ItemTable` keeps each vector for online upserts, "
+        "Vector copy: `streamrec.index.table.ItemTable` keeps each vector for online upserts, "
         "compaction and reasons. Ids: Python strings and the id-to-row dict, estimated.",
     ]
     return "\n".join(lines) + "\n"
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-items", type=int, default=100_000)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    from engine.model import ItemModel
+    from streamrec.engine.serving.model import ItemModel
 
     if (problem := missing_model(args.model_dir)) is not None:
         print(problem, file=sys.stderr)

@@ -8,11 +8,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from engine.datasets import load_movielens_100k
-from stream.pipeline import Pipeline, RawMessage
-from stream.replay import catalog_items
-from stream.settings import Settings
-from stream.worker import build_pipeline
+from streamrec.engine.offline.datasets import load_movielens_100k
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.pipeline import Pipeline, RawMessage
+from streamrec.stream.worker.service import build_pipeline
 
 
 def bench_settings(redis_url: str, model_dir: Path, **overrides: Any) -> Settings:
@@ -28,7 +28,8 @@ def bench_settings(redis_url: str, model_dir: Path, **overrides: Any) -> Setting
 
 
 async def ready_pipeline(settings: Settings) -> Pipeline:
-    """The worker's pipeline (``stream.worker.build_pipeline``) with the MovieLens-100K
+    """The worker's pipeline (``streamrec.stream.worker.service.build_pipeline``) with the
+    MovieLens-100K
     catalog in its store and taken in, as a worker has it before its first event."""
     pipeline = build_pipeline(settings, CollectorRegistry())
     await pipeline.store.put_items(catalog_items(load_movielens_100k().catalog))

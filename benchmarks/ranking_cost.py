@@ -24,14 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine  # noqa: E402
-from engine.catalog import Catalog  # noqa: E402
-from engine.datasets import load_movielens_100k  # noqa: E402
-from engine.model import ItemModel  # noqa: E402
-from engine.recommender import RankingParams, Recommender, index_entries  # noqa: E402
-from engine.types import Interaction, UserState  # noqa: E402
-from index.device import set_cpu_threads  # noqa: E402
-from index.faiss_index import FaissItemIndex  # noqa: E402
-from stream.replay import catalog_items  # noqa: E402
+from streamrec.engine.offline.datasets import load_movielens_100k  # noqa: E402
+from streamrec.engine.serving.catalog import Catalog, catalog_items  # noqa: E402
+from streamrec.engine.serving.model import ItemModel  # noqa: E402
+from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries  # noqa: E402
+from streamrec.engine.types import Interaction, UserState  # noqa: E402
+from streamrec.index.device import set_cpu_threads  # noqa: E402
+from streamrec.index.faiss_index import FaissItemIndex  # noqa: E402
 
 
 def _states(history: int) -> list[UserState]:

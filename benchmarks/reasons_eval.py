@@ -1,13 +1,14 @@
 """Reasons evaluation: faithfulness, specificity, diversity and overhead of reason sentences.
 
 Replays a time-ordered slice of the MovieLens-100K log event by event through the code the
-worker runs (``engine.state.InMemoryUserStore`` + ``Recommender.recommend``, minus Kafka and
+worker runs (``streamrec.engine.serving.state.InMemoryUserStore`` + ``Recommender.recommend``,
+minus Kafka and
 Redis), once with English and once with Chinese reasons, and collects every published
 list. Then, per generator:
 
 * templates, English and Chinese: every sentence of the replay;
 * the language model (SmolLM2-135M-Instruct locally, or ``--lm-url`` for an
-  OpenAI-compatible server) through the guarded writer (``engine.reasons.LMReasonWriter``)
+  OpenAI-compatible server) through the guarded writer (``streamrec.engine.reasons.LMReasonWriter``)
   on a bounded sample of the lists;
 
 it reports the share of sentences that pass the faithfulness guard (for the model: its raw
@@ -48,10 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine  # noqa: E402
-from engine.catalog import Catalog  # noqa: E402
-from engine.item_stats import ItemStatsCounter, session_items  # noqa: E402
-from engine.model import ItemModel  # noqa: E402
-from engine.reasons import (  # noqa: E402
+from streamrec.engine.reasons import (  # noqa: E402
     Complete,
     Guard,
     Language,
@@ -63,8 +61,8 @@ from engine.reasons import (  # noqa: E402
     build_prompt,
     evidence_signature,
 )
-from engine.reasons.generator import OUTCOMES, clean  # noqa: E402
-from engine.reasons.metrics import (  # noqa: E402
+from streamrec.engine.reasons.generator import OUTCOMES, clean  # noqa: E402
+from streamrec.engine.reasons.metrics import (  # noqa: E402
     Faithfulness,
     Judged,
     distinct_within,
@@ -73,9 +71,13 @@ from engine.reasons.metrics import (  # noqa: E402
     specificity,
     text_stats,
 )
-from engine.recommender import RankingParams, Recommender  # noqa: E402
-from engine.state import InMemoryUserStore, UserState  # noqa: E402
-from engine.types import Event, EventType, Item, RecommendedItem  # noqa: E402
+from streamrec.engine.serving.catalog import Catalog  # noqa: E402
+from streamrec.engine.serving.item_stats import ItemStatsCounter, session_items  # noqa: E402
+from streamrec.engine.serving.model import ItemModel  # noqa: E402
+from streamrec.engine.serving.recommender import RankingParams, Recommender  # noqa: E402
+from streamrec.engine.serving.state import InMemoryUserStore, UserState  # noqa: E402
+from streamrec.engine.types import Event, EventType, Item, RecommendedItem  # noqa: E402
+from streamrec.stream.worker.params import ranking_params, trend_params  # noqa: E402
 
 EXAMPLES = 6
 
@@ -134,8 +136,8 @@ def load_model(model_dir: Path) -> tuple[ItemModel, Any]:
     if not (model_dir / "index" / "items.ids.json").is_file():
         msg = f"no index in {model_dir / 'index'}; {hint}"
         raise SetupError(msg)
-    from index.device import choose_device, set_cpu_threads
-    from index.faiss_index import FaissItemIndex
+    from streamrec.index.device import choose_device, set_cpu_threads
+    from streamrec.index.faiss_index import FaissItemIndex
 
     set_cpu_threads(1)
     return ItemModel.load(model_dir), FaissItemIndex.load(model_dir / "index", choose_device("cpu"))
@@ -448,7 +450,8 @@ class RecordingBackend:
 
 
 def requests_of(published: PublishedList, language: Language) -> list[ReasonRequest]:
-    """The writer's requests for one list, as ``stream.reason_backends.rewrite_reasons``
+    """The writer's requests for one list, as
+    ``streamrec.stream.worker.reason_backends.rewrite_reasons``
     builds them."""
     return [
         ReasonRequest(
@@ -777,7 +780,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         ]  # fmt: skip
     lines += [
         "",
-        "* faithful (claims): no violation of `engine.reasons.Guard` (built with every catalog "
+        "* faithful (claims): no violation of `streamrec.engine.reasons.Guard` (built with every "
+        "catalog "
         "title and category, user id passed) other than `ungrounded` and `too_long`, which "
         "are not claims; passes guard: no violation at all, what the LM writer accepts. The "
         "guard checks words (titles, categories, numbers, event verbs, claim keywords, "
@@ -884,7 +888,7 @@ def _lm_markdown(lm: dict[str, Any]) -> list[str]:
 
 def build_lm_backend(args: argparse.Namespace) -> tuple[Complete, str]:
     """The backend the flags ask for, and its description."""
-    from stream.reason_backends import OpenAICompatibleBackend, TransformersBackend
+    from streamrec.stream.worker.reason_backends import OpenAICompatibleBackend, TransformersBackend
 
     if args.lm_url:
         from pydantic import SecretStr
@@ -970,9 +974,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from engine.datasets import load_movielens_100k
-    from stream.replay import catalog_items
-    from stream.settings import Settings
+    from streamrec.engine.offline.datasets import load_movielens_100k
+    from streamrec.engine.serving.catalog import catalog_items
+    from streamrec.stream.settings import Settings
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -985,7 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"reasons_eval: {exc}")
         return 1
     settings = Settings()
-    params = settings.ranking_params()
+    params = ranking_params(settings)
     data = load_movielens_100k()
     items = catalog_items(data.catalog)
     recommenders = build_recommenders(model, index, items, params)
@@ -996,7 +1000,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counter = (
         None
         if args.no_item_stats
-        else ItemStatsCounter(settings.trend_params(), window=settings.cooccurrence_window)
+        else ItemStatsCounter(trend_params(settings), window=settings.cooccurrence_window)
     )
     replayed = replay(
         recommenders,

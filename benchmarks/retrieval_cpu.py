@@ -4,7 +4,7 @@ against exact search, by catalog size.
 For each size it makes clustered synthetic item vectors (unit norm, a mixture of
 ``--clusters`` Gaussian clusters, as trained embeddings are clustered, unlike uniform
 noise) and queries near items, then runs the same tuning step as the index build
-(:func:`index.tuning.tune_index`: every HNSW / IVF setting measured for recall@k against
+(:func:`streamrec.index.tuning.tune_index`: every HNSW / IVF setting measured for recall@k against
 exact search and queries/s on the same query batch). ``--model-dir`` adds what
 ``streamrec index build`` indexed for a trained model (its items, and catalog items it
 indexed from their text) with one-item-history queries, as the build measures them.
@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine, write_report  # noqa: E402
-from index.tuning import default_candidates, tune_index  # noqa: E402
+from streamrec.index.tuning import default_candidates, tune_index  # noqa: E402
 
 
 def clustered(
@@ -60,9 +60,9 @@ def model_vectors(model_dir: Path, queries: int) -> tuple[Any, Any]:
     """The vectors ``streamrec index build`` indexed for the model (its items and the
     catalog items it indexed from their text), or the model's own items when the folder
     has no index yet; queries from one-item histories, as the build measures them."""
-    from engine.model import ItemModel
-    from engine.recommender import index_entries, index_queries
-    from index.faiss_index import FaissItemIndex
+    from streamrec.engine.serving.model import ItemModel
+    from streamrec.engine.serving.recommender import index_entries, index_queries
+    from streamrec.index.faiss_index import FaissItemIndex
 
     model = ItemModel.load(model_dir)
     if (model_dir / "index" / "items.ids.json").is_file():
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="streamrec-retrieval-") as scratch:
             if args.catalog_size:
                 from benchmarks.e2e import grow_catalog
-                from engine.datasets import load_movielens_100k
+                from streamrec.engine.offline.datasets import load_movielens_100k
 
                 catalog = load_movielens_100k().catalog
                 model_dir, _ = grow_catalog(model_dir, catalog, args.catalog_size, Path(scratch))

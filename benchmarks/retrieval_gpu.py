@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from index.torch_index import TorchExactIndex  # noqa: E402
+from streamrec.index.torch_index import TorchExactIndex  # noqa: E402
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,12 @@
 """Where the time goes per event: the worker's pipeline, stage by stage.
 
 Starts its own redis-server (deploy/local), builds the worker's pipeline
-(``stream.worker.build_pipeline``: the store, model, index and ranking code a worker runs,
+(``streamrec.stream.worker.service.build_pipeline``: the store, model, index and ranking code a
+worker runs,
 without Kafka), and feeds it MovieLens-100K events in time order in micro-batches of each
 ``--batch-sizes``. Every stage is wrapped with a timer:
 
-* decode: parse and validate the event JSON (``stream.contracts.decode_event``);
+* decode: parse and validate the event JSON (``streamrec.stream.contracts.decode_event``);
 * state: apply the events to Redis (history, dedupe, item statistics: one script call);
 * item stats: read trending and co-occurrence for the batch;
 * embed: the users' query vectors (co-occurrence part, adaptation, sequential encoder);
@@ -76,7 +77,7 @@ class Timers:
 
 
 async def _profile(settings: Any, rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
-    import stream.pipeline as pipeline_module
+    import streamrec.stream.worker.pipeline as pipeline_module
     from benchmarks.pipeline_feed import event_messages, ready_pipeline
 
     pipeline = await ready_pipeline(settings)
@@ -120,8 +121,8 @@ async def _profile(settings: Any, rows: list[dict[str, Any]], batch: int) -> dic
 
 def run(model_dir: Path, n_events: int, batches: list[int]) -> list[dict[str, Any]]:
     from benchmarks.pipeline_feed import bench_settings
-    from engine.datasets import load_movielens_100k
-    from stream.local_infra import start_redis
+    from streamrec.engine.offline.datasets import load_movielens_100k
+    from streamrec.stream.cli.local_infra import start_redis
 
     rows = load_movielens_100k().events.to_dict("records")
     out = []
@@ -171,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="1,64")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    from engine.model import ItemModel
-    from index.faiss_index import FaissItemIndex
-    from stream.settings import Settings
+    from streamrec.engine.serving.model import ItemModel
+    from streamrec.index.faiss_index import FaissItemIndex
+    from streamrec.stream.settings import Settings
 
     if (problem := missing_model(args.model_dir)) is not None:
         print(problem, file=sys.stderr)

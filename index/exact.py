@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.ports import FloatArray, Hits
-from index.table import ItemTable, TableBacked, as_matrix
+from streamrec.engine.ports import FloatArray, Hits
+from streamrec.index.table import ItemTable, TableBacked, as_matrix
 
 
 class ExactIndex(TableBacked):

@@ -1,6 +1,6 @@
 """FAISS-backed item index: build, search, online upserts/removals, persistence, GPU.
 
-Rows are kept in an :class:`~index.table.ItemTable`; the FAISS index holds one vector per
+Rows are kept in an :class:`~streamrec.index.table.ItemTable`; the FAISS index holds one vector per
 row with the row number as its id. Replaced or removed items leave a tombstone that
 search skips; the index is rebuilt from the alive rows when tombstones pass
 ``compact_at`` of all rows.
@@ -17,9 +17,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from engine.ports import FloatArray, Hits
-from index.device import Device
-from index.table import IndexInputError, ItemTable, TableBacked, as_matrix
+from streamrec.engine.ports import FloatArray, Hits
+from streamrec.index.device import Device
+from streamrec.index.table import IndexInputError, ItemTable, TableBacked, as_matrix
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class FaissItemIndex(TableBacked):
         dim: vector dimension d.
         factory: a faiss index factory string ("Flat", "HNSW32", "IVF1024,Flat", ...).
             Trainable types are trained on the first vectors added.
-        device: CPU or GPU (from :func:`index.device.choose_device`).
+        device: CPU or GPU (from :func:`streamrec.index.device.choose_device`).
         compact_at: tombstone fraction above which the index is rebuilt.
         params: search-time parameters such as {"nprobe": 32} or {"efSearch": 128}.
 

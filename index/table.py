@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from engine.ports import FloatArray
+from streamrec.engine.ports import FloatArray
 
 
 class IndexInputError(ValueError):

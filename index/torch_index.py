@@ -1,6 +1,6 @@
 """Exact inner-product search with torch: the GPU path where faiss-gpu cannot be installed.
 
-Same contract as :class:`index.faiss_index.FaissItemIndex`. Vectors live on the device in
+Same contract as :class:`streamrec.index.faiss_index.FaissItemIndex`. Vectors live on the device in
 ``dtype`` (float16 by default on CUDA, float32 on CPU); search is a chunked matrix product
 followed by a two-stage top-k (per item chunk, then over the chunk winners), which keeps
 memory bounded and is faster than one top-k over the full score row for large catalogs.
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.ports import FloatArray, Hits
-from index.table import ItemTable, TableBacked, as_matrix
+from streamrec.engine.ports import FloatArray, Hits
+from streamrec.index.table import ItemTable, TableBacked, as_matrix
 
 
 class TorchExactIndex(TableBacked):

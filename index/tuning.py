@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from index.faiss_index import train
+from streamrec.index.faiss_index import train
 
 __all__ = [
     "FLAT_MAX_ITEMS",

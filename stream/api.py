@@ -25,9 +25,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.exceptions import ResponseError
 
-from stream.kafka_io import KafkaUnavailableError, ensure_reachable
-from stream.redis_store import RedisStore
-from stream.settings import Settings
+from streamrec.stream.kafka_io import KafkaUnavailableError, ensure_reachable
+from streamrec.stream.redis_store import RedisStore
+from streamrec.stream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,13 @@
 """Client helpers for other services: send events, read recommendations.
 
 Producers validate every event against the contract before it leaves (a bad event raises
-:class:`stream.contracts.InvalidMessage` in the caller, it never reaches the DLQ), key it by
+:class:`streamrec.stream.contracts.InvalidMessage` in the caller, it never reaches the DLQ), key it
+by
 ``user_id`` and wait for Kafka's acknowledgement. The consumer yields typed
-:class:`engine.types.Recommendation` values. Both use the ``STREAMREC_`` settings (topics,
+:class:`streamrec.engine.types.Recommendation` values. Both use the ``STREAMREC_`` settings (topics,
 bootstrap servers, SASL/TLS), or explicit ones.
 
-    from stream.client import EventProducer, recommendations
+    from streamrec.stream.client import EventProducer, recommendations
 
     with EventProducer() as events:
         events.send(user_id="u1", item_id="sku-9", type="view")
@@ -28,10 +29,10 @@ from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 
-from engine.types import Event, Recommendation
-from stream.contracts import decode_event, encode_event, recommendation_from_json
-from stream.kafka_io import consumer, producer_options
-from stream.settings import Settings
+from streamrec.engine.types import Event, Recommendation
+from streamrec.stream.contracts import decode_event, encode_event, recommendation_from_json
+from streamrec.stream.kafka_io import consumer, producer_options
+from streamrec.stream.settings import Settings
 
 __all__ = ["AsyncEventProducer", "EventProducer", "recommendations"]
 
@@ -91,7 +92,7 @@ class AsyncEventProducer:
         (``event_id`` generated when not given, ``ts`` now when not given).
 
         Raises:
-            stream.contracts.InvalidMessage: the event breaks the contract.
+            streamrec.stream.contracts.InvalidMessage: the event breaks the contract.
             RuntimeError: used outside ``async with``.
         """
         if self._producer is None:

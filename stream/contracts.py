@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.types import Event, Item, Recommendation, RecommendedItem
+from streamrec.engine.types import Event, Item, Recommendation, RecommendedItem
 
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 4096

@@ -25,7 +25,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from stream.settings import Settings
+from streamrec.stream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.item_stats import TrendParams
-from engine.reasons import ReasonParams
-from engine.recommender import RankingParams
-
 
 class Settings(BaseSettings):
     """streamrec settings. Every field is read from ``STREAMREC_<FIELD_NAME>``."""
@@ -248,26 +244,3 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.model_dir / "index"
-
-    def ranking_params(self) -> RankingParams:
-        return RankingParams(
-            k=self.num_recommendations,
-            fan_out=self.candidate_fan_out,
-            exclude_seen=self.exclude_seen,
-            near_duplicate_cosine=self.near_duplicate_cosine,
-            diversity_weight=self.diversity_weight,
-            max_impressions=self.max_impressions,
-            reasons=ReasonParams(
-                min_similarity=self.reason_min_similarity,
-                min_together_count=self.cooccurrence_min_count,
-                session_window=self.cooccurrence_window,
-            ),
-            reason_language=self.reason_language,
-        )
-
-    def trend_params(self) -> TrendParams:
-        return TrendParams(
-            half_life_s=self.trend_half_life_s,
-            top_n=self.trend_top_n,
-            min_count=self.trend_min_count,
-        )

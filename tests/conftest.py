@@ -17,8 +17,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.local_infra import LocalService, start_kafka, start_redis
-from stream.settings import Settings
+from streamrec.stream.cli.local_infra import LocalService, start_kafka, start_redis
+from streamrec.stream.settings import Settings
 from tests import shop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """``streamrec ARGS`` as a user runs it, configured by ``settings``'s environment."""
     return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "streamrec", *args],
         cwd=ROOT,
         env=settings_env(settings),
         capture_output=True,
@@ -109,7 +109,7 @@ class WorkerProcess:
         env = {**settings_env(settings), **(extra_env or {})}
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
+            [sys.executable, "-m", "streamrec", "worker"],
             cwd=ROOT,
             env=env,
             stdout=self._log,

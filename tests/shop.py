@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.model import ItemModel
-from engine.recommender import index_entries
-from engine.training import TrainParams, train_item_model
-from index.faiss_index import FaissItemIndex
+from streamrec.engine.offline.training import TrainParams, train_item_model
+from streamrec.engine.serving.model import ItemModel
+from streamrec.engine.serving.recommender import index_entries
+from streamrec.index.faiss_index import FaissItemIndex
 
 DEPARTMENTS = {
     "running": ["Trail Runner", "Road Racer", "Tempo Short", "Pace Watch", "Run Sock"],

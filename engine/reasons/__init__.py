@@ -11,7 +11,8 @@ Reason codes:
     tag_affinity        the item shares a tag with several recent items of the user
     viewed_together     shoppers viewed it together with an item of the user's session
     new_arrival         a cold-start item (indexed from its content) matching the user
-    trending            many recent events (time-decayed count, :mod:`engine.item_stats`)
+    trending            many recent events (time-decayed count,
+    :mod:`streamrec.engine.serving.item_stats`)
     popular             fallback for users without history, said as such
 
 Modules: :mod:`.evidence` (choosing code and evidence), :mod:`.templates` and
@@ -28,7 +29,7 @@ diversity measures for the evaluation, docs/reasons.md). Errors (``_types``)::
 
 from __future__ import annotations
 
-from engine.reasons._types import (
+from streamrec.engine.reasons._types import (
     LANGUAGES,
     REASON_CODES,
     Evidence,
@@ -40,7 +41,7 @@ from engine.reasons._types import (
     ReasonRequest,
     UnknownReasonCodeError,
 )
-from engine.reasons.evidence import (
+from streamrec.engine.reasons.evidence import (
     CitableHistory,
     Reason,
     ReasonParams,
@@ -50,7 +51,7 @@ from engine.reasons.evidence import (
     tag_counts,
     trend_evidence,
 )
-from engine.reasons.generator import (
+from streamrec.engine.reasons.generator import (
     Complete,
     LMReasonWriter,
     ReasonGenerator,
@@ -58,9 +59,9 @@ from engine.reasons.generator import (
     WrittenReasons,
     evidence_signature,
 )
-from engine.reasons.guard import Guard, GuardResult, check
-from engine.reasons.prompt import Prompt, build_prompt
-from engine.reasons.templates import TemplateGenerator, render
+from streamrec.engine.reasons.guard import Guard, GuardResult, check
+from streamrec.engine.reasons.prompt import Prompt, build_prompt
+from streamrec.engine.reasons.templates import TemplateGenerator, render
 
 __all__ = [
     "LANGUAGES",

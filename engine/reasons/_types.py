@@ -1,4 +1,4 @@
-"""Type aliases, value types and the exception tree shared by :mod:`engine.reasons`.
+"""Type aliases, value types and the exception tree shared by :mod:`streamrec.engine.reasons`.
 
 Exceptions::
 
@@ -34,7 +34,7 @@ Evidence = Mapping[str, Any]
 
 
 class ReasonError(Exception):
-    """Root of the errors raised by :mod:`engine.reasons`."""
+    """Root of the errors raised by :mod:`streamrec.engine.reasons`."""
 
 
 class UnknownReasonCodeError(ReasonError, ValueError):

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from engine.reasons._types import Language
+from streamrec.engine.reasons._types import Language
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ counts). Shapes, by code::
 user's latest action on it) and ``count`` how often shoppers bought / viewed it together
 with the recommended item. ``trending``'s ``count`` is the item's time-decayed event count
 (rounded), ``rank`` its place among trending items, and ``half_life`` the time after which
-an event counts half (:mod:`engine.item_stats`).
+an event counts half (:mod:`streamrec.engine.serving.item_stats`).
 
 ``also`` is an optional secondary signal: a category or tag habit that holds for the item
 too, ``{"code": "category_affinity"|"tag_affinity", <its evidence fields>}``.
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from engine.item_stats import ItemStats, TrendingItem, best_partner, session_items
-from engine.reasons._types import Evidence
-from engine.reasons.templates import render
-from engine.types import Interaction, Item
+from streamrec.engine.reasons._types import Evidence
+from streamrec.engine.reasons.templates import render
+from streamrec.engine.serving.item_stats import ItemStats, TrendingItem, best_partner, session_items
+from streamrec.engine.types import Interaction, Item
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Language-model reason sentences: guarded, cached, within a time budget, never missing.
 
 :class:`LMReasonWriter` asks an injected backend (a plain callable, see :data:`Complete`;
-the HTTP and transformers backends live in ``stream/reason_backends.py``) for one
+the HTTP and transformers backends live in ``stream/worker/reason_backends.py``) for one
 sentence per request, in order, while time is left before the deadline. Every answer
-passes :class:`~engine.reasons.guard.Guard` or is replaced by the template sentence, so
+passes :class:`~streamrec.engine.reasons.guard.Guard` or is replaced by the template sentence, so
 the result always has one faithful sentence per request. Outcomes per request::
 
     generated         the model's sentence, written in time and accepted by the guard
@@ -28,15 +28,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from engine.reasons._types import GenerationTimeoutError, Language, ReasonRequest
-from engine.reasons.guard import Guard
-from engine.reasons.prompt import Prompt, build_prompt
-from engine.reasons.templates import TemplateGenerator
+from streamrec.engine.reasons._types import GenerationTimeoutError, Language, ReasonRequest
+from streamrec.engine.reasons.guard import Guard
+from streamrec.engine.reasons.prompt import Prompt, build_prompt
+from streamrec.engine.reasons.templates import TemplateGenerator
 
 Complete = Callable[[Prompt, float], str | None]
 """A backend: (prompt, timeout in seconds) -> the model's text, or None when the answer was
 unusable. It raises :class:`GenerationTimeoutError` when out of time and
-:class:`~engine.reasons.GenerationError` (or anything else) when it failed."""
+:class:`~streamrec.engine.reasons.GenerationError` (or anything else) when it failed."""
 
 OUTCOMES = ("generated", "cached", "fallback_timeout", "fallback_error", "fallback_guard")
 

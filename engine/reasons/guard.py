@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from engine.reasons._types import Evidence
-from engine.reasons.claims import CLAIMS, EVENT_CLAIMS
+from streamrec.engine.reasons._types import Evidence
+from streamrec.engine.reasons.claims import CLAIMS, EVENT_CLAIMS
 
 DISPLAY_KEYS: Final = frozenset({"title", "category", "tag"})
 

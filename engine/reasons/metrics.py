@@ -3,7 +3,7 @@
 Pure functions over sentences and their evidence, used by the reasons evaluation
 (``benchmarks/reasons_eval.py``, docs/reasons.md):
 
-    faithfulness   share of sentences whose claims all pass :class:`~engine.reasons.Guard`
+    faithfulness   share of sentences whose claims all pass :class:`~streamrec.engine.reasons.Guard`
                    (and, apart, the share it accepts outright: length and grounding too)
     specificity    share of reasons citing a user-specific signal (code not ``popular``
                    or ``trending``)
@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.reasons._types import Evidence, Language
-from engine.reasons.guard import Guard
+from streamrec.engine.reasons._types import Evidence, Language
+from streamrec.engine.reasons.guard import Guard
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 

@@ -2,7 +2,7 @@
 
 Each table maps a phrase key to tiers of ``str.format`` templates, best tier first. A
 template is used only when the evidence supplies every field it names (see
-:mod:`engine.reasons.templates` for the fields), so it can only say what the evidence
+:mod:`streamrec.engine.reasons.templates` for the fields), so it can only say what the evidence
 holds. The first usable template of the first usable tier is the canonical sentence.
 The ``generic`` tier claims nothing and names nothing; it is the last resort against
 repeating a sentence within one list.
@@ -45,7 +45,8 @@ EN: Final[dict[str, Tiers]] = {
             "In the same vein as {titles}",
         ),
     ),
-    # The count holds purchases and add-to-carts (engine.item_stats.BOUGHT_TYPES), so no
+    # The count holds purchases and add-to-carts
+    # (streamrec.engine.serving.item_stats.BOUGHT_TYPES), so no
     # phrasing says "bought" alone.
     "bought_together": (
         (

@@ -2,7 +2,7 @@
 
 The prompt holds the evidence's facts and nothing else (no user id, no item ids, no
 scores), the output language and a template sentence as an example; the model's answer
-is still checked by :mod:`engine.reasons.guard` before anyone sees it.
+is still checked by :mod:`streamrec.engine.reasons.guard` before anyone sees it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.reasons._types import Evidence, Language
-from engine.reasons.templates import TemplateGenerator
+from streamrec.engine.reasons._types import Evidence, Language
+from streamrec.engine.reasons.templates import TemplateGenerator
 
 _LANGUAGE_NAMES = {"en": "English", "zh": "Simplified Chinese (简体中文)"}
 # Facts are in the second person, as the answer should be, and say no "recently added"

@@ -1,6 +1,6 @@
 """Template sentences for reasons: several phrasings per code, English and Chinese.
 
-A sentence is ``str.format`` of a phrasing from :mod:`engine.reasons.phrases` with fields
+A sentence is ``str.format`` of a phrasing from :mod:`streamrec.engine.reasons.phrases` with fields
 taken from the evidence alone:
 
     cite      the cited items with their actions: "viewed A and bought B" / "浏览过《A》"
@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from string import Formatter
 from typing import Any
 
-from engine.reasons import phrases
-from engine.reasons._types import (
+from streamrec.engine.reasons import phrases
+from streamrec.engine.reasons._types import (
     LANGUAGES,
     REASON_CODES,
     Evidence,
@@ -133,7 +133,7 @@ class TemplateGenerator:
         return out
 
     def generate(self, items: Sequence[ReasonRequest]) -> list[str | None]:
-        """:class:`~engine.reasons.generator.ReasonGenerator` interface: one sentence per
+        """:class:`~streamrec.engine.reasons.generator.ReasonGenerator` interface: one sentence per
         request, no repeats among requests with the same ``list_id``; requests in another
         language than this generator's are rendered in theirs."""
         out: list[str | None] = [None] * len(items)

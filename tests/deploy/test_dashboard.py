@@ -17,7 +17,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from stream.metrics import Metrics
+from streamrec.stream.worker.metrics import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_FILE = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "streamrec.json"

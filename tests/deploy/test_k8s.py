@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.cli import build_parser
-from stream.settings import Settings
+from streamrec.stream.cli.main import build_parser
+from streamrec.stream.settings import Settings
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "streamrec.yaml"
 REQUIRED = {

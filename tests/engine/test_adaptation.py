@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.adaptation import AdaptationParams, adaptation, adaptations
-from engine.catalog import Catalog
-from engine.hybrid_training import tune_adaptation
-from engine.model import ItemModel, ModelFormatError
-from engine.recommender import RankingParams, Recommender, index_entries
-from engine.sequential_training import ValidationSet
-from engine.types import Interaction, UserState
-from index.exact import ExactIndex
-from stream.replay import catalog_items
+from streamrec.engine.offline.hybrid_training import tune_adaptation
+from streamrec.engine.offline.sequential_training import ValidationSet
+from streamrec.engine.serving.adaptation import AdaptationParams, adaptation, adaptations
+from streamrec.engine.serving.catalog import Catalog, catalog_items
+from streamrec.engine.serving.model import ItemModel, ModelFormatError
+from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries
+from streamrec.engine.types import Interaction, UserState
+from streamrec.index.exact import ExactIndex
 from tests import shop
 
 ON = AdaptationParams(learning_rate=0.5, decay=0.9)
@@ -129,7 +128,7 @@ def test_the_worker_computes_the_same_adapted_vector_as_the_offline_code(
 def test_the_adaptation_is_saved_versioned_and_checked(
     trained: shop.TrainedShop, tmp_path: Path
 ) -> None:
-    from engine.hybrid_training import _version_of
+    from streamrec.engine.offline.hybrid_training import _version_of
 
     model = replace(trained.model, adaptation=ON)
     model = replace(model, version=_version_of(model))

@@ -6,21 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.als import ALSRecommender
-from engine.baselines import (
+from streamrec.engine.offline.als import ALSRecommender
+from streamrec.engine.offline.baselines import (
     EASERecommender,
     ItemKNNRecommender,
     RecentPopularityRecommender,
     item_cosine_top_k,
     user_item_matrix,
 )
-from engine.evaluation import (
+from streamrec.engine.offline.evaluation import (
     PopularityRecommender,
     Recommender,
     evaluate_full_ranking,
     leave_last_out,
 )
-from engine.user_embedding import EventWeights
+from streamrec.engine.serving.user_embedding import EventWeights
 from tests.eval_data import events_from
 
 DAY_MS = 86_400_000

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.datasets import (
+from streamrec.engine.offline.datasets import (
     CATALOG_COLUMNS,
     EVENT_COLUMNS,
     DatasetError,
@@ -104,7 +104,8 @@ def test_movielens_catalog_has_genres_and_year() -> None:
 @needs_movielens
 def test_locating_movielens_does_not_import_recbole() -> None:
     code = (
-        "import sys; from engine.datasets import movielens_100k_dir; movielens_100k_dir(); "
+        "import sys; from streamrec.engine.offline.datasets import movielens_100k_dir; "
+        "movielens_100k_dir(); "
         "print('recbole' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from engine.diversity import mmr_order
+from streamrec.engine.serving.diversity import mmr_order
 
 # Two near-identical running shoes score highest, a jacket a little lower, a mixed item
 # far lower.

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from engine.evaluation import (
+from streamrec.engine.offline.evaluation import (
     PopularityRecommender,
     Recommender,
     Split,

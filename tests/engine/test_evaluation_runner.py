@@ -11,12 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import evaluation_runner
-from engine.als import BaselineUnavailableError
-from engine.evaluation import Recommender, Split
-from engine.evaluation_runner import MODEL_NAMES, BaselineGrids, run_evaluation, tune
-from engine.sequential import SequenceParams
-from engine.training import TrainParams
+from streamrec.engine.offline import evaluation_runner
+from streamrec.engine.offline.als import BaselineUnavailableError
+from streamrec.engine.offline.evaluation import Recommender, Split
+from streamrec.engine.offline.evaluation_runner import (
+    MODEL_NAMES,
+    BaselineGrids,
+    run_evaluation,
+    tune,
+)
+from streamrec.engine.offline.training import TrainParams
+from streamrec.engine.serving.sequential import SequenceParams
 from tests.eval_data import shop_catalog, shop_events
 
 TINY_TRAIN = TrainParams(
@@ -161,7 +166,7 @@ def test_without_implicit_als_is_skipped_with_a_warning(
         raise BaselineUnavailableError(msg)
 
     monkeypatch.setattr(evaluation_runner, "load_implicit", missing)
-    with caplog.at_level(logging.WARNING, logger="engine.evaluation_runner"):
+    with caplog.at_level(logging.WARNING, logger="streamrec.engine.offline.evaluation_runner"):
         result = _run(models=("popular", "als"))
     assert [m.name for m in result.results] == ["popular"]
     assert "pip install implicit" in result.skipped["als"]

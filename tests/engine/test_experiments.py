@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from engine.experiments import (
+from streamrec.engine.serving.experiments import (
     HOLDOUT,
     Experiment,
     ExperimentConfigError,

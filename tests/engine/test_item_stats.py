@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engine.item_stats as item_stats
-from engine.item_stats import (
+import streamrec.engine.serving.item_stats as item_stats
+from streamrec.engine.serving.item_stats import (
     TREND_EPOCH_MS,
     CoPairs,
     ItemStats,
@@ -26,7 +26,7 @@ from engine.item_stats import (
     trending,
     trending_in_log,
 )
-from engine.types import Interaction
+from streamrec.engine.types import Interaction
 
 HOUR_MS = 3_600_000
 T0 = 1_763_856_000_000  # 2025-11-23

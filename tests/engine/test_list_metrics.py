@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.evaluation import Split, evaluate_full_ranking
-from engine.list_metrics import intra_list_diversity, ndcg_per_user, novelty
+from streamrec.engine.offline.evaluation import Split, evaluate_full_ranking
+from streamrec.engine.offline.list_metrics import intra_list_diversity, ndcg_per_user, novelty
 
 
 def test_identical_items_have_no_diversity_and_orthogonal_ones_full() -> None:

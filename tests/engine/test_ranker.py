@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.catalog import Catalog
-from engine.hybrid_training import _version_of
-from engine.item_stats import ItemStats, ItemStatsCounter, TrendingItem
-from engine.model import ItemModel, ModelFormatError
-from engine.ranker import (
+from streamrec.engine.offline.hybrid_training import _version_of
+from streamrec.engine.serving.catalog import Catalog, catalog_items
+from streamrec.engine.serving.item_stats import ItemStats, ItemStatsCounter, TrendingItem
+from streamrec.engine.serving.model import ItemModel, ModelFormatError
+from streamrec.engine.serving.ranker import (
     FEATURES,
     SOURCES,
     CandidateContext,
@@ -25,10 +25,9 @@ from engine.ranker import (
     merge_sources,
     train_ranker,
 )
-from engine.recommender import RankingParams, Recommender, index_entries
-from engine.types import Interaction, Item, UserState
-from index.exact import ExactIndex
-from stream.replay import catalog_items
+from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries
+from streamrec.engine.types import Interaction, Item, UserState
+from streamrec.index.exact import ExactIndex
 from tests import shop
 
 
@@ -406,7 +405,10 @@ def test_the_ranker_is_saved_versioned_and_checked(
 def test_offline_trending_for_the_ranker_leaves_out_the_validation_targets() -> None:
     import pandas as pd
 
-    from engine.hybrid_training import _without_validation_targets, trending_at_end
+    from streamrec.engine.offline.hybrid_training import (
+        _without_validation_targets,
+        trending_at_end,
+    )
 
     events = pd.DataFrame(
         {

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.reasons import Guard, build_prompt, check
-from engine.reasons.claims import CLAIMS, EVENT_CLAIMS
+from streamrec.engine.reasons import Guard, build_prompt, check
+from streamrec.engine.reasons.claims import CLAIMS, EVENT_CLAIMS
 
 TITLES = ["Trail Runner 3", "Road Racer 2", "Ridge Jacket", "Star Wars (1977)", "Cast Pan"]
 CATEGORIES = ["running", "outdoor", "kitchen", "New Releases"]

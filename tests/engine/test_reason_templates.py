@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.item_stats import ItemStats, TrendingItem
-from engine.reasons import (
+from streamrec.engine.reasons import (
     REASON_CODES,
     CitableHistory,
     Guard,
@@ -26,7 +25,8 @@ from engine.reasons import (
     tag_counts,
     trend_evidence,
 )
-from engine.types import Interaction, Item
+from streamrec.engine.serving.item_stats import ItemStats, TrendingItem
+from streamrec.engine.types import Interaction, Item
 
 EN, ZH = TemplateGenerator("en"), TemplateGenerator("zh")
 SHOES = [Item("s1", "Trail Runner 3", "running"), Item("s2", "Road Racer 2", "running")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.reasons import (
+from streamrec.engine.reasons import (
     GenerationError,
     GenerationTimeoutError,
     Guard,
@@ -15,7 +15,7 @@ from engine.reasons import (
     TemplateGenerator,
     evidence_signature,
 )
-from engine.reasons.generator import clean
+from streamrec.engine.reasons.generator import clean
 
 GUARD = Guard(["Trail Runner 3", "Ridge Jacket"], ["running", "outdoor"])
 SHOE = {"items": [{"item_id": "s1", "title": "Trail Runner 3", "event": "view", "share": 1.0}]}

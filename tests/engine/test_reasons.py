@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.reasons import (
+from streamrec.engine.reasons import (
     CitableHistory,
     ReasonParams,
     UnknownReasonCodeError,
@@ -19,7 +19,7 @@ from engine.reasons import (
     render,
     tag_counts,
 )
-from engine.types import Interaction, Item
+from streamrec.engine.types import Interaction, Item
 
 SHOE = Item("s1", "Trail Runner 3", "running", ("shoes",))
 JACKET = Item("j1", "Ridge Jacket", "outdoor")
@@ -297,7 +297,7 @@ def test_unknown_codes_raise_the_package_error():
 
 
 def test_the_recommender_imports_stay_importable_from_the_package():
-    import engine.reasons as reasons
+    import streamrec.engine.reasons as reasons
 
     for name in ("CitableHistory", "ReasonParams", "build_reason", "category_counts", "render"):
         assert hasattr(reasons, name)
@@ -308,5 +308,5 @@ def test_the_recommender_imports_stay_importable_from_the_package():
     "module", ["evidence", "templates", "guard", "prompt", "generator"], ids=str
 )
 def test_docstring_examples_hold(module):
-    mod = importlib.import_module(f"engine.reasons.{module}")
+    mod = importlib.import_module(f"streamrec.engine.reasons.{module}")
     assert doctest.testmod(mod, optionflags=doctest.ELLIPSIS).failed == 0

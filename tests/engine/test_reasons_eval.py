@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import engine.reasons.metrics as metrics
-from engine.item_stats import ItemStatsCounter, TrendParams
-from engine.reasons import Guard, Prompt, ReasonParams
-from engine.reasons.metrics import distinct_n, percentile, text_stats, tokens
-from engine.recommender import RankingParams
-from engine.types import Item
-from stream.replay import catalog_items
+import streamrec.engine.reasons.metrics as metrics
+from streamrec.engine.reasons import Guard, Prompt, ReasonParams
+from streamrec.engine.reasons.metrics import distinct_n, percentile, text_stats, tokens
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.engine.serving.item_stats import ItemStatsCounter, TrendParams
+from streamrec.engine.serving.recommender import RankingParams
+from streamrec.engine.types import Item
 from tests import shop
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.catalog import Catalog
-from engine.item_stats import ItemStats, TrendingItem
-from engine.reasons import (
+from streamrec.engine.reasons import (
     Guard,
     ReasonParams,
     SessionPartners,
@@ -18,10 +16,11 @@ from engine.reasons import (
     build_reason,
     trend_evidence,
 )
-from engine.recommender import RankingParams, Recommender, index_entries
-from engine.types import Interaction, Item, UserState
-from index.exact import ExactIndex
-from stream.replay import catalog_items
+from streamrec.engine.serving.catalog import Catalog, catalog_items
+from streamrec.engine.serving.item_stats import ItemStats, TrendingItem
+from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries
+from streamrec.engine.types import Interaction, Item, UserState
+from streamrec.index.exact import ExactIndex
 from tests import shop
 
 TENT = Item("tent", "Summit Tent 2", "camping")

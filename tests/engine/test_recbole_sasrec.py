@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.evaluation import evaluate_full_ranking, leave_last_out
-from engine.evaluation_runner import BaselineGrids, run_evaluation
-from engine.recbole_sasrec import RecBoleSASRec, atomic_interactions, load_recbole
-from engine.score_cache import cache_key, load_scores
+from streamrec.engine.offline.evaluation import evaluate_full_ranking, leave_last_out
+from streamrec.engine.offline.evaluation_runner import BaselineGrids, run_evaluation
+from streamrec.engine.offline.recbole_sasrec import RecBoleSASRec, atomic_interactions, load_recbole
+from streamrec.engine.offline.score_cache import cache_key, load_scores
 from tests.eval_data import events_from, shop_events
 
 try:

@@ -9,13 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.catalog import Catalog
-from engine.reasons import ReasonParams
-from engine.recommender import RankingParams, Recommender, index_entries
-from engine.types import Interaction, Item, UserState
-from index.exact import ExactIndex
-from index.faiss_index import FaissItemIndex
-from stream.replay import catalog_items
+from streamrec.engine.reasons import ReasonParams
+from streamrec.engine.serving.catalog import Catalog, catalog_items
+from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries
+from streamrec.engine.types import Interaction, Item, UserState
+from streamrec.index.exact import ExactIndex
+from streamrec.index.faiss_index import FaissItemIndex
 from tests import shop
 
 
@@ -331,7 +330,7 @@ def test_online_ranking_equals_the_offline_full_ranking(recommender, trained):
 
 
 def test_augmented_inner_product_is_the_scoring_function(trained):
-    from engine.scoring import augment_items, augment_user, score_items
+    from streamrec.engine.serving.scoring import augment_items, augment_user, score_items
 
     model = trained.model
     user = model.embed_user(["books-1", "books-2"], ["view", "purchase"])

@@ -10,21 +10,26 @@ import pandas as pd
 import pytest
 import torch
 
-from engine.catalog import Catalog
-from engine.evaluation import evaluate_full_ranking, leave_last_out
-from engine.hybrid_training import train_model
-from engine.model import ItemModel, ModelFormatError
-from engine.recommender import RankingParams, Recommender, index_entries
-from engine.sequential import SequenceEncoder, SequenceParams, pad_left, type_codes
-from engine.sequential_training import (
+from streamrec.engine.offline.evaluation import evaluate_full_ranking, leave_last_out
+from streamrec.engine.offline.hybrid_training import train_model
+from streamrec.engine.offline.sequential_training import (
     holdout_last,
     train_sequences,
     user_sequences,
     validation_ndcg,
 )
-from engine.training import TrainParams
-from engine.types import Interaction, Item, UserState
-from index.exact import ExactIndex
+from streamrec.engine.offline.training import TrainParams
+from streamrec.engine.serving.catalog import Catalog
+from streamrec.engine.serving.model import ItemModel, ModelFormatError
+from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries
+from streamrec.engine.serving.sequential import (
+    SequenceEncoder,
+    SequenceParams,
+    pad_left,
+    type_codes,
+)
+from streamrec.engine.types import Interaction, Item, UserState
+from streamrec.index.exact import ExactIndex
 
 N_ITEMS = 30
 SMALL = SequenceParams(

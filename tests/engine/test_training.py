@@ -15,15 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.content import ContentEncoder, content_tokens, hash_features
-from engine.evaluation import (
+from streamrec.engine.offline.evaluation import (
     PopularityRecommender,
     evaluate_full_ranking,
     format_markdown,
     leave_last_out,
 )
-from engine.model import ItemModel, ModelFormatError, ModelNotFoundError
-from engine.training import TrainParams, cooccurrence, factorise, shifted_ppmi, train_item_model
+from streamrec.engine.offline.training import (
+    TrainParams,
+    cooccurrence,
+    factorise,
+    shifted_ppmi,
+    train_item_model,
+)
+from streamrec.engine.serving.content import ContentEncoder, content_tokens, hash_features
+from streamrec.engine.serving.model import ItemModel, ModelFormatError, ModelNotFoundError
 
 NOW = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
 
@@ -283,7 +289,7 @@ def test_content_encoder_large_catalog_path_matches_exact_ridge(
     texts = [(f"title {i % 7}", f"cat{i % 3}", [f"t{i % 5}"], "") for i in range(60)]
     targets = rng.standard_normal((60, 4)).astype(np.float32)
     exact = ContentEncoder.fit(texts, targets, n_features=256, ridge=1.0)
-    monkeypatch.setattr("engine.content.DUAL_SOLVE_MAX_ITEMS", 10)
+    monkeypatch.setattr("streamrec.engine.serving.content.DUAL_SOLVE_MAX_ITEMS", 10)
     iterative = ContentEncoder.fit(texts, targets, n_features=256, ridge=1.0)
     np.testing.assert_allclose(iterative.weights, exact.weights, atol=1e-4)
 
@@ -304,7 +310,7 @@ def test_content_tokens_cover_words_category_and_tags() -> None:
 
 def test_feature_hashing_does_not_depend_on_pythons_hash_seed() -> None:
     code = (
-        "from engine.content import hash_features; "
+        "from streamrec.engine.serving.content import hash_features; "
         "x = hash_features([['toy', 'cat:animation', 'tag:comedy']], 1024); "
         "print(sorted(zip(x.indices.tolist(), x.data.round(6).tolist())))"
     )
@@ -325,7 +331,7 @@ def test_feature_hashing_does_not_depend_on_pythons_hash_seed() -> None:
 
 @pytest.mark.slow
 def test_beats_popularity_on_movielens_leave_last_out() -> None:
-    from engine.datasets import DatasetError, load_movielens_100k
+    from streamrec.engine.offline.datasets import DatasetError, load_movielens_100k
 
     try:
         data = load_movielens_100k()

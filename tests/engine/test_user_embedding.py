@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from engine.model import ItemModel
-from engine.scoring import (
+from streamrec.engine.serving.model import ItemModel
+from streamrec.engine.serving.scoring import (
     ScoringParams,
     normalised_log_popularity,
     score_items,
     score_items_batch,
 )
-from engine.user_embedding import (
+from streamrec.engine.serving.user_embedding import (
     EventWeights,
     UserEmbeddingParams,
     contribution_rows,

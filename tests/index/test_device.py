@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.device import DeviceUnavailableError, choose_device, faiss_gpu_count
-from index.faiss_index import FaissItemIndex
+from streamrec.index.device import DeviceUnavailableError, choose_device, faiss_gpu_count
+from streamrec.index.faiss_index import FaissItemIndex
 
 needs_gpu = pytest.mark.skipif(faiss_gpu_count() == 0, reason="faiss sees no GPU here")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.ports import CandidateIndex
-from index.exact import ExactIndex
-from index.faiss_index import FaissItemIndex, IndexFileError
-from index.table import IndexInputError
+from streamrec.engine.ports import CandidateIndex
+from streamrec.index.exact import ExactIndex
+from streamrec.index.faiss_index import FaissItemIndex, IndexFileError
+from streamrec.index.table import IndexInputError
 
 DIM = 8
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.faiss_index import FaissItemIndex
+from streamrec.index.faiss_index import FaissItemIndex
 from tests import shop
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (optional 'lm'/GPU path)")
 
-from index.exact import ExactIndex  # noqa: E402
-from index.torch_index import TorchExactIndex, _block_topk  # noqa: E402
+from streamrec.index.exact import ExactIndex  # noqa: E402
+from streamrec.index.torch_index import TorchExactIndex, _block_topk  # noqa: E402
 
 DEVICES = [
     "cpu",

@@ -7,8 +7,14 @@ import doctest
 import numpy as np
 import pytest
 
-import index.tuning as tuning
-from index.tuning import FLAT_MAX_ITEMS, Candidate, default_candidates, recall_at_k, tune_index
+import streamrec.index.tuning as tuning
+from streamrec.index.tuning import (
+    FLAT_MAX_ITEMS,
+    Candidate,
+    default_candidates,
+    recall_at_k,
+    tune_index,
+)
 
 
 def clustered(n: int, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from stream.contracts import encode_item
-from stream.kafka_io import ensure_topics
-from stream.replay import catalog_items
-from stream.settings import Settings
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.stream.contracts import encode_item
+from streamrec.stream.kafka_io import ensure_topics
+from streamrec.stream.settings import Settings
 from tests import shop
 from tests.conftest import WorkerProcess
 from tests.integration.kafka_helpers import produce

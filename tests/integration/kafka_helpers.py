@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream.settings import Settings
+from streamrec.stream.settings import Settings
 
 
 def produce(

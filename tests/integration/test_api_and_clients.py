@@ -15,14 +15,15 @@ import pytest
 import redis as redis_sync
 from pydantic import SecretStr
 
-from engine.types import Recommendation
-from stream.client import AsyncEventProducer, EventProducer, recommendations
-from stream.contracts import InvalidMessage, encode_item
-from stream.kafka_io import ensure_topics
-from stream.local_infra import start_redis
-from stream.redis_store import user_key
-from stream.replay import catalog_items, wait_for_catalog
-from stream.settings import Settings
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.engine.types import Recommendation
+from streamrec.stream.cli.local_infra import start_redis
+from streamrec.stream.cli.replay import wait_for_catalog
+from streamrec.stream.client import AsyncEventProducer, EventProducer, recommendations
+from streamrec.stream.contracts import InvalidMessage, encode_item
+from streamrec.stream.kafka_io import ensure_topics
+from streamrec.stream.redis_store import user_key
+from streamrec.stream.settings import Settings
 from tests import shop
 from tests.conftest import ROOT, free_port, settings_env
 from tests.integration.kafka_helpers import produce
@@ -40,7 +41,7 @@ class Api:
             [
                 sys.executable,
                 "-m",
-                "stream.cli",
+                "streamrec",
                 "api",
                 "--host",
                 "127.0.0.1",

@@ -26,12 +26,13 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from stream.contracts import encode_item
-from stream.kafka_io import ensure_topics
-from stream.local_infra import start_kafka, start_redis
-from stream.redis_store import user_key
-from stream.replay import catalog_items, wait_for_catalog
-from stream.settings import Settings
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.stream.cli.local_infra import start_kafka, start_redis
+from streamrec.stream.cli.replay import wait_for_catalog
+from streamrec.stream.contracts import encode_item
+from streamrec.stream.kafka_io import ensure_topics
+from streamrec.stream.redis_store import user_key
+from streamrec.stream.settings import Settings
 from tests import shop
 from tests.conftest import WorkerProcess, free_port
 from tests.integration.kafka_helpers import Collector, event, produce

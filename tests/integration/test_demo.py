@@ -20,7 +20,7 @@ def test_demo_trains_streams_and_shows_reasons_then_stops_everything(tmp_path: P
         [
             sys.executable,
             "-m",
-            "stream.cli",
+            "streamrec",
             "demo",
             "--events",
             "60",

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from engine.experiments import assign, load_experiments
-from stream.contracts import encode_item
-from stream.kafka_io import ensure_topics
-from stream.replay import catalog_items, wait_for_catalog
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.engine.serving.experiments import assign, load_experiments
+from streamrec.stream.cli.replay import wait_for_catalog
+from streamrec.stream.contracts import encode_item
+from streamrec.stream.kafka_io import ensure_topics
 from tests import shop
 from tests.conftest import run_cli
 from tests.integration.kafka_helpers import Collector, event, produce

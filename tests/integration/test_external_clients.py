@@ -14,8 +14,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from stream.local_infra import SCRIPTS, LocalService
-from stream.settings import Settings
+from streamrec.stream.cli.local_infra import SCRIPTS, LocalService
+from streamrec.stream.settings import Settings
 from tests import shop
 from tests.conftest import WorkerProcess
 from tests.integration.conftest import start_with_catalog

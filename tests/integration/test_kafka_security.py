@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from stream.contracts import encode_item
-from stream.kafka_io import KafkaUnavailableError, consumer, ensure_topics, producer, send_all
-from stream.local_infra import LocalService, start_kafka
-from stream.replay import catalog_items, wait_for_catalog
-from stream.settings import Settings
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.stream.cli.local_infra import LocalService, start_kafka
+from streamrec.stream.cli.replay import wait_for_catalog
+from streamrec.stream.contracts import encode_item
+from streamrec.stream.kafka_io import (
+    KafkaUnavailableError,
+    consumer,
+    ensure_topics,
+    producer,
+    send_all,
+)
+from streamrec.stream.settings import Settings
 from tests import shop
 from tests.conftest import run_cli
 from tests.integration.kafka_helpers import event

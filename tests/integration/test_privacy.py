@@ -11,10 +11,11 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from stream.contracts import encode_item
-from stream.kafka_io import ensure_topics
-from stream.local_infra import start_redis
-from stream.replay import catalog_items, wait_for_catalog
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.stream.cli.local_infra import start_redis
+from streamrec.stream.cli.replay import wait_for_catalog
+from streamrec.stream.contracts import encode_item
+from streamrec.stream.kafka_io import ensure_topics
 from tests import shop
 from tests.conftest import run_cli
 from tests.integration.kafka_helpers import Collector, event, produce
@@ -60,7 +61,7 @@ def test_worker_uses_redis_password_and_logs_no_secret_or_user_id(
 
 
 def test_a_forget_request_on_the_control_topic_erases_a_pseudonymised_user(settings, start_worker):
-    from stream.pseudonyms import pseudonymiser
+    from streamrec.stream.pseudonyms import pseudonymiser
 
     key = SecretStr("hmac-key-for-the-test")
     settings = settings.model_copy(update={"user_id_hmac_key": key})

@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stream.contracts import encode_item
-from stream.kafka_io import ensure_topics
-from stream.replay import catalog_items, wait_for_catalog
+from streamrec.engine.serving.catalog import catalog_items
+from streamrec.stream.cli.replay import wait_for_catalog
+from streamrec.stream.contracts import encode_item
+from streamrec.stream.kafka_io import ensure_topics
 from tests import shop
 from tests.conftest import free_port
 from tests.integration.kafka_helpers import Collector, event, produce

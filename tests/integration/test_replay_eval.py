@@ -1,7 +1,8 @@
 """Online replay evaluation: what the real worker publishes scores like the offline ranking.
 
 Each run starts its own Kafka broker and redis-server through deploy/local's scripts and
-one `streamrec worker` process (stream.replay_eval), on the synthetic shop of tests/shop.py.
+one `streamrec worker` process (streamrec.stream.cli.replay_eval), on the synthetic shop of
+tests/shop.py.
 With near-duplicate filtering off, the served list is the top of the same full scoring
 (exact Flat index over the same item vectors, the same user-vector code, the whole history
 excluded), so the online metrics are the offline ones.
@@ -15,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluation_report import TABLE_METRICS
-from engine.sequential import SequenceParams
-from engine.training import TrainParams
-from stream import evaluate_cli
-from stream.replay_eval import run_replay_evaluation
+from streamrec.engine.offline.evaluation_report import TABLE_METRICS
+from streamrec.engine.offline.training import TrainParams
+from streamrec.engine.serving.sequential import SequenceParams
+from streamrec.stream.cli import evaluate as evaluate_cli
+from streamrec.stream.cli.replay_eval import run_replay_evaluation
 from tests import shop
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream.kafka_io import TopicCreationError, ensure_topics
-from stream.settings import Settings
+from streamrec.stream.kafka_io import TopicCreationError, ensure_topics
+from streamrec.stream.settings import Settings
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration

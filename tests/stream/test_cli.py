@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def streamrec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "streamrec", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -161,8 +161,8 @@ def test_forget_and_explain_work_on_the_real_redis(redis_url):
     import numpy as np
     import redis as redis_sync
 
-    from engine.types import Event, Recommendation, RecommendedItem
-    from stream.redis_store import RedisStore
+    from streamrec.engine.types import Event, Recommendation, RecommendedItem
+    from streamrec.stream.redis_store import RedisStore
 
     async def seed() -> None:
         store = RedisStore.from_url(
@@ -211,9 +211,9 @@ def test_index_build_auto_tunes_a_large_catalog_and_records_why(tmp_path, monkey
     import json
     import shutil
 
-    import index.tuning
-    from index.faiss_index import FaissItemIndex
-    from stream.cli import build_index
+    import streamrec.index.tuning
+    from streamrec.index.build import build_index
+    from streamrec.index.faiss_index import FaissItemIndex
     from tests import shop
 
     model_dir = tmp_path / "m"
@@ -223,7 +223,7 @@ def test_index_build_auto_tunes_a_large_catalog_and_records_why(tmp_path, monkey
     assert FaissItemIndex.load(model_dir / "index").factory == "Flat"
     assert not (model_dir / "index" / "tuning.json").exists()
     # Pretend it is large: the approximate settings are measured and the choice is saved.
-    monkeypatch.setattr(index.tuning, "FLAT_MAX_ITEMS", 50)
+    monkeypatch.setattr(streamrec.index.tuning, "FLAT_MAX_ITEMS", 50)
     lines: list[str] = []
     build_index(model_dir, "auto", "cpu", say=lines.append)
     report = json.loads((model_dir / "index" / "tuning.json").read_text())
@@ -249,9 +249,9 @@ def test_index_build_chooses_the_index_for_the_whole_catalog_not_the_trained_ite
 
     import pandas as pd
 
-    import index.tuning
-    from index.faiss_index import FaissItemIndex
-    from stream.cli import build_index
+    import streamrec.index.tuning
+    from streamrec.index.build import build_index
+    from streamrec.index.faiss_index import FaissItemIndex
     from tests import shop
 
     model_dir = tmp_path / "m"
@@ -260,7 +260,7 @@ def test_index_build_chooses_the_index_for_the_whole_catalog_not_the_trained_ite
     grown = catalog.assign(item_id=[f"new-{n}" for n in range(len(catalog))])
     more = grown.assign(item_id=[f"newer-{n}" for n in range(len(catalog))]).head(50)
     pd.concat([catalog, grown, more]).to_parquet(model_dir / "catalog.parquet")
-    monkeypatch.setattr(index.tuning, "FLAT_MAX_ITEMS", 200)
+    monkeypatch.setattr(streamrec.index.tuning, "FLAT_MAX_ITEMS", 200)
     indexed, added, factory = build_index(model_dir, "auto", "cpu")
     assert (indexed, added) == (250, 150)
     # Tuned over all 250 (with only the 100 trained items it would not have been tuned);

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.types import Event, Item, Recommendation, RecommendedItem
-from stream.contracts import (
+from streamrec.engine.types import Event, Item, Recommendation, RecommendedItem
+from streamrec.stream.contracts import (
     ControlMessage,
     InvalidMessage,
     decode_control,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.evaluation_runner import MODEL_NAMES
-from stream import evaluate_cli
+from streamrec.engine.offline.evaluation_runner import MODEL_NAMES
+from streamrec.stream.cli import evaluate as evaluate_cli
 from tests.eval_data import shop_catalog, shop_events
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

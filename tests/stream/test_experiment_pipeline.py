@@ -21,17 +21,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from engine.catalog import Catalog
-from engine.experiments import ExperimentConfigError, assign, load_experiments
-from engine.model import ItemModel
-from engine.reasons.generator import OUTCOMES
-from engine.recommender import Recommender
-from index.faiss_index import FaissItemIndex
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline, RawMessage
-from stream.redis_store import RedisStore
-from stream.replay import catalog_items
-from stream.settings import Settings
+from streamrec.engine.reasons.generator import OUTCOMES
+from streamrec.engine.serving.catalog import Catalog, catalog_items
+from streamrec.engine.serving.experiments import ExperimentConfigError, assign, load_experiments
+from streamrec.engine.serving.model import ItemModel
+from streamrec.engine.serving.recommender import Recommender
+from streamrec.index.faiss_index import FaissItemIndex
+from streamrec.stream.redis_store import RedisStore
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.metrics import Metrics
+from streamrec.stream.worker.pipeline import Pipeline, RawMessage
 from tests import shop
 from tests.conftest import ROOT, settings_env
 from tests.stream.test_reason_backends import ChatServer
@@ -466,7 +465,7 @@ def test_forgetting_a_user_removes_them_from_the_experiment_counts(
 
 def _report(settings: Settings, name: str, *more: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", "experiment", "report", name, *more],
+        [sys.executable, "-m", "streamrec", "experiment", "report", name, *more],
         cwd=ROOT,
         env={**os.environ, **settings_env(settings)},
         capture_output=True,

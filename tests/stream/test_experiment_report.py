@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.experiment_report import cumulative, rebucket
+from streamrec.stream.cli.experiment_report import cumulative, rebucket
 
 SERIES = {
     100: {"lists": 10, "click": 1},

@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from engine.catalog import Catalog
-from engine.recommender import Recommender
-from engine.types import Item
-from index.faiss_index import FaissItemIndex
-from stream.cli import build_index
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline, RawMessage
-from stream.redis_store import RedisStore
-from stream.replay import catalog_items
+from streamrec.engine.serving.catalog import Catalog, catalog_items
+from streamrec.engine.serving.recommender import Recommender
+from streamrec.engine.types import Item
+from streamrec.index.build import build_index
+from streamrec.index.faiss_index import FaissItemIndex
+from streamrec.stream.redis_store import RedisStore
+from streamrec.stream.worker.metrics import Metrics
+from streamrec.stream.worker.pipeline import Pipeline, RawMessage
 from tests import shop
 
 pytestmark = pytest.mark.integration

@@ -12,16 +12,15 @@ import pytest
 import redis as redis_sync
 from prometheus_client import CollectorRegistry
 
-from engine.catalog import Catalog
-from engine.item_stats import ItemStats, ItemStatsCounter, TrendParams
-from engine.recommender import Ranked, Recommender
-from engine.types import Event, Interaction, UserState
-from index.faiss_index import FaissItemIndex
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline, RawMessage
-from stream.redis_store import TREND, RedisStore, cooccurrence_key
-from stream.replay import catalog_items
-from stream.settings import Settings
+from streamrec.engine.serving.catalog import Catalog, catalog_items
+from streamrec.engine.serving.item_stats import ItemStats, ItemStatsCounter, TrendParams
+from streamrec.engine.serving.recommender import Ranked, Recommender
+from streamrec.engine.types import Event, Interaction, UserState
+from streamrec.index.faiss_index import FaissItemIndex
+from streamrec.stream.redis_store import TREND, RedisStore, cooccurrence_key
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.metrics import Metrics
+from streamrec.stream.worker.pipeline import Pipeline, RawMessage
 from tests import shop
 
 pytestmark = pytest.mark.integration

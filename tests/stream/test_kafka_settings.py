@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from stream.kafka_io import topic_errors, topic_specs
-from stream.settings import Settings
+from streamrec.stream.kafka_io import topic_errors, topic_specs
+from streamrec.stream.settings import Settings
 
 
 @pytest.mark.parametrize(("brokers", "replicas"), [(1, 1), (2, 2), (3, 3), (7, 3)])

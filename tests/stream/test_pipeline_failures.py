@@ -19,16 +19,15 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from engine.catalog import Catalog, CatalogChange
-from engine.item_stats import ItemStats
-from engine.recommender import Ranked, Recommender
-from engine.types import Item, UserState
-from index.faiss_index import FaissItemIndex
-from stream.contracts import encode_item
-from stream.metrics import Metrics
-from stream.pipeline import Pipeline, RawMessage
-from stream.redis_store import CATALOG, RedisStore, experiment_key, user_key
-from stream.replay import catalog_items
+from streamrec.engine.serving.catalog import Catalog, CatalogChange, catalog_items
+from streamrec.engine.serving.item_stats import ItemStats
+from streamrec.engine.serving.recommender import Ranked, Recommender
+from streamrec.engine.types import Item, UserState
+from streamrec.index.faiss_index import FaissItemIndex
+from streamrec.stream.contracts import encode_item
+from streamrec.stream.redis_store import CATALOG, RedisStore, experiment_key, user_key
+from streamrec.stream.worker.metrics import Metrics
+from streamrec.stream.worker.pipeline import Pipeline, RawMessage
 from tests import shop
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from engine.reasons import (
+from streamrec.engine.reasons import (
     REASON_CODES,
     GenerationError,
     GenerationTimeoutError,
@@ -27,9 +27,10 @@ from engine.reasons import (
     TemplateGenerator,
     build_prompt,
 )
-from engine.recommender import Ranked
-from engine.types import Recommendation, RecommendedItem
-from stream.reason_backends import (
+from streamrec.engine.serving.recommender import Ranked
+from streamrec.engine.types import Recommendation, RecommendedItem
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.reason_backends import (
     LMUnavailableError,
     OpenAICompatibleBackend,
     ReasonWarmer,
@@ -39,7 +40,6 @@ from stream.reason_backends import (
     completion_text,
     rewrite_reasons,
 )
-from stream.settings import Settings
 
 HALLUCINATION = "Trending now: 12,000 shoppers bought Ridge Jacket, see https://deals.example"
 SLOW_S = 2.0

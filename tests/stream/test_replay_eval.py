@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from engine.evaluation import MetricEstimate
-from engine.evaluation_report import TABLE_METRICS
-from stream.replay_eval import run_replay_evaluation
-from stream.replay_report import ReplayReport
+from streamrec.engine.offline.evaluation import MetricEstimate
+from streamrec.engine.offline.evaluation_report import TABLE_METRICS
+from streamrec.stream.cli.replay_eval import run_replay_evaluation
+from streamrec.stream.cli.replay_report import ReplayReport
 from tests import shop
 
 

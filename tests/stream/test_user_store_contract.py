@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import redis as redis_sync
 
-from engine.state import InMemoryUserStore, UserStore
-from engine.types import Event, Interaction
-from stream.local_infra import start_redis
-from stream.redis_store import RedisStore
+from streamrec.engine.serving.state import InMemoryUserStore, UserStore
+from streamrec.engine.types import Event, Interaction
+from streamrec.stream.cli.local_infra import start_redis
+from streamrec.stream.redis_store import RedisStore
 
 HISTORY = 5
 
@@ -246,7 +246,7 @@ class TestSeenItems:
 
 @pytest.mark.integration
 def test_impressions_are_counted_per_item_and_reach_the_next_state(redis_url):
-    from engine.types import Recommendation, RecommendedItem
+    from streamrec.engine.types import Recommendation, RecommendedItem
 
     async def scenario() -> tuple[dict[str, int], dict[str, int], int]:
         store = RedisStore.from_url(
@@ -280,7 +280,7 @@ def test_impressions_are_counted_per_item_and_reach_the_next_state(redis_url):
 
 @pytest.mark.integration
 def test_without_an_impressions_window_nothing_is_counted(redis_url):
-    from engine.types import Recommendation, RecommendedItem
+    from streamrec.engine.types import Recommendation, RecommendedItem
 
     async def scenario() -> dict[str, int]:
         store = RedisStore.from_url(
@@ -313,8 +313,8 @@ def test_forget_treats_the_user_id_as_text_not_as_a_pattern(redis_url):
 def test_with_a_pseudonym_key_no_user_id_reaches_redis(redis_url):
     from pydantic import SecretStr
 
-    from engine.types import Recommendation
-    from stream.pseudonyms import pseudonymiser
+    from streamrec.engine.types import Recommendation
+    from streamrec.stream.pseudonyms import pseudonymiser
 
     def keyed(key: str) -> RedisStore:
         return RedisStore.from_url(
@@ -353,7 +353,7 @@ def test_with_a_pseudonym_key_no_user_id_reaches_redis(redis_url):
 def test_a_store_keyed_unlike_the_workers_knows_it(redis_url):
     from pydantic import SecretStr
 
-    from stream.pseudonyms import pseudonymiser
+    from streamrec.stream.pseudonyms import pseudonymiser
 
     def store(key: str | None) -> RedisStore:
         return RedisStore.from_url(
@@ -383,6 +383,6 @@ def test_a_store_keyed_unlike_the_workers_knows_it(redis_url):
 def test_the_pseudonym_examples_hold():
     import doctest
 
-    import stream.pseudonyms
+    import streamrec.stream.pseudonyms
 
-    assert doctest.testmod(stream.pseudonyms).failed == 0
+    assert doctest.testmod(streamrec.stream.pseudonyms).failed == 0

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import faust
 import pytest
 
-from stream.worker import make_worker
+from streamrec.stream.worker.service import make_worker
 
 
 @pytest.fixture

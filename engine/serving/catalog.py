@@ -1,0 +1,84 @@
+"""The item catalog as the engine sees it: metadata by id, availability, popularity."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from streamrec.engine.types import Item
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    """What an item message did: "added", "updated", "unavailable" or "unchanged"."""
+
+    item_id: str
+    action: str
+
+
+class Catalog:
+    """Mutable item metadata keyed by item id (single-writer: the worker's event loop)."""
+
+    def __init__(self, items: Iterable[Item] = ()) -> None:
+        self._items: dict[str, Item] = {}
+        for item in items:
+            self._items[item.item_id] = item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._items
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self._items.values())
+
+    def get(self, item_id: str) -> Item | None:
+        return self._items.get(item_id)
+
+    def is_available(self, item_id: str) -> bool:
+        item = self._items.get(item_id)
+        return item is not None and item.available
+
+    def put(self, item: Item) -> CatalogChange:
+        """Insert or replace an item and say what changed."""
+        old = self._items.get(item.item_id)
+        self._items[item.item_id] = item
+        if old == item:
+            return CatalogChange(item.item_id, "unchanged")
+        if not item.available:
+            return CatalogChange(item.item_id, "unavailable")
+        return CatalogChange(item.item_id, "added" if old is None else "updated")
+
+
+def catalog_items(catalog: pd.DataFrame) -> list[Item]:
+    """Catalog rows (streamrec.engine.offline.datasets schema) as items."""
+    items = []
+    for row in catalog.to_dict("records"):
+        price = row.get("price")
+        description = row.get("description")
+        tags = row.get("tags")
+        if isinstance(tags, str):
+            tags = json.loads(tags) if tags.startswith("[") else [t for t in tags.split("|") if t]
+        items.append(
+            Item(
+                item_id=str(row["item_id"]),
+                title=str(row["title"]),
+                category=str(row.get("category") or ""),
+                tags=tuple(str(t) for t in (tags if tags is not None else ())),
+                price=None
+                if price is None or (isinstance(price, float) and math.isnan(price))
+                else float(price),
+                description=None
+                if not isinstance(description, str) or not description
+                else description,
+                available=bool(row.get("available", True)),
+            )
+        )
+    return items

@@ -1,0 +1,743 @@
+"""The recommender: user state in, ranked items with reasons out. Pure, no I/O.
+
+Per user: the user vector is computed from the vectors of their recent items
+(:mod:`streamrec.engine.serving.user_embedding`, the same code as offline evaluation). The index
+holds item
+vectors augmented with the popularity prior
+(:func:`streamrec.engine.serving.scoring.augment_items`), so
+its inner product *is* the final score and candidates arrive in final order. Candidates
+are filtered (purchased, unavailable, already seen), de-duplicated and explained
+(:mod:`streamrec.engine.reasons`). Users without usable history, and short lists, are filled with
+the most popular available items, those in the categories of the user's events first,
+labelled as such. Online item statistics
+(:class:`streamrec.engine.serving.item_stats.ItemStats`: trending items, bought/viewed-together
+counts),
+when the caller passes them, back the ``trending`` and ``*_together`` reasons.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import heapq
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from streamrec.engine.ports import CandidateIndex, FloatArray, Hits
+from streamrec.engine.reasons import (
+    CitableHistory,
+    Language,
+    Reason,
+    ReasonParams,
+    SessionPartners,
+    TemplateGenerator,
+    build_reason,
+    category_counts,
+    tag_counts,
+    trend_evidence,
+)
+from streamrec.engine.serving.adaptation import adaptations
+from streamrec.engine.serving.catalog import Catalog, CatalogChange
+from streamrec.engine.serving.diversity import mmr_order
+from streamrec.engine.serving.item_stats import ItemStats
+from streamrec.engine.serving.model import ItemModel
+from streamrec.engine.serving.ranker import (
+    FEATURES,
+    SOURCES,
+    CandidateContext,
+    merge_sources,
+    rerank_scores,
+)
+from streamrec.engine.serving.scoring import (
+    augment_items,
+    augment_user,
+    normalised_log_popularity,
+    score_items,
+)
+from streamrec.engine.serving.user_embedding import (
+    contribution_rows,
+    cosine_rows,
+    history_weights,
+    user_embedding,
+)
+from streamrec.engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
+
+_TITLE_NOISE = re.compile(r"[^a-z0-9]+")
+# (interactions with a vector, their (h, d) vectors, their (h,) weights)
+_History = tuple[list[Interaction], FloatArray, npt.NDArray[np.float64]]
+
+
+class IndexMismatchError(ValueError):
+    """The index was not built for this model (wrong dimension)."""
+
+
+@dataclass(frozen=True)
+class RankingParams:
+    """Ranking knobs.
+
+    Attributes:
+        k: items per recommendation list.
+        fan_out: extra candidates fetched beyond k and the user's excluded items, to
+            survive availability and near-duplicate filtering.
+        exclude_seen: drop every item the user interacted with (``UserState.seen``, not
+            bounded by the history length) and those in their recent history.
+        near_duplicate_cosine: a candidate this similar to an already-chosen item is skipped.
+        diversity_weight: MMR weight w in [0, 1]
+            (:func:`streamrec.engine.serving.diversity.mmr_order`) over
+            the eligible candidates; 0 keeps the score order.
+        max_impressions: an item already recommended to the user this many times in the
+            impressions window (``UserState.shown``) is not shown again; 0 turns it off.
+        sources: the candidate sources the learned ranker draws from (:data:`SOURCES`).
+        ranker_weights: (feature, weight) pairs replacing the learned ranker's weights of
+            those features (standardised features,
+            :class:`streamrec.engine.serving.ranker.LinearRanker`).
+    """
+
+    k: int = 10
+    fan_out: int = 50
+    exclude_seen: bool = True
+    near_duplicate_cosine: float = 0.985
+    diversity_weight: float = 0.0
+    max_impressions: int = 0
+    reasons: ReasonParams = field(default_factory=ReasonParams)
+    reason_language: Language = "en"
+    sources: tuple[str, ...] = SOURCES
+    ranker_weights: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.sources) - set(SOURCES)
+        if unknown or not self.sources:
+            msg = f"sources must be a non-empty subset of {SOURCES}, got {self.sources}"
+            raise ValueError(msg)
+        bad = {name for name, _ in self.ranker_weights} - set(FEATURES)
+        if bad:
+            msg = f"unknown ranker features {sorted(bad)}; known: {', '.join(FEATURES)}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked list plus the user vector that produced it ((d,), zeros if no history)."""
+
+    recommendation: Recommendation
+    user_vector: FloatArray
+
+
+def index_entries(model: ItemModel) -> tuple[list[str], FloatArray]:
+    """The ids and (n, query_dim + 1) index vectors of every item the model knows."""
+    vectors = augment_items(model.index_vectors, model.log_popularity, model.scoring)
+    return list(model.item_ids), vectors
+
+
+def index_queries(model: ItemModel, limit: int = 1000, seed: int = 0) -> FloatArray:
+    """Representative (q, query_dim + 1) queries for measuring an index of the model: the
+    query vectors of one-item histories, for a seeded sample of at most ``limit`` items."""
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(model.n_items, size=min(limit, model.n_items), replace=False)
+    users = model.embed_users([[model.item_ids[i]] for i in sample], [["view"]] * len(sample))
+    return augment_user(users)
+
+
+class Recommender:
+    """Ranks items for users from a trained :class:`ItemModel`, an index and the catalog.
+
+    Single-threaded: the stream layer calls it from one executor thread.
+
+    Raises:
+        IndexMismatchError: the index dimension is not the model's d + 1.
+    """
+
+    def __init__(
+        self,
+        model: ItemModel,
+        index: CandidateIndex,
+        catalog: Catalog,
+        params: RankingParams | None = None,
+    ) -> None:
+        if index.dim != model.query_dim + 1:
+            msg = (
+                f"index dimension {index.dim} does not match model {model.version} "
+                f"(expected {model.query_dim + 1}); rebuild it with `streamrec index build`"
+            )
+            raise IndexMismatchError(msg)
+        self.model = model
+        self.index = index
+        self.catalog = catalog
+        self.params = params or RankingParams()
+        self._templates = TemplateGenerator(self.params.reason_language)
+        self._row = model.index
+        self._content_vectors: dict[str, FloatArray] = {}
+        self._log_popularity = normalised_log_popularity(model.popularity)
+        self._by_popularity = [
+            model.item_ids[i] for i in np.argsort(-model.popularity, kind="stable")
+        ]
+        self._popularity_rank = {item: r for r, item in enumerate(self._by_popularity)}
+        # Each category's items, most popular first (the model's categories).
+        self._popular_in: dict[str, list[str]] = {}
+        for item_id in self._by_popularity:
+            category = model.item_categories[self._row[item_id]]
+            if category:
+                self._popular_in.setdefault(category, []).append(item_id)
+
+    def with_params(self, params: RankingParams) -> Recommender:
+        """This recommender ranking with other knobs (an experiment's variant): the same
+        model, index, catalog and caches, shared, not copied.
+
+        Raises:
+            ValueError: ``params`` choose candidate sources or ranker weights, and the
+                model has no learned ranker to apply them to.
+        """
+        if params == self.params:
+            return self
+        ranker = self.model.ranker
+        custom = params.ranker_weights or params.sources != SOURCES
+        if custom and ranker is None:
+            msg = (
+                f"model {self.model.version} has no learned ranker (training keeps it only "
+                "when it beats the model's order), so candidate sources and ranking "
+                "weights cannot be changed"
+            )
+            raise ValueError(msg)
+        other = copy.copy(self)
+        other.params = params
+        if params.reason_language != self.params.reason_language:
+            other._templates = TemplateGenerator(params.reason_language)
+        if ranker is not None and params.ranker_weights != self.params.ranker_weights:
+            weights = ranker.weights.copy()
+            for name, weight in params.ranker_weights:
+                weights[FEATURES.index(name)] = weight
+            other.model = dataclasses.replace(
+                self.model, ranker=dataclasses.replace(ranker, weights=weights)
+            )
+        return other
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version
+
+    def is_cold_start(self, item_id: str) -> bool:
+        """True for items whose vector comes from their content, not from interactions:
+        items the model has never seen, and catalog-only items it was trained with."""
+        row = self._row.get(item_id)
+        return row is None or self.model.popularity[row] == 0
+
+    def item_vector(self, item_id: str) -> FloatArray | None:
+        """The (d,) vector of an item: learned, or from its content for new items."""
+        row = self._row.get(item_id)
+        if row is not None:
+            vector: FloatArray = self.model.vectors[row]
+            return vector
+        content = self._content_vectors.get(item_id)
+        if content is not None:
+            return content
+        indexed = self.index.vector(item_id)
+        return None if indexed is None else indexed[: self.model.dim]
+
+    def apply_item(self, item: Item) -> CatalogChange:
+        """Take a new or changed catalog entry into account immediately.
+
+        New items without interaction data get a vector from their text (the model's
+        content encoder) and are indexed; ``available=False`` removes an item from the
+        index (it stays in the catalog so histories can still name it).
+        """
+        change = self.catalog.put(item)
+        if not item.available:
+            self.index.remove([item.item_id])
+            return change
+        if (
+            change.action == "unchanged"
+            and item.item_id in self._row
+            and item.item_id in self.index
+        ):
+            return change
+        self._index_item(item, encode=True)
+        return change
+
+    def _index_item(self, item: Item, *, encode: bool) -> None:
+        """Upsert one available item: its learned vector, or its content vector (encoded
+        from its text when ``encode`` or not cached yet)."""
+        row = self._row.get(item.item_id)
+        if row is None:
+            if self.model.content is None:
+                return  # no content encoder: the item waits for interaction data
+            vector = self._content_vectors.get(item.item_id)
+            if encode or vector is None:
+                vector = self.model.content.encode(
+                    item.title, item.category, list(item.tags), item.description or ""
+                )
+                self._content_vectors[item.item_id] = vector
+            # The encoder has no embedding for an item it never saw: only the content part.
+            indexed = np.concatenate([vector, np.zeros(self.model.sequence_dim, np.float32)])
+            pop = np.zeros(1, dtype=np.float32)
+        else:
+            indexed = self.model.index_vectors[row]
+            pop = self._log_popularity[row : row + 1]
+        vectors = augment_items(indexed[None, :], pop, self.model.scoring)
+        current = self.index.vector(item.item_id)
+        if current is not None and np.array_equal(current, vectors[0]):
+            return  # already indexed as it is (e.g. by `streamrec index build`): no churn
+        self.index.upsert([item.item_id], vectors)
+
+    def swap_index(self, index: CandidateIndex) -> int:
+        """Serve from ``index`` from now on (e.g. a rebuilt one, tuned for a grown catalog).
+
+        The catalog as this recommender knows it is replayed onto the new index first:
+        unavailable items are removed, items indexed from their text are upserted with
+        their current vectors, and available items it lacks are indexed.
+
+        Returns:
+            How many items were upserted into the new index.
+
+        Raises:
+            IndexMismatchError: the index dimension is not the model's query_dim + 1 (the
+                old index stays in use).
+        """
+        if index.dim != self.model.query_dim + 1:
+            msg = (
+                f"index dimension {index.dim} does not match model {self.model.version} "
+                f"(expected {self.model.query_dim + 1}); keeping the current index"
+            )
+            raise IndexMismatchError(msg)
+        gone = [i.item_id for i in self.catalog if not i.available and i.item_id in index]
+        index.remove(gone)
+        previous, self.index = self.index, index
+        upserted = 0
+        try:
+            for item in self.catalog:
+                if item.available and (
+                    item.item_id in self._content_vectors or item.item_id not in index
+                ):
+                    self._index_item(item, encode=False)
+                    upserted += 1
+        except Exception:
+            self.index = previous
+            raise
+        return upserted
+
+    def user_vector(self, state: UserState) -> FloatArray:
+        """The user's (query_dim,) query vector from their recent events; zeros for none.
+
+        Identical to ``ItemModel.embed_user`` (offline evaluation) for items the model
+        knows; cold-start items count in the linear part with their content vectors.
+        """
+        user: FloatArray = self._embed_all([state], [self._history(state)])[0]
+        return user
+
+    def _embed(self, history: _History) -> FloatArray:
+        _, vectors, weights = history
+        if not len(weights):
+            return np.zeros(self.model.dim, dtype=np.float32)
+        return user_embedding(vectors, weights)
+
+    def _embed_all(self, states: Sequence[UserState], histories: Sequence[_History]) -> FloatArray:
+        """(u, query_dim): the linear part per user, the encoder's part in one batch."""
+        users = np.zeros((len(states), self.model.query_dim), dtype=np.float32)
+        for u, history in enumerate(histories):
+            users[u, : self.model.dim] = self._embed(history)
+        adapt = self.model.adaptation
+        if adapt.enabled:
+            users[:, : self.model.dim] += adaptations(
+                [h[1] for h in histories], [h[2] for h in histories], adapt, self.model.dim
+            )
+        encoder = self.model.encoder
+        if encoder is not None:
+            inputs = [
+                self.model.sequence_rows(
+                    [i.item_id for i in state.history], [i.type for i in state.history]
+                )
+                for state in states
+            ]
+            users[:, self.model.dim :] = encoder.encode(
+                [rows for rows, _ in inputs], [kinds for _, kinds in inputs]
+            )
+        return users
+
+    def recommend(
+        self,
+        states: Sequence[UserState],
+        trigger_event_ids: Sequence[str],
+        now_ms: int,
+        stats: ItemStats | None = None,
+    ) -> list[Ranked]:
+        """One ranked list per user state, with one index search for the whole batch.
+
+        ``stats`` (plain data, read by the caller) back trending and bought/viewed-together
+        reasons; without them those reasons are never given."""
+        histories = [self._history(state) for state in states]
+        vectors = list(self._embed_all(states, histories))
+        excluded = [self._excluded(state) for state in states]
+        personal = [i for i, v in enumerate(vectors) if np.any(v)]
+        hits = self._search(personal, vectors, excluded)
+        out = []
+        for i, state in enumerate(states):
+            found = hits.get(i, Hits((), ()))
+            rec = Recommendation(
+                user_id=state.user_id,
+                trigger_event_id=trigger_event_ids[i],
+                generated_at=now_ms,
+                model_version=self.model.version,
+                items=tuple(self._rank(state, histories[i], vectors[i], found, excluded[i], stats)),
+            )
+            out.append(Ranked(rec, vectors[i]))
+        return out
+
+    def _search(
+        self, users: Sequence[int], vectors: Sequence[FloatArray], excluded: Sequence[set[str]]
+    ) -> dict[int, Hits]:
+        """One index search for the batch's ``users``, deep enough for each to survive its
+        exclusions: the batch asks for what 9 in 10 of them need, and the few with longer
+        exclusion lists (heavy users) get a second, deeper search of their own."""
+        if not users:
+            return {}
+        base = self.params.k + self.params.fan_out
+        if self.model.ranker is not None:
+            base = max(base, self.model.ranker.settings.candidates)
+        need = np.asarray([len(excluded[i]) for i in users])
+        cap = int(np.percentile(need, 90))
+        queries = augment_user(np.stack([vectors[i] for i in users]))
+        hits = dict(zip(users, self.index.search(queries, base + cap), strict=True))
+        deep = np.flatnonzero(need > cap)
+        if len(deep):
+            more = self.index.search(queries[deep], base + int(need[deep].max()))
+            hits.update(zip([users[int(j)] for j in deep], more, strict=True))
+        return hits
+
+    def _history(self, state: UserState) -> _History:
+        """The last ``max_history`` interactions that have a vector, their (h, d) vectors
+        and (h,) weights. Weights are computed over all of the last ``max_history``
+        events before unknown items are dropped, exactly as ``ItemModel.history`` does."""
+        recent = state.history[-self.model.user_params.max_history :]
+        weights = history_weights([i.type for i in recent], self.model.user_params)
+        known = [self._row.get(i.item_id) for i in recent]
+        if None not in known:  # the usual case: every item is the model's, one gather
+            vectors = self.model.vectors[np.asarray(known, dtype=np.intp)]
+            return list(recent), vectors.astype(np.float32, copy=False), weights
+        kept, rows, kept_weights = [], [], []
+        for interaction, weight in zip(recent, weights, strict=True):
+            vector = self.item_vector(interaction.item_id)
+            if vector is not None:
+                kept.append(interaction)
+                rows.append(vector)
+                kept_weights.append(weight)
+        if not rows:
+            empty = np.zeros((0, self.model.dim), dtype=np.float32)
+            return [], empty, np.zeros(0, dtype=np.float64)
+        return kept, np.stack(rows).astype(np.float32), np.asarray(kept_weights, dtype=np.float64)
+
+    def _excluded(self, state: UserState) -> set[str]:
+        excluded = set(state.purchased)
+        if self.params.max_impressions > 0:
+            limit = self.params.max_impressions
+            excluded.update(item for item, times in state.shown.items() if times >= limit)
+        if self.params.exclude_seen:
+            excluded.update(state.seen)
+            excluded.update(i.item_id for i in state.history)
+        return excluded
+
+    def _rank(
+        self,
+        state: UserState,
+        history: _History,
+        user_vec: FloatArray,
+        hits: Hits,
+        excluded: set[str],
+        stats: ItemStats | None = None,
+    ) -> list[RecommendedItem]:
+        ranked = self.model.ranker is not None
+        if ranked:
+            hits = self._reranked(state, hits, excluded, user_vec, stats)
+        chosen: list[tuple[str, float]] = []
+        titles: set[str] = set()
+        diversify = self.params.diversity_weight > 0
+        pool = self.params.k + self.params.fan_out if diversify else self.params.k
+        vectors = np.empty((pool, self.model.dim), dtype=np.float32)  # row n: chosen[n]'s
+        for item_id, score in zip(hits.item_ids, hits.scores, strict=True):
+            if len(chosen) == pool:
+                break
+            if item_id in excluded or not self.catalog.is_available(item_id):
+                continue
+            vector = self.item_vector(item_id)
+            title = _normalised_title(self._item(item_id))
+            if vector is None or title in titles:
+                continue
+            n = len(chosen)
+            if n and float(np.max(vectors[:n] @ vector)) >= self.params.near_duplicate_cosine:
+                continue
+            vectors[n] = vector
+            chosen.append((item_id, score))
+            titles.add(title)
+        vectors = vectors[: len(chosen)]
+        if diversify and chosen:
+            order = mmr_order(
+                np.asarray([s for _, s in chosen]),
+                vectors,
+                self.params.k,
+                self.params.diversity_weight,
+            )
+            chosen = [chosen[i] for i in order]
+            vectors = vectors[order]
+
+        usable, hist_vectors, weights = history
+        hist_items = [self.catalog.get(i.item_id) for i in usable]
+        # Habits count items, not actions: a view and a purchase of one item are one item.
+        recent = dict(zip((i.item_id for i in usable), hist_items, strict=True))
+        categories = category_counts(recent.values())
+        tags = tag_counts(recent.values())
+        citable = CitableHistory(usable, hist_items)
+        partners = SessionPartners(state.history, self.catalog.get, stats, self.params.reasons)
+        picked: list[tuple[str, float, Reason]] = []
+        cited = citable.cite_rows(
+            contribution_rows(hist_vectors, weights, vectors),
+            self.params.reasons,
+            cosine_rows(hist_vectors, vectors),
+        )
+        for (item_id, score), item_cited in zip(chosen, cited, strict=True):
+            reason = build_reason(
+                self._item(item_id),
+                cited=item_cited,
+                categories=categories,
+                history_length=len(recent),
+                cold_start_item=self.is_cold_start(item_id),
+                popularity=self._popularity(item_id),
+                params=self.params.reasons,
+                tags=tags,
+                bought_with=partners.bought(item_id),
+                viewed_with=partners.viewed(item_id),
+                trend=_trend(stats, item_id),
+            )
+            picked.append((item_id, score, reason))
+        if len(picked) < self.params.k:
+            taken = excluded | {i for i, _ in chosen}
+            filler = self._popular(state, user_vec, taken, len(picked), stats)
+            if ranked and filler and picked:
+                filler = self._rescored_filler(state, filler, len(hits.item_ids))
+                if self.params.diversity_weight == 0:
+                    picked = sorted(picked + filler, key=lambda p: -p[1])
+                    filler = []
+            picked += filler
+        # One call per list, so that no sentence repeats within it.
+        texts = self._templates.render_list(
+            [(r.code, r.evidence) for _, _, r in picked], [i for i, _, _ in picked]
+        )
+        return [
+            RecommendedItem(item_id, rank, score, text, reason.code, reason.evidence)
+            for rank, ((item_id, score, reason), text) in enumerate(
+                zip(picked, texts, strict=True), start=1
+            )
+        ]
+
+    def _popular(
+        self,
+        state: UserState,
+        user_vec: FloatArray,
+        excluded: set[str],
+        start: int,
+        stats: ItemStats | None = None,
+    ) -> list[tuple[str, float, Reason]]:
+        """Most popular available items not in ``excluded``, to follow ``start`` others:
+        first those in the categories of the user's events (a new user's first clicks say
+        where to look), then any.
+
+        Their score is the scoring function's (popularity alone for a user without
+        history), never a made-up number."""
+        recent = {i.item_id: self.catalog.get(i.item_id) for i in state.history}
+        categories = category_counts(recent.values())
+        in_mine = [self._popular_in.get(c, []) for c in categories]
+        order = itertools.chain(
+            heapq.merge(*in_mine, key=self._popularity_rank.__getitem__), self._by_popularity
+        )
+        items: list[tuple[str, float, Reason]] = []
+        offered: set[str] = set()
+        for item_id in order:
+            if start + len(items) == self.params.k:
+                break
+            if item_id in excluded or item_id in offered or not self.catalog.is_available(item_id):
+                continue
+            offered.add(item_id)
+            reason = build_reason(
+                self._item(item_id),
+                cited=[],
+                categories=categories,
+                history_length=len(recent),
+                cold_start_item=False,
+                popularity=self._popularity(item_id),
+                params=self.params.reasons,
+                trend=_trend(stats, item_id),
+            )
+            row = self._row[item_id]
+            score = float(
+                score_items(
+                    user_vec,
+                    self.model.index_vectors[row : row + 1],
+                    self._log_popularity[row : row + 1],
+                    self.model.scoring,
+                )[0]
+            )
+            items.append((item_id, score, reason))
+        return items
+
+    def _ranker_features(
+        self,
+        state: UserState,
+        item_ids: Sequence[str],
+        scores: npt.NDArray[np.floating],
+        sources: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.float64]:
+        assert self.model.ranker is not None  # noqa: S101 - checked by the caller
+        settings = self.model.ranker.settings
+        # The features look at the last `session` and `category_window` items only.
+        recent = state.history[-max(settings.session, settings.category_window) :]
+        history = [i.item_id for i in recent]
+        user = CandidateContext(
+            [self._row.get(i, -1) for i in history],
+            [self._category(i) for i in history],
+            [self._price(i) for i in history],
+        )
+        row_list = [self._row.get(i, -1) for i in item_ids]
+        rows = np.asarray(row_list, dtype=np.intp)
+        known = rows >= 0
+        prices = np.full(len(rows), math.nan, dtype=np.float64)
+        if self.model.item_prices is not None:
+            prices[known] = self.model.item_prices[rows[known]]
+        for j in np.flatnonzero(~known).tolist():
+            prices[j] = self._price(item_ids[j])
+        categories = (
+            list(map(self.model.item_categories.__getitem__, row_list))
+            if known.all()
+            else [self._category(i) for i in item_ids]
+        )
+        return self.model.ranker_features(scores, rows, sources, categories, prices, user)
+
+    def _category(self, item_id: str) -> str:
+        """The model's category for items it knows (as offline), else the catalog's."""
+        row = self._row.get(item_id)
+        if row is not None:
+            return self.model.item_categories[row]
+        item = self.catalog.get(item_id)
+        return "" if item is None else item.category
+
+    def _price(self, item_id: str) -> float:
+        """The model's price for items it knows (as offline), else the catalog's."""
+        row = self._row.get(item_id)
+        if row is not None:
+            return self.model.item_price(row)
+        item = self.catalog.get(item_id)
+        return math.nan if item is None or item.price is None else float(item.price)
+
+    def _reranked(
+        self,
+        state: UserState,
+        hits: Hits,
+        excluded: set[str],
+        user_vec: FloatArray,
+        stats: ItemStats | None,
+    ) -> Hits:
+        """The ranker's order of the candidates from every source (the items the offline
+        :meth:`ItemModel.reranked` puts on top), with its scores: the
+        ``candidates`` best unseen hits, the user's co-occurrence partners, trending
+        items and the newest items indexed from their text."""
+        ranker, table = self.model.ranker, self.model.cotable
+        assert ranker is not None  # noqa: S101 - checked by the caller
+        assert table is not None  # noqa: S101 - comes with the ranker
+        settings = ranker.settings
+        use = set(self.params.sources)
+        ann = list(
+            itertools.islice((i for i in hits.item_ids if i not in excluded), settings.candidates)
+        )
+        hit_score = dict(zip(hits.item_ids, hits.scores, strict=True))
+        session = [self._row.get(i.item_id, -1) for i in state.history[-settings.session :]]
+        excluded_rows = {r for r in map(self._row.get, excluded) if r is not None}
+        partners = table.partners_of(session, settings.co_candidates, excluded_rows)
+        co = [self.model.item_ids[r] for r in partners]
+        ranked_trend = () if stats is None else stats.ranked_trending
+        trend = list(
+            itertools.islice(
+                (i for i in ranked_trend if i not in excluded), settings.trending_candidates
+            )
+        )
+        # The newest first, stopping at the number wanted: a catalog may hold 100,000
+        # items indexed from their text, and this runs for every user.
+        fresh = list(
+            itertools.islice(
+                (
+                    i for i in reversed(self._content_vectors)
+                    if i not in excluded and self.catalog.is_available(i)
+                ),
+                settings.fresh_candidates,
+            )
+        )  # fmt: skip
+        ann, co, trend, fresh = (
+            found if source in use else []
+            for source, found in zip(SOURCES, (ann, co, trend, fresh), strict=True)
+        )
+        keys, flags = merge_sources(ann, co, trend, fresh)
+        found = list(map(hit_score.get, keys))
+        if None in found:  # candidates the search did not return: score their vectors
+            query = augment_user(user_vec[None, :])[0]
+            for k, item_id in enumerate(keys):
+                if found[k] is None:
+                    indexed = self.index.vector(item_id)
+                    # Not indexed (unavailable): never served, dropped below.
+                    found[k] = None if indexed is None else float(indexed @ query)
+        kept = np.asarray([k for k, score in enumerate(found) if score is not None], dtype=np.intp)
+        if not len(kept):
+            return Hits((), ())
+        scores = np.asarray([found[k] for k in kept.tolist()], dtype=np.float64)
+        by_score = np.argsort(-scores, kind="stable")
+        ids = [keys[k] for k in kept[by_score].tolist()]
+        features = self._ranker_features(state, ids, scores[by_score], flags[kept[by_score]])
+        learned = rerank_scores(ranker, features)
+        order = np.argsort(-learned, kind="stable")
+        return Hits(tuple(map(ids.__getitem__, order.tolist())), tuple(learned[order].tolist()))
+
+    def _rescored_filler(
+        self, state: UserState, filler: list[tuple[str, float, Reason]], after: int
+    ) -> list[tuple[str, float, Reason]]:
+        """Popular fill-up items scored by the ranker too (as candidates ranked after the
+        ``after`` re-ranked ones, proposed by no source), so one list carries one kind of
+        score."""
+        assert self.model.ranker is not None  # noqa: S101 - checked by the caller
+        ids = [i for i, _, _ in filler]
+        base = np.asarray([s for _, s, _ in filler], dtype=np.float64)
+        none = np.zeros((len(ids), len(SOURCES)), dtype=bool)
+        features = self._ranker_features(state, ids, base, none)
+        features[:, 1] = np.log1p(after + np.arange(len(ids)))
+        learned = self.model.ranker.score(features)
+        return [
+            (item_id, float(score), reason)
+            for (item_id, _, reason), score in zip(filler, learned, strict=True)
+        ]
+
+    def _item(self, item_id: str) -> Item:
+        item = self.catalog.get(item_id)
+        if item is None:
+            msg = f"item {item_id!r} passed the availability filter but is not in the catalog"
+            raise KeyError(msg)
+        return item
+
+    def _popularity(self, item_id: str) -> int:
+        row = self._row.get(item_id)
+        return 0 if row is None else int(self.model.popularity[row])
+
+
+def _trend(stats: ItemStats | None, item_id: str) -> dict[str, object] | None:
+    found = None if stats is None else stats.trending.get(item_id)
+    return None if found is None or stats is None else trend_evidence(found, stats.half_life_s)
+
+
+def _normalised_title(item: Item) -> str:
+    return _title_key(item.title)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _title_key(title: str) -> str:
+    """The title that near-duplicate filtering compares (case and punctuation dropped);
+    memoised, as the same titles come up for every user."""
+    return _TITLE_NOISE.sub(" ", title.lower()).strip()

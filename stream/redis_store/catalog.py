@@ -1,0 +1,53 @@
+"""The shared item catalog: a hash of item JSON and a change log to follow."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from streamrec.engine.types import Item
+from streamrec.stream.contracts import decode_item, encode_item
+from streamrec.stream.redis_store.connection import RedisConnection
+from streamrec.stream.redis_store.keys import CATALOG, CATALOG_LOG
+
+log = logging.getLogger(__name__)
+
+
+class CatalogStore(RedisConnection):
+    """The catalog every worker reads at start and follows."""
+
+    async def put_items(self, items: Sequence[Item]) -> None:
+        async def run() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for item in items:
+                    pipe.hset(CATALOG, item.item_id, encode_item(item))
+                    pipe.xadd(CATALOG_LOG, {"item_id": item.item_id}, maxlen=1_000_000)
+                await pipe.execute()
+
+        if items:
+            await self.retrying("catalog_put", run)
+
+    async def catalog_snapshot(self) -> tuple[list[Item], str]:
+        """Every item plus the change-log position to follow from (``0-0`` if empty)."""
+
+        async def run() -> tuple[list[Item], str]:
+            last = await self.client.xrevrange(CATALOG_LOG, count=1)
+            position = last[0][0].decode() if last else "0-0"
+            raw = await self.client.hvals(CATALOG)
+            return [decode_item(bytes(v), max_bytes=1 << 20) for v in raw], position
+
+        return await self.retrying("catalog_snapshot", run)
+
+    async def catalog_changes(self, position: str, count: int = 5000) -> tuple[list[Item], str]:
+        """Items changed after ``position`` (latest version of each) and the new position."""
+
+        async def run() -> tuple[list[Item], str]:
+            entries = await self.client.xrange(CATALOG_LOG, min=f"({position}", count=count)
+            if not entries:
+                return [], position
+            ids = list(dict.fromkeys(fields[b"item_id"].decode() for _, fields in entries))
+            raw = await self.client.hmget(CATALOG, ids)
+            items = [decode_item(bytes(v), max_bytes=1 << 20) for v in raw if v is not None]
+            return items, entries[-1][0].decode()
+
+        return await self.retrying("catalog_changes", run)

@@ -1,0 +1,98 @@
+"""The Lua scripts: each runs atomically on the server, so a replayed event has
+exactly-once effect (see :mod:`streamrec.stream.redis_store.keys`)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+APPLY: Final = """
+local function item_stats(previous)
+  local item, weight = ARGV[5], tonumber(ARGV[7])
+  local old = redis.call('ZSCORE', KEYS[5], item)
+  local score = weight
+  if old then  -- log(exp(old) + exp(weight)), as streamrec.engine.serving.item_stats.add_log
+    old = tonumber(old)
+    local high, low = old, weight
+    if weight > old then high, low = weight, old end
+    score = high + math.log(1 + math.exp(low - high))
+  end
+  redis.call('ZADD', KEYS[5], score, item)
+  local trend_cap = tonumber(ARGV[11])
+  if redis.call('ZCARD', KEYS[5]) > 2 * trend_cap then
+    redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -trend_cap - 1)
+  end
+  local cap, ttl, prefix = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[12]
+  local function bump(kind, a, b)
+    local key = prefix .. kind .. ':' .. a
+    redis.call('ZINCRBY', key, 1, b)
+    if redis.call('ZCARD', key) > 2 * cap then redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1) end
+    redis.call('EXPIRE', key, ttl)
+  end
+  -- as streamrec.engine.serving.item_stats.cooccurrence_pairs: distinct others, most recent first
+  local buying = ARGV[6] == 'purchase' or ARGV[6] == 'add_to_cart'
+  local viewed, bought = {}, {}
+  for i = #previous, 1, -1 do
+    local entry = cjson.decode(previous[i])
+    local other = entry[1]
+    if other ~= item then
+      if not viewed[other] then
+        viewed[other] = true
+        bump('v', item, other)
+        bump('v', other, item)
+      end
+      if buying and not bought[other] and (entry[2] == 'purchase' or entry[2] == 'add_to_cart') then
+        bought[other] = true
+        bump('b', item, other)
+        bump('b', other, item)
+      end
+    end
+  end
+end
+
+local gone = redis.call('GET', KEYS[7])
+if gone and tonumber(ARGV[13]) <= tonumber(gone) then
+  return {-1, {}, {}, {}, 1, {}}  -- the user asked to be forgotten after this event
+end
+local applied, stats = 0, 1
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) then
+  local window = tonumber(ARGV[8])
+  local previous = {}
+  if window > 0 then previous = redis.call('LRANGE', KEYS[1], -window, -1) end
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+  if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end
+  redis.call('SADD', KEYS[4], ARGV[5])
+  applied = 1
+  if not pcall(item_stats, previous) then stats = 0 end
+end
+return {applied, redis.call('LRANGE', KEYS[1], 0, -1), redis.call('SMEMBERS', KEYS[2]),
+        redis.call('SMEMBERS', KEYS[4]), stats, redis.call('HGETALL', KEYS[6])}
+"""
+
+# Store one list and vector unless the user was forgotten after the event behind them.
+SAVE: Final = """
+local gone = redis.call('GET', KEYS[4])
+if gone and tonumber(ARGV[4]) <= tonumber(gone) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+local window = tonumber(ARGV[5])
+if window > 0 and #ARGV > 5 then
+  for i = 6, #ARGV do redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
+  redis.call('EXPIRE', KEYS[3], window, 'NX')
+end
+return 1
+"""
+
+# The highest members of many sorted sets, with scores, in one call (the item statistics
+# of a batch: hundreds of keys; one reply for hiredis to parse instead of one per key).
+# KEYS[1] gets ARGV[1] members, the other keys ARGV[2] each; flat [m, s, m, s, ...] replies.
+# Raw replies: redis-py's callback for ``withscores=True`` re-encodes every RESP3 score to
+# bytes and back, which cost more than the whole state update per event.
+TOPS: Final = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(i == 1 and ARGV[1] or ARGV[2])
+  out[i] = redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES')
+end
+return out
+"""

@@ -1,0 +1,186 @@
+"""User state: history, purchases, seen items, dedupe markers, stored lists and vectors,
+and forgetting a user."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from streamrec.engine.serving.item_stats import log_weight
+from streamrec.engine.serving.state import Applied
+from streamrec.engine.types import Event, Recommendation, UserState
+from streamrec.stream.contracts import encode_recommendation
+from streamrec.stream.redis_store.connection import RedisConnection
+from streamrec.stream.redis_store.keys import (
+    COOCCURRENCE_PREFIX,
+    EXPERIMENT_PER_USER,
+    TREND,
+    glob_escape,
+    key_part,
+    user_prefix,
+)
+from streamrec.stream.redis_store.replies import at_most, encode_json, member, user_state
+
+log = logging.getLogger(__name__)
+
+
+class UserStateStore(RedisConnection):
+    """Per-user keys, all in the user's hash slot."""
+
+    async def apply(self, events: Sequence[Event], now_ms: int | None = None) -> list[Applied]:
+        """Apply events in order in one pipelined round-trip (see
+        :mod:`streamrec.engine.serving.state`).
+
+        New events also count in the item statistics, at their ``ts`` but never later
+        than ``now_ms`` (an event stamped in the future must not outweigh the present).
+        """
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for e in events:
+                    entry = encode_json([e.item_id, e.type, e.ts])
+                    await self._apply_script(
+                        keys=[
+                            self._key(e.user_id, "h"),
+                            self._key(e.user_id, "p"),
+                            self._key(e.user_id, f"ev:{e.event_id}"),
+                            self._key(e.user_id, "s"),
+                            TREND,
+                            self._key(e.user_id, "shown"),
+                            self._forgotten_key(e.user_id),
+                        ],
+                        args=[
+                            entry,
+                            e.item_id if e.type == "purchase" else "",
+                            self.history_length,
+                            self.dedupe_ttl_s,
+                            e.item_id,
+                            e.type,
+                            repr(log_weight(at_most(e.ts, now_ms), self.trend_half_life_s)),
+                            self.cooccurrence_window,
+                            self.cooccurrence_max_members,
+                            self.cooccurrence_ttl_s,
+                            self.trend_max_items,
+                            COOCCURRENCE_PREFIX,
+                            e.ts,
+                        ],
+                        client=pipe,
+                    )
+                return list(await pipe.execute())
+
+        if not events:
+            return []
+        replies = await self.retrying("apply", run)
+        failed = sum(1 for r in replies if r[0] and not r[4])
+        if failed:
+            log.warning("item statistics were not updated for %d event(s)", failed)
+            if self._on_stats_error is not None:
+                for _ in range(failed):
+                    self._on_stats_error("update")
+        return [
+            Applied(UserState(e.user_id, ()), applied=False, forgotten=True)
+            if r[0] == -1
+            else Applied(user_state(e.user_id, r[1], r[2], r[3], r[5]), bool(r[0]))
+            for e, r in zip(events, replies, strict=True)
+        ]
+
+    async def get(self, user_id: str) -> UserState:
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.lrange(self._key(user_id, "h"), 0, -1)
+                pipe.smembers(self._key(user_id, "p"))
+                pipe.smembers(self._key(user_id, "s"))
+                pipe.hgetall(self._key(user_id, "shown"))
+                return list(await pipe.execute())
+
+        history, purchased, seen, shown = await self.retrying("get", run)
+        return user_state(user_id, history, purchased, seen, shown)
+
+    async def save_results(self, ranked: Sequence[tuple[Recommendation, np.ndarray, int]]) -> None:
+        """Store each user's latest list and vector (last one wins within a batch), given
+        as (list, vector, ts of the event behind it); a user forgotten after that event
+        gets nothing stored."""
+
+        async def run() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for rec, vector, event_ts in ranked:
+                    stored = rec
+                    if self._pseudonym is not None:
+                        stored = dataclasses.replace(rec, user_id=self._stored_id(rec.user_id))
+                    await self._save_script(
+                        keys=[
+                            self._key(rec.user_id, "recs"),
+                            self._key(rec.user_id, "emb"),
+                            self._key(rec.user_id, "shown"),
+                            self._forgotten_key(rec.user_id),
+                        ],
+                        args=[
+                            encode_recommendation(stored),
+                            vector.astype(np.float32).tobytes(),
+                            self.recommendation_ttl_s,
+                            event_ts,
+                            self.impressions_window_s,
+                            *(item.item_id for item in rec.items),
+                        ],
+                        client=pipe,
+                    )
+                await pipe.execute()
+
+        if ranked:
+            await self.retrying("save", run)
+
+    async def latest_recommendation(self, user_id: str) -> bytes | None:
+        """The user's latest stored list (JSON), with their user id.
+
+        Raises:
+            ValueError: under pseudonyms, the stored value is not a JSON object.
+        """
+
+        async def run() -> Any:
+            return await self.client.get(self._key(user_id, "recs"))
+
+        value = await self.retrying("latest", run)
+        if value is None:
+            return None
+        if self._pseudonym is None:
+            return bytes(value)
+        stored = msgspec.json.decode(value)  # msgspec.DecodeError is a ValueError
+        if not isinstance(stored, dict):
+            msg = f"the stored list is a JSON {type(stored).__name__}, not an object"
+            raise ValueError(msg)  # noqa: TRY004 - bad data, like a decode error
+        return msgspec.json.encode(stored | {"user_id": user_id})
+
+    async def user_vector(self, user_id: str) -> np.ndarray | None:
+        value = await self.retrying("vector", lambda: self.client.get(self._key(user_id, "emb")))
+        return None if value is None else np.frombuffer(value, dtype=np.float32)
+
+    async def forget(self, user_id: str, until_ms: int | None = None) -> int:
+        """Delete every key of this user (history, purchases, seen items, dedupe markers,
+        stored list and vector, impressions); returns how many keys went.
+
+        With ``until_ms``, also keep a marker (for the dedupe window) so that events of
+        the user stamped at or before ``until_ms`` that are still on their way are
+        ignored instead of bringing the state back.
+        """
+        pattern = user_prefix(glob_escape(key_part(self._stored_id(user_id)))) + "*"
+
+        async def run() -> int:
+            # The marker first: if Redis refuses it (out of memory), nothing is deleted
+            # yet and the whole request is retried; once it is set, a late event cannot
+            # bring back what the deletes below remove.
+            if until_ms is not None:
+                await self.client.set(self._forgotten_key(user_id), until_ms, ex=self.dedupe_ttl_s)
+            keys = [k async for k in self.client.scan_iter(match=pattern, count=1000)]
+            if keys:
+                await self.client.delete(*keys)
+            async for key in self.client.scan_iter(match="sr:exp:*", count=1000):
+                if member(key).rsplit(":", 1)[-1] in EXPERIMENT_PER_USER:
+                    await self.client.hdel(key, self._stored_id(user_id))
+            return len(keys)
+
+        return await self.retrying("forget", run)

