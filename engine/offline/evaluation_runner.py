@@ -57,6 +57,7 @@ from streamrec.engine.offline.list_metrics import intra_list_diversity, ndcg_per
 from streamrec.engine.offline.recbole_sasrec import DEFAULT_SASREC, RecBoleSASRec, load_recbole
 from streamrec.engine.offline.score_cache import CachedScores, cache_key, load_scores, save_scores
 from streamrec.engine.offline.training import Progress, TrainParams
+from streamrec.engine.serving.candidates import full_ranking
 from streamrec.engine.serving.sequential import SequenceParams
 from streamrec.engine.serving.user_embedding import EventWeights
 
@@ -557,7 +558,7 @@ def run_evaluation(
                     "for the model's order)"
                 )
             fitted[name] = _Fitted(
-                model.recommender(universe, trending_at_end(split.train)),
+                full_ranking(model, universe, trending_at_end(split.train)),
                 chosen,
                 val_ndcg,
                 len(train_report.grid),

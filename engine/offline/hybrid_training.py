@@ -50,6 +50,7 @@ from streamrec.engine.offline.sequential_training import (
 )
 from streamrec.engine.offline.training import Progress, TrainParams, TrainReport, train_item_model
 from streamrec.engine.serving.adaptation import AdaptationParams, adaptations
+from streamrec.engine.serving.candidates import full_ranking, ranker_inputs
 from streamrec.engine.serving.item_stats import TrendParams, trending_in_log
 from streamrec.engine.serving.model import ItemModel, make_version
 from streamrec.engine.serving.ranker import CoTable, RankerSettings, train_ranker
@@ -237,7 +238,7 @@ def train_model(
     if linear_val is None:  # pragma: no cover - validation targets imply a validation fit
         msg = "the co-occurrence model reported no validation fit"
         raise RuntimeError(msg)
-    base = linear_val.recommender(model.item_ids)(
+    base = full_ranking(linear_val, model.item_ids)(
         [[model.item_ids[r] for r in h] for h in validation.history], validation.types
     )
     seq_report = None
@@ -287,8 +288,8 @@ def _add_ranker(
     settings = RankerSettings()
     features, targets = [], []
     for u, history in enumerate(validation.history):
-        cands, found = model.ranker_inputs(
-            base[u], [model.item_ids[r] for r in history.tolist()], table, settings, trending
+        cands, found = ranker_inputs(
+            model, base[u], [model.item_ids[r] for r in history.tolist()], table, settings, trending
         )
         features.append(found)
         hit = np.nonzero(cands == validation.targets[u])[0]

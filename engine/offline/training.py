@@ -54,6 +54,7 @@ from streamrec.engine.offline.evaluation import (
     format_markdown,
     leave_last_out,
 )
+from streamrec.engine.serving.candidates import full_ranking
 from streamrec.engine.serving.content import (
     DEFAULT_N_FEATURES,
     FEATURIZERS,
@@ -496,7 +497,7 @@ def _tune(
                     hyper = Hyperparameters(window, shift, power, decay, pop_weight, params.dim)
                     model = _candidate(codes, vectors, hyper, params)
                     result = evaluate_full_ranking(
-                        model.recommender(universe),
+                        full_ranking(model, universe),
                         split,
                         universe,
                         batch_size=params.eval_batch_size,

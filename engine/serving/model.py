@@ -1,20 +1,13 @@
 """The trained item model: item vectors, popularity, and how to embed and score a user.
 
 An :class:`ItemModel` is what training produces and what the streaming worker serves. Its
-methods wrap the shared functions of :mod:`streamrec.engine.serving.user_embedding` and
-:mod:`streamrec.engine.serving.scoring`,
-so evaluation and serving compute a user's vector and scores identically.
+methods wrap the shared functions of :mod:`streamrec.engine.serving.user_embedding`,
+:mod:`streamrec.engine.serving.scoring` and :mod:`streamrec.engine.serving.candidates`, so
+evaluation and serving compute a user's vector and scores identically.
 
-On disk a model is a folder with two files: ``model.npz`` (arrays) and ``model.json``
-(format, version, creation time, dimensions, parameters, metrics). The version is
-``item2vec-<UTC YYYYmmddHHMMSS>-<8 hex digits of a content hash>``; loading recomputes the
-hash, so a ``model.npz`` that does not belong to its ``model.json`` is refused.
-
-Errors::
-
-    ModelError                       root of this module's errors
-    ├── ModelNotFoundError           (also FileNotFoundError) folder or file missing
-    └── ModelFormatError             (also ValueError) a file is not a model of this format
+On disk a model is a folder with two files, ``model.npz`` (arrays) and ``model.json``
+(format, version, creation time, dimensions, parameters, metrics); the format, its checks,
+the version string and the errors are in :mod:`streamrec.engine.serving.model_files`.
 
 Example:
     >>> model = ItemModel.load(Path("models/current"))  # doctest: +SKIP
@@ -24,13 +17,12 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -40,16 +32,33 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamrec.engine.serving.adaptation import AdaptationParams, adaptations
-from streamrec.engine.serving.content import FEATURIZERS, HASHING, HASHING_FEATURES, ContentEncoder
+from streamrec.engine.serving.adaptation import AdaptationParams
+from streamrec.engine.serving.candidates import (
+    embed_histories,
+    history_window,
+)
+from streamrec.engine.serving.content import HASHING, HASHING_FEATURES, ContentEncoder
+from streamrec.engine.serving.model_files import (
+    ARRAYS_FILE,
+    FORMAT_VERSION,
+    META_FILE,
+    MODEL_FORMAT,
+    ModelError,
+    ModelFormatError,
+    ModelNotFoundError,
+    content_hash,
+    make_version,
+    read_arrays,
+    read_meta,
+    require_aware,
+    user_params_dict,
+)
 from streamrec.engine.serving.ranker import (
     CandidateContext,
     CoTable,
     LinearRanker,
     RankerSettings,
     candidate_features,
-    merge_sources,
-    rerank_scores,
 )
 from streamrec.engine.serving.scoring import (
     ScoringParams,
@@ -63,8 +72,6 @@ from streamrec.engine.serving.user_embedding import (
     EventWeights,
     UserEmbeddingParams,
     contributions,
-    history_weights,
-    user_embedding,
 )
 
 __all__ = [
@@ -80,121 +87,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MODEL_FORMAT = "streamrec-item-model"
-FORMAT_VERSION = 1
-ARRAYS_FILE = "model.npz"
-META_FILE = "model.json"
-VERSION_PREFIX = "item2vec"
-SEQUENCE_VERSION_PREFIX = "seqrec"
-
-
-class ModelError(Exception):
-    """Root of the model-file errors."""
-
-
-class ModelNotFoundError(ModelError, FileNotFoundError):
-    """The model folder or one of its files does not exist."""
-
-
-class ModelFormatError(ModelError, ValueError):
-    """A model file is unreadable or not in the expected format."""
-
-
-def _user_params_dict(p: UserEmbeddingParams) -> dict[str, Any]:
-    return {"max_history": p.max_history, "decay": p.decay, "weights": p.weights.as_dict()}
-
-
-def _content_hash(
-    item_ids: Sequence[str],
-    vectors: npt.NDArray[np.float32],
-    popularity: npt.NDArray[np.float32],
-    user_params: UserEmbeddingParams,
-    scoring: ScoringParams,
-    content: ContentEncoder | None,
-    sequence: tuple[SequenceEncoder, float] | None = None,
-    adapt: AdaptationParams | None = None,
-    ranker: tuple[LinearRanker, CoTable] | None = None,
-    prices: npt.NDArray[np.float32] | None = None,
-) -> str:
-    h = hashlib.blake2b(digest_size=4)
-    h.update("\n".join(item_ids).encode("utf-8"))
-    h.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-    h.update(np.ascontiguousarray(popularity, dtype=np.float32).tobytes())
-    params = {
-        "user": _user_params_dict(user_params),
-        "popularity_weight": scoring.popularity_weight,
-    }
-    h.update(json.dumps(params, sort_keys=True).encode("utf-8"))
-    if content is not None:
-        h.update(np.ascontiguousarray(content.weights).tobytes())
-        if content.features != HASHING_FEATURES:  # hashing models keep their earlier hashes
-            h.update(f"content.features={content.features}".encode())
-    if sequence is not None:
-        encoder, weight = sequence
-        h.update(json.dumps({"sequence": encoder.params.as_dict(), "weight": weight}).encode())
-        h.update(encoder.to_bytes())
-    if adapt is not None and adapt.enabled:  # models without it keep their earlier hashes
-        h.update(json.dumps({"adaptation": adapt.as_dict()}, sort_keys=True).encode())
-    if ranker is not None:
-        scorer, table = ranker
-        h.update(json.dumps({"ranker": scorer.params()}, sort_keys=True).encode())
-        for value in (*scorer.arrays().values(), table.partners, table.counts):
-            h.update(np.ascontiguousarray(value).tobytes())
-    if prices is not None:  # models without prices keep their earlier hashes
-        h.update(b"prices")
-        h.update(np.ascontiguousarray(prices, dtype=np.float32).tobytes())
-    return h.hexdigest()
-
-
-def _require_aware(now: datetime, name: str) -> datetime:
-    if now.tzinfo is None or now.utcoffset() is None:
-        msg = f"{name} must be a timezone-aware datetime, got naive {now.isoformat()}"
-        raise ValueError(msg)
-    return now.astimezone(UTC)
-
-
-def make_version(
-    now: datetime,
-    item_ids: Sequence[str],
-    vectors: npt.NDArray[np.float32],
-    popularity: npt.NDArray[np.float32],
-    user_params: UserEmbeddingParams,
-    scoring: ScoringParams,
-    content: ContentEncoder | None = None,
-    sequence: tuple[SequenceEncoder, float] | None = None,
-    adapt: AdaptationParams | None = None,
-    ranker: tuple[LinearRanker, CoTable] | None = None,
-    prices: npt.NDArray[np.float32] | None = None,
-) -> str:
-    """``item2vec-<UTC YYYYmmddHHMMSS>-<8 hex digits of a hash of the model's content>``.
-
-    Args:
-        now: Creation time, timezone-aware.
-        item_ids: (n,) item ids.
-        vectors: (n, d) item vectors.
-        popularity: (n,) interaction counts.
-        user_params: User embedding parameters.
-        scoring: Scoring parameters.
-        content: The content encoder, if any.
-        sequence: The sequential encoder and its score weight, if any.
-        adapt: The per-user adaptation, if any.
-        ranker: The second-stage ranker and its co-occurrence table, if any.
-        prices: (n,) item prices, if the catalog had any.
-
-    Returns:
-        The version string.
-
-    Raises:
-        ValueError: ``now`` is naive.
-    """
-    stamp = _require_aware(now, "now").strftime("%Y%m%d%H%M%S")
-    digest = _content_hash(
-        item_ids, vectors, popularity, user_params, scoring, content, sequence, adapt, ranker,
-        prices,
-    )  # fmt: skip
-    prefix = VERSION_PREFIX if sequence is None else SEQUENCE_VERSION_PREFIX
-    return f"{prefix}-{stamp}-{digest}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,7 +166,7 @@ class ItemModel:
         if self.content is not None and self.content.dim != self.dim:
             msg = f"ItemModel.content must encode to d={self.dim}, got {self.content.dim}"
             raise ValueError(msg)
-        _require_aware(self.created_at, "ItemModel.created_at")
+        require_aware(self.created_at, "ItemModel.created_at")
         if self.encoder is not None and self.encoder.n_items != n:
             msg = f"ItemModel.encoder must know the {n} items, got {self.encoder.n_items}"
             raise ValueError(msg)
@@ -365,10 +257,8 @@ class ItemModel:
                 f"got {len(item_ids)} and {len(types)}"
             )
             raise ValueError(msg)
-        start = max(0, len(item_ids) - self.user_params.max_history)
-        recent_items = item_ids[start:]
-        weights = history_weights(types[start:], self.user_params)
-        rows = self.rows(recent_items)
+        start, weights = history_window(types, self.user_params)
+        rows = self.rows(item_ids[start:])
         known = rows >= 0
         return rows[known], weights[known]
 
@@ -401,23 +291,13 @@ class ItemModel:
         self, histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
     ) -> npt.NDArray[np.float32]:
         """(u, query_dim) query vectors for a batch of histories (see :meth:`embed_user`)."""
-        users = np.zeros((len(histories), self.query_dim), dtype=np.float32)
         known = [self.history(h, t) for h, t in zip(histories, types, strict=True)]
-        for u, (rows, weights) in enumerate(known):
-            users[u, : self.dim] = user_embedding(self.vectors[rows], weights)
-        if self.adaptation.enabled:
-            users[:, : self.dim] += adaptations(
-                [self.vectors[rows] for rows, _ in known],
-                [weights for _, weights in known],
-                self.adaptation,
-                self.dim,
-            )
-        if self.encoder is not None:
-            inputs = [self.sequence_rows(h, t) for h, t in zip(histories, types, strict=True)]
-            users[:, self.dim :] = self.encoder.encode(
-                [r for r, _ in inputs], [k for _, k in inputs]
-            )
-        return users
+        return embed_histories(
+            self,
+            [self.vectors[rows] for rows, _ in known],
+            [weights for _, weights in known],
+            [self.sequence_rows(h, t) for h, t in zip(histories, types, strict=True)],
+        )
 
     def embed_user(self, item_ids: Sequence[str], types: Sequence[str]) -> npt.NDArray[np.float32]:
         """The user's query vector from their history (oldest first).
@@ -483,41 +363,6 @@ class ItemModel:
             totals[item] = totals.get(item, 0.0) + value
         return sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
 
-    def recommender(
-        self, item_ids: Sequence[str], trending: Sequence[str] = ()
-    ) -> Callable[[Sequence[Sequence[str]], Sequence[Sequence[str]]], npt.NDArray[np.float32]]:
-        """A batch scorer over the columns ``item_ids``, for offline evaluation.
-
-        Uses :meth:`embed_user` and the scoring function, exactly as served online. Items the
-        model does not know score -inf.
-
-        Args:
-            item_ids: The evaluation's item universe, in column order.
-            trending: Trending item ids, best first, for the ranker's trending source (as
-                the online item statistics would give them at the evaluation's time).
-
-        Returns:
-            ``recommend(histories, types) -> (u, len(item_ids))`` float32 scores.
-        """
-        cols = self.rows(item_ids)
-        known = cols >= 0
-        width = len(item_ids)
-        trend_rows = [self.index[i] for i in trending if i in self.index]
-
-        def recommend(
-            histories: Sequence[Sequence[str]], types: Sequence[Sequence[str]]
-        ) -> npt.NDArray[np.float32]:
-            users = self.embed_users(histories, types)
-            full = score_items_batch(users, self.index_vectors, self.log_popularity, self.scoring)
-            if self.ranker is not None:
-                for u, history in enumerate(histories):
-                    full[u] = self.reranked(full[u], history, trend_rows)
-            out = np.full((len(histories), width), -np.inf, dtype=np.float32)
-            out[:, known] = full[:, cols[known]]
-            return out
-
-        return recommend
-
     def item_price(self, row: int) -> float:
         """The price of a model row (NaN when unknown or no row)."""
         if self.item_prices is None or row < 0:
@@ -554,75 +399,8 @@ class ItemModel:
             session=settings.session, category_window=settings.category_window,
         )  # fmt: skip
 
-    def candidate_context(self, history: Sequence[str]) -> CandidateContext:
-        """The features' view of a history of item ids the model knows (offline)."""
-        rows = [self.index.get(i, -1) for i in history]
-        return CandidateContext(
-            rows,
-            [self.item_categories[r] if r >= 0 else "" for r in rows],
-            [self.item_price(r) for r in rows],
-        )
-
-    def ranker_inputs(
-        self,
-        scores: npt.NDArray[np.floating],
-        history: Sequence[str],
-        table: CoTable,
-        settings: RankerSettings,
-        trending: Sequence[int] = (),
-    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
-        """One user's candidates and their features, as the worker gathers them online:
-        the ``settings.candidates`` best items by ``scores`` (n,) that are not in
-        ``history`` (the ANN search), their co-occurrence partners and the first
-        ``trending`` rows (ranked trending items), merged and ordered by score.
-
-        Returns:
-            ``(candidate rows, best score first; their (c, len(FEATURES)) features)``.
-        """
-        masked = scores.astype(np.float64, copy=True)
-        seen = {self.index[i] for i in history if i in self.index}
-        masked[list(seen)] = -np.inf
-        excluded = seen | {int(r) for r in np.flatnonzero(~np.isfinite(masked))}
-        finite = masked.size - len(excluded)
-        ann = np.argsort(-masked, kind="stable")[: min(settings.candidates, finite)].tolist()
-        user = self.candidate_context(history)
-        co = table.partners_of(user.rows[-settings.session :], settings.co_candidates, excluded)
-        trend = [r for r in trending if r not in excluded][: settings.trending_candidates]
-        keys, flags = merge_sources(ann, co, trend)
-        cands = np.asarray(keys, dtype=np.intp)
-        order = np.argsort(-masked[cands], kind="stable")
-        cands, flags = cands[order], flags[order]
-        prices = np.asarray([self.item_price(int(r)) for r in cands], dtype=np.float64)
-        categories = [self.item_categories[r] for r in cands]
-        features = self.ranker_features(
-            masked[cands], cands, flags, categories, prices, user, table, settings
-        )
-        return cands, features
-
-    def reranked(
-        self,
-        scores: npt.NDArray[np.float32],
-        history: Sequence[str],
-        trending: Sequence[int] = (),
-    ) -> npt.NDArray[np.float32]:
-        """One user's (n,) scores with the ranker's order on top: the candidates the
-        worker gathers (:meth:`ranker_inputs`) are re-ordered by the ranker and placed
-        above every other item, which keeps the model's order."""
-        if self.ranker is None or self.cotable is None:
-            return scores
-        cands, features = self.ranker_inputs(
-            scores, history, self.cotable, self.ranker.settings, trending
-        )
-        if not len(cands):
-            return scores
-        learned = rerank_scores(self.ranker, features)
-        out = scores.astype(np.float64, copy=True)
-        top = float(np.max(out[np.isfinite(out)])) if np.isfinite(out).any() else 0.0
-        out[cands] = top + 1.0 + (learned - learned.min())
-        return out.astype(np.float32)
-
     def content_parts(self) -> tuple[Any, ...]:
-        """Everything the content hash of the version covers, in :func:`_content_hash`
+        """Everything the content hash of the version covers, in :func:`content_hash`
         order (also the tail of :func:`make_version`'s arguments)."""
         return (
             self.item_ids,
@@ -646,7 +424,7 @@ class ItemModel:
             "created_at": self.created_at.astimezone(UTC).isoformat(),
             "n_items": self.n_items,
             "dim": self.dim,
-            "user_params": _user_params_dict(self.user_params),
+            "user_params": user_params_dict(self.user_params),
             "scoring": {"popularity_weight": self.scoring.popularity_weight},
             "content": None
             if self.content is None
@@ -729,8 +507,8 @@ class ItemModel:
             if not p.is_file():
                 msg = f"model file {p} does not exist"
                 raise ModelNotFoundError(msg)
-        meta = _read_meta(meta_path)
-        arrays = _read_arrays(
+        meta = read_meta(meta_path)
+        arrays = read_arrays(
             arrays_path,
             with_content=meta["content"] is not None,
             with_sequence=meta.get("sequence") is not None,
@@ -741,7 +519,7 @@ class ItemModel:
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"{directory}: model.json and model.npz do not form a valid model: {exc}"
             raise ModelFormatError(msg) from exc
-        digest = _content_hash(*model.content_parts())
+        digest = content_hash(*model.content_parts())
         if not model.version.endswith(f"-{digest}"):
             msg = (
                 f"{arrays_path} does not belong to {meta_path}: version {model.version!r} "
@@ -750,71 +528,6 @@ class ItemModel:
             )
             raise ModelFormatError(msg)
         return model
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        msg = f"{path} is not valid JSON: {exc}"
-        raise ModelFormatError(msg) from exc
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        msg = f"{path}: field 'format' must be {MODEL_FORMAT!r}, got {got!r}"
-        raise ModelFormatError(msg)
-    if meta.get("format_version") != FORMAT_VERSION:
-        got = meta.get("format_version")
-        msg = f"{path}: field 'format_version' must be {FORMAT_VERSION}, got {got!r}"
-        raise ModelFormatError(msg)
-    required = ("version", "created_at", "user_params", "scoring", "content", "dim", "n_items")
-    missing = [k for k in required if k not in meta]
-    if missing:
-        msg = f"{path}: missing field(s) {', '.join(missing)}"
-        raise ModelFormatError(msg)
-    content = meta["content"]
-    if content is not None:
-        features = content.get("features", HASHING_FEATURES)
-        if features not in FEATURIZERS:
-            msg = (
-                f"{path}: field 'content.features' must be one of {', '.join(FEATURIZERS)}, "
-                f"got {features!r}"
-            )
-            raise ModelFormatError(msg)
-        if features == HASHING_FEATURES and content.get("hashing") != HASHING:
-            got = content.get("hashing")
-            msg = f"{path}: field 'content.hashing' must be {HASHING!r}, got {got!r}"
-            raise ModelFormatError(msg)
-    return meta
-
-
-def _read_arrays(
-    path: Path, *, with_content: bool, with_sequence: bool, with_ranker: bool = False
-) -> dict[str, npt.NDArray[Any]]:
-    names = ["vectors", "popularity", "item_ids", "item_categories"]
-    if with_content:
-        names.append("content_weights")
-    if with_ranker:
-        names += [
-            "ranker.weights",
-            "ranker.mean",
-            "ranker.std",
-            "cotable.partners",
-            "cotable.counts",
-        ]
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if with_sequence:
-                names += [n for n in data.files if n.startswith("seq.")]
-            if "item_prices" in data.files:
-                names.append("item_prices")
-            missing = [n for n in names if n not in data.files]
-            if missing:
-                msg = f"{path}: missing array(s) {', '.join(missing)}"
-                raise ModelFormatError(msg)
-            return {n: data[n] for n in names}
-    except (OSError, ValueError, EOFError) as exc:
-        msg = f"{path} is not a readable .npz file: {exc}"
-        raise ModelFormatError(msg) from exc
 
 
 def _content_embedder(features: str) -> TextEmbedder | None:

@@ -43,7 +43,13 @@ from streamrec.engine.reasons import (
     tag_counts,
     trend_evidence,
 )
-from streamrec.engine.serving.adaptation import adaptations
+from streamrec.engine.serving.candidates import (
+    embed_histories,
+    gather_candidates,
+    history_context,
+    history_window,
+    score_order,
+)
 from streamrec.engine.serving.catalog import Catalog, CatalogChange
 from streamrec.engine.serving.diversity import mmr_order
 from streamrec.engine.serving.item_stats import ItemStats
@@ -51,8 +57,6 @@ from streamrec.engine.serving.model import ItemModel
 from streamrec.engine.serving.ranker import (
     FEATURES,
     SOURCES,
-    CandidateContext,
-    merge_sources,
     rerank_scores,
 )
 from streamrec.engine.serving.scoring import (
@@ -64,8 +68,6 @@ from streamrec.engine.serving.scoring import (
 from streamrec.engine.serving.user_embedding import (
     contribution_rows,
     cosine_rows,
-    history_weights,
-    user_embedding,
 )
 from streamrec.engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
 
@@ -330,34 +332,19 @@ class Recommender:
         user: FloatArray = self._embed_all([state], [self._history(state)])[0]
         return user
 
-    def _embed(self, history: _History) -> FloatArray:
-        _, vectors, weights = history
-        if not len(weights):
-            return np.zeros(self.model.dim, dtype=np.float32)
-        return user_embedding(vectors, weights)
-
     def _embed_all(self, states: Sequence[UserState], histories: Sequence[_History]) -> FloatArray:
-        """(u, query_dim): the linear part per user, the encoder's part in one batch."""
-        users = np.zeros((len(states), self.model.query_dim), dtype=np.float32)
-        for u, history in enumerate(histories):
-            users[u, : self.model.dim] = self._embed(history)
-        adapt = self.model.adaptation
-        if adapt.enabled:
-            users[:, : self.model.dim] += adaptations(
-                [h[1] for h in histories], [h[2] for h in histories], adapt, self.model.dim
-            )
-        encoder = self.model.encoder
-        if encoder is not None:
-            inputs = [
+        """(u, query_dim) query vectors, as offline (:func:`embed_histories`)."""
+        return embed_histories(
+            self.model,
+            [h[1] for h in histories],
+            [h[2] for h in histories],
+            [
                 self.model.sequence_rows(
                     [i.item_id for i in state.history], [i.type for i in state.history]
                 )
                 for state in states
-            ]
-            users[:, self.model.dim :] = encoder.encode(
-                [rows for rows, _ in inputs], [kinds for _, kinds in inputs]
-            )
-        return users
+            ],
+        )
 
     def recommend(
         self,
@@ -411,10 +398,10 @@ class Recommender:
 
     def _history(self, state: UserState) -> _History:
         """The last ``max_history`` interactions that have a vector, their (h, d) vectors
-        and (h,) weights. Weights are computed over all of the last ``max_history``
-        events before unknown items are dropped, exactly as ``ItemModel.history`` does."""
-        recent = state.history[-self.model.user_params.max_history :]
-        weights = history_weights([i.type for i in recent], self.model.user_params)
+        and (h,) weights (:func:`history_window`, as ``ItemModel.history``); cold-start
+        items count with their content vectors."""
+        start, weights = history_window([i.type for i in state.history], self.model.user_params)
+        recent = state.history[start:]
         known = [self._row.get(i.item_id) for i in recent]
         if None not in known:  # the usual case: every item is the model's, one gather
             vectors = self.model.vectors[np.asarray(known, dtype=np.intp)]
@@ -591,14 +578,12 @@ class Recommender:
         sources: npt.NDArray[np.bool_],
     ) -> npt.NDArray[np.float64]:
         assert self.model.ranker is not None  # noqa: S101 - checked by the caller
-        settings = self.model.ranker.settings
-        # The features look at the last `session` and `category_window` items only.
-        recent = state.history[-max(settings.session, settings.category_window) :]
-        history = [i.item_id for i in recent]
-        user = CandidateContext(
-            [self._row.get(i, -1) for i in history],
-            [self._category(i) for i in history],
-            [self._price(i) for i in history],
+        user = history_context(
+            [i.item_id for i in state.history],
+            lambda i: self._row.get(i, -1),
+            self._category,
+            self._price,
+            self.model.ranker.settings,
         )
         row_list = [self._row.get(i, -1) for i in item_ids]
         rows = np.asarray(row_list, dtype=np.intp)
@@ -646,38 +631,21 @@ class Recommender:
         ranker, table = self.model.ranker, self.model.cotable
         assert ranker is not None  # noqa: S101 - checked by the caller
         assert table is not None  # noqa: S101 - comes with the ranker
-        settings = ranker.settings
-        use = set(self.params.sources)
-        ann = list(
-            itertools.islice((i for i in hits.item_ids if i not in excluded), settings.candidates)
+        keys, flags = gather_candidates(
+            ann=hits.item_ids,
+            session_rows=[self._row.get(i.item_id, -1) for i in state.history],
+            excluded_rows={r for r in map(self._row.get, excluded) if r is not None},
+            trending=() if stats is None else stats.ranked_trending,
+            # The newest first: a catalog may hold 100,000 items indexed from their text,
+            # and the source stops at the number it needs.
+            fresh=(i for i in reversed(self._content_vectors) if self.catalog.is_available(i)),
+            key_of_row=self.model.item_ids.__getitem__,
+            table=table,
+            settings=ranker.settings,
+            excluded=excluded.__contains__,
+            use=self.params.sources,
         )
         hit_score = dict(zip(hits.item_ids, hits.scores, strict=True))
-        session = [self._row.get(i.item_id, -1) for i in state.history[-settings.session :]]
-        excluded_rows = {r for r in map(self._row.get, excluded) if r is not None}
-        partners = table.partners_of(session, settings.co_candidates, excluded_rows)
-        co = [self.model.item_ids[r] for r in partners]
-        ranked_trend = () if stats is None else stats.ranked_trending
-        trend = list(
-            itertools.islice(
-                (i for i in ranked_trend if i not in excluded), settings.trending_candidates
-            )
-        )
-        # The newest first, stopping at the number wanted: a catalog may hold 100,000
-        # items indexed from their text, and this runs for every user.
-        fresh = list(
-            itertools.islice(
-                (
-                    i for i in reversed(self._content_vectors)
-                    if i not in excluded and self.catalog.is_available(i)
-                ),
-                settings.fresh_candidates,
-            )
-        )  # fmt: skip
-        ann, co, trend, fresh = (
-            found if source in use else []
-            for source, found in zip(SOURCES, (ann, co, trend, fresh), strict=True)
-        )
-        keys, flags = merge_sources(ann, co, trend, fresh)
         found = list(map(hit_score.get, keys))
         if None in found:  # candidates the search did not return: score their vectors
             query = augment_user(user_vec[None, :])[0]
@@ -690,7 +658,7 @@ class Recommender:
         if not len(kept):
             return Hits((), ())
         scores = np.asarray([found[k] for k in kept.tolist()], dtype=np.float64)
-        by_score = np.argsort(-scores, kind="stable")
+        by_score = score_order(scores)
         ids = [keys[k] for k in kept[by_score].tolist()]
         features = self._ranker_features(state, ids, scores[by_score], flags[kept[by_score]])
         learned = rerank_scores(ranker, features)

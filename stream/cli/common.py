@@ -1,5 +1,5 @@
-"""What every command shares: the settings, read once with errors named by variable, and
-logging to stderr."""
+"""What every command shares: the settings, read once with errors named by variable and
+unknown ``STREAMREC_*`` variables warned about, and logging to stderr."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ import sys
 
 from pydantic import ValidationError
 
-from streamrec.stream.settings import Settings
+from streamrec.stream.settings import Settings, warn_unknown_variables
 
 
 def load_settings() -> Settings:
-    """The settings from STREAMREC_* variables; an invalid one stops the command with its name."""
+    """The settings from STREAMREC_* variables; an invalid one stops the command with its name.
+
+    A STREAMREC_* variable that is no setting (a misspelling) is logged as a warning with
+    the closest setting's name; logging is set up at ``STREAMREC_LOG_LEVEL`` first unless
+    the command already did.
+    """
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"STREAMREC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
@@ -22,6 +27,9 @@ def load_settings() -> Settings:
         )
         msg = f"streamrec: invalid configuration: {problems}"
         raise SystemExit(msg) from None
+    setup_logging(settings.log_level)  # a no-op where the command set it up already
+    warn_unknown_variables()
+    return settings
 
 
 def setup_logging(level: str) -> None:

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ReplayError(RuntimeError):

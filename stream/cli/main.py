@@ -42,7 +42,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     setup_logging(settings.log_level)
-    run_api(settings, args.host, args.port)
+    run_api(settings, args.host or settings.api_host, args.port)
     return 0
 
 
@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "api", help="serve GET /v1/users/{user_id}/recommendations, /healthz, /readyz, /docs"
     )
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")  # noqa: S104
+    p.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: STREAMREC_API_HOST, itself 127.0.0.1; "
+        "0.0.0.0 for every interface)",
+    )
     p.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     p.set_defaults(func=cmd_api)
 

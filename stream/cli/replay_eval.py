@@ -51,6 +51,7 @@ from streamrec.engine.offline.evaluation import (
 from streamrec.engine.offline.hybrid_training import SEQUENCE_WEIGHTS, train_model
 from streamrec.engine.offline.list_metrics import ndcg_per_user
 from streamrec.engine.offline.training import Progress, TrainParams
+from streamrec.engine.serving.candidates import full_ranking
 from streamrec.engine.serving.catalog import catalog_items
 from streamrec.engine.serving.model import ItemModel
 from streamrec.engine.serving.sequential import SequenceParams
@@ -241,7 +242,7 @@ def run_replay_evaluation(
             chosen_params = dict(model.hyperparameters)
         timings["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        recommend = model.recommender(universe)
+        recommend = full_ranking(model, universe)
         offline = evaluate_full_ranking(recommend, split, universe, KS, keep_top=LIST_LENGTH)
         timings["offline"] = time.perf_counter() - t0
 

@@ -13,6 +13,7 @@ import pytest
 from streamrec.engine.offline.hybrid_training import tune_adaptation
 from streamrec.engine.offline.sequential_training import ValidationSet
 from streamrec.engine.serving.adaptation import AdaptationParams, adaptation, adaptations
+from streamrec.engine.serving.candidates import full_ranking
 from streamrec.engine.serving.catalog import Catalog, catalog_items
 from streamrec.engine.serving.model import ItemModel, ModelFormatError
 from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries
@@ -169,7 +170,7 @@ def test_validation_chooses_the_step_that_ranks_the_held_out_shift_best(
         types=[["view"] * len(SHIFT)] * len(targets),
         targets=np.asarray(model.rows(targets), dtype=np.int64),
     )
-    base = model.recommender(columns)([SHIFT] * len(targets), validation.types)
+    base = full_ranking(model, columns)([SHIFT] * len(targets), validation.types)
     grid = (AdaptationParams(), ON)
     report = tune_adaptation(model, columns, base, validation, grid)
     assert [p for p, _ in report.scores] == list(grid)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from streamrec.engine.offline.hybrid_training import _version_of
+from streamrec.engine.serving.candidates import reranked_scores
 from streamrec.engine.serving.catalog import Catalog, catalog_items
 from streamrec.engine.serving.item_stats import ItemStats, ItemStatsCounter, TrendingItem
 from streamrec.engine.serving.model import ItemModel, ModelFormatError
@@ -251,7 +252,7 @@ def _online_and_offline(
     assert [i.score for i in ranked] == sorted((i.score for i in ranked), reverse=True)
     trending = [] if stats is None else sorted(stats.trending, key=lambda i: stats.trending[i].rank)
     scores = model.score(model.embed_user(history, ["view"] * len(history)))
-    offline_scores = model.reranked(scores, history, [model.index[i] for i in trending])
+    offline_scores = reranked_scores(model, scores, history, [model.index[i] for i in trending])
     offline_scores[[model.index[i] for i in history]] = -np.inf
     offline = [model.item_ids[i] for i in np.argsort(-offline_scores, kind="stable")[:k]]
     return online, offline, rec
@@ -394,7 +395,9 @@ def test_the_ranker_is_saved_versioned_and_checked(
     np.testing.assert_array_equal(loaded.cotable.partners, model.cotable.partners)  # type: ignore[union-attr]
     history = ["books-1", "books-2"]
     scores = model.score(model.embed_user(history, ["view", "view"]))
-    np.testing.assert_array_equal(loaded.reranked(scores, history), model.reranked(scores, history))
+    np.testing.assert_array_equal(
+        reranked_scores(loaded, scores, history), reranked_scores(model, scores, history)
+    )
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     meta["ranker"]["candidates"] = 41
     (tmp_path / "m" / "model.json").write_text(json.dumps(meta))

@@ -19,6 +19,7 @@ from streamrec.engine.offline.sequential_training import (
     validation_ndcg,
 )
 from streamrec.engine.offline.training import TrainParams
+from streamrec.engine.serving.candidates import full_ranking
 from streamrec.engine.serving.catalog import Catalog
 from streamrec.engine.serving.model import ItemModel, ModelFormatError
 from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries
@@ -206,7 +207,7 @@ def test_the_trained_model_uses_the_encoder_where_order_decides(hybrid: ItemMode
     assert hybrid.query_dim == hybrid.dim + SMALL.dim
     split = leave_last_out(cycles(users=40, seed=9))
     universe = list(hybrid.item_ids)
-    recall = evaluate_full_ranking(hybrid.recommender(universe), split, universe, ks=(1,))
+    recall = evaluate_full_ranking(full_ranking(hybrid, universe), split, universe, ks=(1,))
     assert recall["recall@1"].mean > 0.9
 
 

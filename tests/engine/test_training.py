@@ -28,6 +28,7 @@ from streamrec.engine.offline.training import (
     shifted_ppmi,
     train_item_model,
 )
+from streamrec.engine.serving.candidates import full_ranking
 from streamrec.engine.serving.content import ContentEncoder, content_tokens, hash_features
 from streamrec.engine.serving.model import ItemModel, ModelFormatError, ModelNotFoundError
 
@@ -340,7 +341,7 @@ def test_beats_popularity_on_movielens_leave_last_out() -> None:
     split = leave_last_out(data.events)
     model, report = train_item_model(split.train, data.catalog, TrainParams(), seed=0, now=NOW)
     universe = split.item_ids()
-    ours = evaluate_full_ranking(model.recommender(universe), split, universe)
+    ours = evaluate_full_ranking(full_ranking(model, universe), split, universe)
     popular = evaluate_full_ranking(
         PopularityRecommender.fit(split.train, universe), split, universe
     )
