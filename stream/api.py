@@ -7,9 +7,12 @@ never writes; events still go through Kafka.
   evidence (the ``streamrec.recommendations`` message), 404 when none is stored.
 * ``GET /healthz`` -> 200 while the process runs (liveness).
 * ``GET /readyz`` -> 200 when Redis and Kafka answer, the API keys user ids as the
-  workers do (the same ``STREAMREC_USER_ID_HMAC_KEY``, or none) and the model's index is
-  on disk, else 503 with what is missing (readiness).
+  workers do (the same ``STREAMREC_USER_ID_HMAC_KEY``, or none), a catalog has been
+  published and the model's index is on disk, else 503 with what is missing (readiness).
 * ``GET /openapi.json``, ``/docs`` -> the OpenAPI description.
+
+Error responses never echo more than :data:`ECHO_MAX_CHARS` characters of what the
+client sent (a 100 kB user id comes back as its start and its length).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Path
+from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.exceptions import ResponseError
 
 from streamrec.stream.kafka_io import KafkaUnavailableError, ensure_reachable
 from streamrec.stream.redis_store import RedisStore
+from streamrec.stream.redis_store.catalog import PUBLISH_CATALOG_COMMAND
 from streamrec.stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,6 +92,15 @@ def create_api(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, with what the client sent cut to :data:`ECHO_MAX_CHARS`."""
+        errors = [
+            {k: capped(v) if k in ("input", "loc") else v for k, v in e.items()}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
     @app.get(
         # ``:path``: a user id may hold "/" (sent as %2F), as it may on the events topic.
         "/v1/users/{user_id:path}/recommendations",
@@ -130,6 +145,9 @@ def create_api(settings: Settings) -> FastAPI:
         checks = {
             "redis": redis_check,
             "user_ids": await _check_user_ids(store["redis"]) if redis_check == "ok" else "-",
+            "catalog": await _check_catalog(store["redis"], settings)
+            if redis_check == "ok"
+            else "-",
             "kafka": await _check_kafka(settings),
             "index": "ok"
             if (settings.index_dir / "items.ids.json").is_file()
@@ -146,6 +164,20 @@ def create_api(settings: Settings) -> FastAPI:
 
 #: How long a request waits for Redis before answering 503.
 READ_TIMEOUT_S = 2.0
+#: Characters of a client's input (a user id) that an error response echoes at most.
+ECHO_MAX_CHARS = 64
+
+
+def capped(value: Any) -> Any:
+    """``value`` with every string longer than :data:`ECHO_MAX_CHARS` cut to its start and
+    its length (``"aaa…aaa… (100000 chars)"``), inside lists and dicts too."""
+    if isinstance(value, str) and len(value) > ECHO_MAX_CHARS:
+        return f"{value[:ECHO_MAX_CHARS]}… ({len(value)} chars)"
+    if isinstance(value, dict):
+        return {capped(k): capped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [capped(v) for v in value]
+    return value
 
 
 async def _check_redis(store: RedisStore) -> str:
@@ -165,6 +197,21 @@ async def _check_user_ids(store: RedisStore) -> str:
     except Exception as exc:  # noqa: BLE001 - report, never crash
         return f"error ({type(exc).__name__})"
     return "ok" if problem is None else problem
+
+
+async def _check_catalog(store: RedisStore, settings: Settings) -> str:
+    """Whether a catalog has been published: without one, workers dead-letter every event."""
+    try:
+        size = await asyncio.wait_for(store.catalog_size(), timeout=READ_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - report, never crash
+        return f"error ({type(exc).__name__})"
+    if size:
+        return "ok"
+    return (
+        "empty: no catalog item in Redis, so the workers dead-letter every event as "
+        f"unknown_item; publish a catalog to {settings.topic_items} (STREAMREC_TOPIC_ITEMS) "
+        f"with `{PUBLISH_CATALOG_COMMAND}`"
+    )
 
 
 async def _check_kafka(settings: Settings) -> str:

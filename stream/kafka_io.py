@@ -194,7 +194,7 @@ class TopicCreationError(RuntimeError):
         super().__init__(
             f"Kafka refused to create topic {topic!r}: {error} ({code}): "
             f"{message or 'no detail'}. Check STREAMREC_TOPIC_REPLICATION_FACTOR and the "
-            "client's permissions, or create the topics yourself (the README's topic table)"
+            "client's permissions, or create the topics yourself (docs/contracts.md lists them)"
         )
 
 

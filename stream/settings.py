@@ -1,16 +1,27 @@
-"""All configuration, from ``STREAMREC_``-prefixed environment variables (see README).
+"""All configuration, from ``STREAMREC_``-prefixed environment variables (every one is in
+docs/configuration.md).
 
 The one settings object for the whole process. It builds the small frozen parameter
 objects that ``engine/`` and ``index/`` take; they never read the environment.
+
+A ``STREAMREC_*`` variable that names no setting (``STREAMREC_BATCHSIZE``) is ignored by
+:class:`Settings`; :func:`warn_unknown_variables`, run where a command loads its
+settings, logs a warning naming it and the closest setting (never its value).
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -26,6 +37,18 @@ class Settings(BaseSettings):
     )
     metrics_port: int = Field(
         9108, ge=0, le=65535, description="Prometheus /metrics port (0: off)."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the worker's /metrics listens on (0.0.0.0: every interface, "
+        "as in a container).",
+    )
+    api_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address `streamrec api` listens on unless --host is given (0.0.0.0: "
+        "every interface, as in a container).",
     )
     model_dir: Path = Field(Path("models/current"), description="Trained model + index directory.")
     app_id: str = Field("streamrec", description="Kafka consumer group / Faust app id.")
@@ -244,3 +267,50 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.model_dir / "index"
+
+
+PREFIX = "STREAMREC_"
+
+#: ``STREAMREC_*`` variables that something other than :class:`Settings` reads, so they
+#: are not reported as unknown. Nothing does today (the benchmarks and tests read setting
+#: names only); add a name here when a script starts reading its own variable.
+READ_ELSEWHERE: frozenset[str] = frozenset()
+
+
+def unknown_variables(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """The ``STREAMREC_*`` names in ``environ`` that no setting reads, each with the closest
+    setting's variable name (None: nothing close). Names only: values are never looked at.
+
+    Like :class:`Settings`, the names are compared regardless of case.
+    """
+    fields = sorted(name.upper() for name in Settings.model_fields)
+    unknown: dict[str, str | None] = {}
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper in READ_ELSEWHERE:
+            continue
+        field = upper.removeprefix(PREFIX)  # compared without the prefix they all share
+        if field in fields:
+            continue
+        close = difflib.get_close_matches(field, fields, n=1, cutoff=0.6)
+        unknown[name] = PREFIX + close[0] if close else None
+    return unknown
+
+
+_reported: set[str] = set()
+
+
+def warn_unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Log a WARNING for each unknown ``STREAMREC_*`` variable (see
+    :func:`unknown_variables`) not reported before in this process; returns their names.
+
+    The value is never logged: a misspelt variable may hold a password.
+    """
+    found = unknown_variables(os.environ if environ is None else environ)
+    new = [name for name in found if name not in _reported]
+    for name in new:
+        _reported.add(name)
+        close = found[name]
+        hint = f"did you mean {close}?" if close else "settings: docs/configuration.md"
+        log.warning("%s is not a streamrec setting and is ignored (%s)", name, hint)
+    return new

@@ -1,4 +1,4 @@
-"""A/B experiments: definitions, user assignment and the statistics that judge them. Pure.
+"""A/B experiments: definitions and user assignment. Pure.
 
 An experiment file (TOML) names experiments, their variants with traffic shares, an
 optional holdout, and what each variant changes::
@@ -15,20 +15,20 @@ optional holdout, and what each variant changes::
     overrides = { diversity_weight = 0.3 }
 
 Variants may change the ranking knobs, the model, the learned ranker's candidate sources
-and feature weights, and the reason generator and language (:data:`OVERRIDABLE`).
+and feature weights, and the reason generator and language (:data:`OVERRIDABLE`). Any other
+key, at any level, is refused with the closest valid one: a misspelt ``holdout`` or an
+override outside ``overrides`` would otherwise run an experiment that tests nothing.
 
 Assignment is a keyed hash of (experiment, user id): deterministic (every worker, every
 restart agrees), sticky (a user stays in their arm), uniform over the shares, and
 independent between experiments. Without the key nobody can predict or steer it.
 
-The statistics (:func:`compare`) judge arms over *users*, the unit of randomisation (a
-delta-method test of the ratio of sums, and a bootstrap over users for the relative
-lift), report the textbook two-proportion z-test over trials next to it, check the arms'
-sizes against their shares (sample ratio mismatch), and end in a plain-language verdict.
+The statistics that judge the arms are in :mod:`streamrec.engine.serving.experiment_stats`.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import math
@@ -37,27 +37,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-from scipy import stats as scipy_stats
-
 from streamrec.engine.serving.ranker import FEATURES, SOURCES
 
 __all__ = [
+    "EXPERIMENT_KEYS",
     "HOLDOUT",
     "OVERRIDABLE",
-    "Comparison",
+    "VARIANT_KEYS",
     "Experiment",
     "ExperimentConfigError",
     "Variant",
     "assign",
-    "compare",
     "load_experiments",
-    "sample_ratio_p",
 ]
 
 #: The arm name of users held out of an experiment.
 HOLDOUT = "holdout"
+#: The keys an ``[[experiment]]`` table may have; anything else is refused.
+EXPERIMENT_KEYS = ("name", "holdout", "variant")
+#: The keys an ``[[experiment.variant]]`` table may have; anything else is refused.
+VARIANT_KEYS = ("name", "share", "overrides")
 #: What a variant may change, and what each override must be.
 OVERRIDABLE: Mapping[str, str] = {
     "diversity_weight": "a number in [0, 1]",
@@ -144,8 +143,10 @@ class Experiment:
         for v in self.variants:
             for key, value in v.overrides.items():
                 if key not in OVERRIDABLE:
+                    close = difflib.get_close_matches(key, list(OVERRIDABLE), n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
                     msg = (
-                        f"{where}, variant {v.name!r}: cannot override {key!r}; "
+                        f"{where}, variant {v.name!r}: cannot override {key!r}; {hint}"
                         f"one of {', '.join(sorted(OVERRIDABLE))}"
                     )
                     raise ExperimentConfigError(msg)
@@ -163,24 +164,38 @@ class Experiment:
 def load_experiments(text: str, source: str = "experiments file") -> list[Experiment]:
     """Parse and validate a TOML experiments file.
 
+    Every key must be one the file format knows (:data:`EXPERIMENT_KEYS`,
+    :data:`VARIANT_KEYS`, the overrides of :data:`OVERRIDABLE`): a misspelt or misplaced
+    key would otherwise change nothing, silently.
+
     Raises:
-        ExperimentConfigError: invalid TOML, a missing field, or an experiment that cannot
-            run; the message says which.
+        ExperimentConfigError: invalid TOML, a missing or unknown field, or an experiment
+            that cannot run; the message says which, where, and the closest valid key.
     """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         msg = f"{source} is not valid TOML: {exc}"
         raise ExperimentConfigError(msg) from exc
+    _known_keys(raw, ("experiment",), f"{source}, top level", "the file")
+    bodies = raw.get("experiment", [])
+    if not isinstance(bodies, list):
+        msg = f"{source}: experiment must be an array of tables ([[experiment]]), got {bodies!r}"
+        raise ExperimentConfigError(msg)
     out = []
-    for n, body in enumerate(raw.get("experiment", [])):
+    for n, body in enumerate(bodies):
         try:
+            where = f"{source}, experiment {body.get('name', f'#{n + 1}')!r}"
+            _known_keys(body, EXPERIMENT_KEYS, where, "an experiment")
+            for m, v in enumerate(body["variant"]):
+                label = v.get("name", f"#{m + 1}")
+                _known_keys(v, VARIANT_KEYS, f"{where}, variant {label!r}", "a variant")
             variants = tuple(
                 Variant(str(v["name"]), float(v["share"]), dict(v.get("overrides", {})))
                 for v in body["variant"]
             )
             out.append(Experiment(str(body["name"]), variants, float(body.get("holdout", 0.0))))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ExperimentConfigError):
                 raise
             msg = f"{source}: experiment #{n + 1} is missing or has a bad field: {exc!r}"
@@ -190,6 +205,33 @@ def load_experiments(text: str, source: str = "experiments file") -> list[Experi
         msg = f"{source}: experiment names must be unique, got {names}"
         raise ExperimentConfigError(msg)
     return out
+
+
+def _known_keys(table: Mapping[str, Any], valid: Sequence[str], where: str, what: str) -> None:
+    """Refuse the first key of ``table`` not in ``valid``, naming the closest valid one (or
+    where it belongs when it is valid one level down)."""
+    for key in table:
+        if key in valid:
+            continue
+        if key in OVERRIDABLE:
+            whose = "" if what == "a variant" else "a variant's "
+            hint = f"it is an override: put it under {whose}overrides = {{ {key} = ... }}"
+        elif what == "the file" and key in EXPERIMENT_KEYS:
+            hint = f"it belongs to an experiment ([[experiment]] {key} = ...)"
+        elif what != "a variant" and key in VARIANT_KEYS:
+            hint = f"it belongs to a variant ([[experiment.variant]] {key} = ...)"
+        else:
+            # Misspelt overrides are as likely as misspelt keys.
+            candidates = [*valid, *OVERRIDABLE] if what == "a variant" else list(valid)
+            close = difflib.get_close_matches(key, candidates, n=1)
+            if not close:
+                hint = f"{what} takes {', '.join(valid)}"
+            elif close[0] in OVERRIDABLE:
+                hint = f"did you mean the override {close[0]!r}, in overrides = {{ ... }}?"
+            else:
+                hint = f"did you mean {close[0]!r}?"
+        msg = f"{where}: unknown key {key!r}; {hint}"
+        raise ExperimentConfigError(msg)
 
 
 def _unit(key: bytes, experiment: str, user_id: str) -> float:
@@ -211,184 +253,3 @@ def assign(experiment: Experiment, user_id: str, key: bytes) -> str:
         if u < edge:
             return v.name
     return experiment.variants[-1].name  # rounding at the top edge
-
-
-def sample_ratio_p(counts: Sequence[int], shares: Sequence[float]) -> float:
-    """Chi-square p-value of the arms' user counts against their intended shares; a tiny
-    value (< 0.001) means the assignment or the logging is broken (sample ratio mismatch)."""
-    total = sum(counts)
-    if total == 0:
-        return 1.0
-    expected = [total * s / sum(shares) for s in shares]
-    return float(scipy_stats.chisquare(counts, expected).pvalue)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Treatment against control on one conversion metric.
-
-    Attributes:
-        control, treatment: Arm names.
-        rates: (control rate, treatment rate) of successes per trial.
-        diff: treatment - control rate; ``diff_ci``: its 95% half-width (over users).
-        lift: diff / control rate; ``lift_ci``: 95% bootstrap interval over users.
-        p_value: two-sided, over users (delta method for a ratio of sums): users are the
-            unit of randomisation, and one user's lists are not independent trials. The
-            verdict uses this one.
-        p_two_proportion: the textbook two-proportion z-test over trials, for reference;
-            it is too optimistic when users differ and see many lists.
-        p_bootstrap: two-sided bootstrap p-value over users (how often the resampled
-            difference falls on the other side of 0, doubled; 0 means below 1/rounds).
-        srm_p: sample-ratio-mismatch p-value of the users per arm.
-        users_needed: users per arm for 80% power at the observed difference (None when
-            the difference is significant or zero).
-        verdict: a sentence for people.
-    """
-
-    control: str
-    treatment: str
-    metric: str
-    rates: tuple[float, float]
-    diff: float
-    diff_ci: float
-    lift: float
-    lift_ci: tuple[float, float]
-    p_value: float
-    p_two_proportion: float
-    p_bootstrap: float
-    srm_p: float
-    users_needed: int | None
-    verdict: str
-
-
-def compare(
-    metric: str,
-    control: tuple[str, npt.NDArray[np.integer], npt.NDArray[np.integer]],
-    treatment: tuple[str, npt.NDArray[np.integer], npt.NDArray[np.integer]],
-    shares: tuple[float, float] = (0.5, 0.5),
-    *,
-    alpha: float = 0.05,
-    bootstrap: int = 2000,
-    seed: int = 0,
-) -> Comparison:
-    """Compare two arms on ``metric`` (e.g. "CTR": clicks per list served).
-
-    Args:
-        control, treatment: (arm name, per-user successes, per-user trials).
-        shares: The arms' intended traffic shares (for the SRM check).
-        alpha: Significance level of the verdict.
-        bootstrap: Resamples of users for the lift's interval.
-        seed: Seeds the bootstrap.
-    """
-    (c_name, c_x, c_n), (t_name, t_x, t_n) = control, treatment
-    x1, n1, x2, n2 = int(c_x.sum()), int(c_n.sum()), int(t_x.sum()), int(t_n.sum())
-    p1 = x1 / n1 if n1 else 0.0
-    p2 = x2 / n2 if n2 else 0.0
-    diff = p2 - p1
-    pooled = (x1 + x2) / (n1 + n2) if n1 + n2 else 0.0
-    se0 = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2)) if n1 and n2 else 0.0
-    p_pooled = float(2 * scipy_stats.norm.sf(abs(diff) / se0)) if se0 > 0 else 1.0
-    v1, v2 = _ratio_variance(c_x, c_n), _ratio_variance(t_x, t_n)
-    se = math.sqrt(v1 + v2)
-    p_value = float(2 * scipy_stats.norm.sf(abs(diff) / se)) if se > 0 else 1.0
-    z = float(scipy_stats.norm.ppf(1 - alpha / 2))
-    lift = diff / p1 if p1 > 0 else math.nan
-    lift_ci, p_boot = _bootstrap(c_x, c_n, t_x, t_n, bootstrap, seed)
-    srm_p = sample_ratio_p([len(c_n), len(t_n)], shares)
-    significant = p_value < alpha
-    needed = None
-    if not significant and diff != 0 and p1 > 0:
-        per_user = v1 * len(c_n) + v2 * len(t_n)  # variance of one user's contribution
-        needed = _users_needed(diff, per_user, alpha)
-    verdict = _verdict(
-        metric, c_name, t_name, lift, lift_ci, significant, srm_p, needed, len(c_n) + len(t_n)
-    )
-    return Comparison(
-        c_name, t_name, metric, (p1, p2), diff, z * se, lift, lift_ci, p_value, p_pooled, p_boot,
-        srm_p, needed, verdict,
-    )  # fmt: skip
-
-
-def _ratio_variance(x: npt.NDArray[np.integer], n: npt.NDArray[np.integer]) -> float:
-    """Variance of sum(x) / sum(n) over independent users (delta method)."""
-    m = len(n)
-    total = float(n.sum())
-    if m < 2 or total == 0:
-        return math.inf if m < 2 else 0.0
-    r = float(x.sum()) / total
-    residual = x.astype(np.float64) - r * n.astype(np.float64)
-    return float((residual**2).sum() / total**2 * m / (m - 1))
-
-
-def _bootstrap(
-    c_x: npt.NDArray[np.integer],
-    c_n: npt.NDArray[np.integer],
-    t_x: npt.NDArray[np.integer],
-    t_n: npt.NDArray[np.integer],
-    rounds: int,
-    seed: int,
-) -> tuple[tuple[float, float], float]:
-    """Resampling users of each arm: the lift's 95% interval and the difference's
-    two-sided p-value."""
-    if not len(c_n) or not len(t_n):
-        return (math.nan, math.nan), 1.0
-    rng = np.random.default_rng(seed)
-    ci = rng.integers(0, len(c_n), size=(rounds, len(c_n)))
-    ti = rng.integers(0, len(t_n), size=(rounds, len(t_n)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p1 = c_x[ci].sum(axis=1) / c_n[ci].sum(axis=1)
-        p2 = t_x[ti].sum(axis=1) / t_n[ti].sum(axis=1)
-        diffs = p2 - p1
-        lifts = diffs / p1
-    diffs = diffs[np.isfinite(diffs)]
-    p_value = (
-        min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
-        if len(diffs)
-        else 1.0
-    )
-    lifts = lifts[np.isfinite(lifts)]
-    if not len(lifts):
-        return (math.nan, math.nan), p_value
-    low, high = np.quantile(lifts, [0.025, 0.975])
-    return (float(low), float(high)), p_value
-
-
-def _users_needed(diff: float, per_user_variance: float, alpha: float) -> int:
-    """Users per arm for 80% power to detect ``diff`` (normal approximation)."""
-    z_a = scipy_stats.norm.ppf(1 - alpha / 2)
-    z_b = scipy_stats.norm.ppf(0.8)
-    return int(math.ceil(float((z_a + z_b) ** 2 * per_user_variance / diff**2)))
-
-
-def _verdict(
-    metric: str,
-    control: str,
-    treatment: str,
-    lift: float,
-    lift_ci: tuple[float, float],
-    significant: bool,
-    srm_p: float,
-    needed: int | None,
-    users: int,
-) -> str:
-    if srm_p < 0.001:
-        return (
-            f"Sample ratio mismatch (p = {srm_p:.1g}): the arms' sizes do not match their "
-            "shares, so the comparison cannot be trusted; check the assignment and logging."
-        )
-    if not math.isfinite(lift):
-        return f"Not enough data yet: no {metric} observed in {control}."
-    half = (lift_ci[1] - lift_ci[0]) / 2 if all(map(math.isfinite, lift_ci)) else math.nan
-    direction = "raises" if lift > 0 else "lowers"
-    if significant:
-        return (
-            f"{treatment} {direction} {metric} by {abs(lift):.1%} ± {half:.1%} against "
-            f"{control}, significant."
-        )
-    if needed is None:
-        return f"No difference in {metric} between {treatment} and {control}."
-    more = max(0, 2 * needed - users)
-    return (
-        f"Not enough data yet: {treatment} vs {control} on {metric} is {lift:+.1%} "
-        f"(± {half:.1%}), not significant; about {more:,} more users needed."
-    )

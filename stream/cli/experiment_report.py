@@ -1,5 +1,5 @@
 """``streamrec experiment report``: read an experiment's counts from Redis, compare the
-arms (:func:`streamrec.engine.serving.experiments.compare`) and draw the metric over time per
+arms (:func:`streamrec.engine.serving.experiment_stats.compare`) and draw the metric over time per
 arm."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamrec.engine.serving.experiments import HOLDOUT, Comparison, Experiment, compare
+from streamrec.engine.serving.experiment_stats import Comparison, compare
+from streamrec.engine.serving.experiments import HOLDOUT, Experiment
 from streamrec.stream.redis_store import EXPERIMENT_PER_USER, RedisStore
 
 __all__ = [
@@ -68,34 +69,42 @@ class ExperimentReport:
     comparisons: list[Comparison] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        """The report as text lines."""
+        """The report as text lines (the holdout's row only when it has one or had lists)."""
         names = [v.name for v in self.experiment.variants]
+        held = self.experiment.holdout > 0 or self.arms[HOLDOUT].total("lists") > 0
         out = [f"experiment {self.experiment.name}: variants {', '.join(names)}"]
         out.append(
             "arm | users | lists | CTR | add-to-cart | purchase | coverage | "
             "reason fallbacks | mean latency"
         )
-        for name in [*names, HOLDOUT]:
+        for name in [*names, HOLDOUT] if held else names:
             arm = self.arms[name]
             coverage = arm.distinct_items / self.catalog_size if self.catalog_size else np.nan
             latency = arm.rate("latency_ms", "published")
             out.append(
-                f"{name} | {arm.users:,} | {arm.total('lists'):,} | {arm.rate('click'):.4f} | "
-                f"{arm.rate('add_to_cart'):.4f} | {arm.rate('purchase'):.4f} | "
-                f"{coverage:.1%} ({arm.distinct_items:,} items) | "
-                f"{arm.rate('fallbacks', 'items'):.1%} | "
+                f"{name} | {arm.users:,} | {arm.total('lists'):,} | "
+                f"{_rate(arm.rate('click'), '.4f')} | {_rate(arm.rate('add_to_cart'), '.4f')} | "
+                f"{_rate(arm.rate('purchase'), '.4f')} | "
+                f"{_rate(coverage, '.1%')} ({arm.distinct_items:,} items) | "
+                f"{_rate(arm.rate('fallbacks', 'items'), '.1%')} | "
                 + ("n/a" if np.isnan(latency) else f"{latency:.0f} ms")
             )
         for r in self.comparisons:
             c, t = r.rates
+            lift = f"{r.lift:+.1%}" if np.isfinite(r.lift) else "n/a"
             out.append(
-                f"{r.metric}: {r.control} {c:.4f}, {r.treatment} {t:.4f}; lift {r.lift:+.1%} "
+                f"{r.metric}: {r.control} {c:.4f}, {r.treatment} {t:.4f}; lift {lift} "
                 f"(95% CI {r.lift_ci[0]:+.1%} .. {r.lift_ci[1]:+.1%}); p {r.p_value:.3g} over "
-                f"users (delta method), bootstrap p {_p(r.p_bootstrap)}, two-proportion p "
-                f"{r.p_two_proportion:.3g} over lists; SRM p {r.srm_p:.3g}"
+                f"users (delta method), exact p {r.p_exact:.3g} over lists (Fisher), "
+                f"bootstrap p {_p(r.p_bootstrap)}, two-proportion p {r.p_two_proportion:.3g} "
+                f"over lists; SRM p {r.srm_p:.3g}"
             )
             out.append(f"  {r.verdict}")
         return out
+
+
+def _rate(value: float, spec: str) -> str:
+    return "n/a" if np.isnan(value) else format(value, spec)
 
 
 def _p(value: float, rounds: int = 2000) -> str:

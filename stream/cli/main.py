@@ -1,6 +1,6 @@
 """``streamrec`` command line. Run ``streamrec --help`` or ``streamrec COMMAND --help``.
 
-Configuration comes from STREAMREC_* environment variables (README, "Configuration");
+Configuration comes from STREAMREC_* environment variables (docs/configuration.md);
 flags only select what to do.
 """
 

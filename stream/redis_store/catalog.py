@@ -12,6 +12,9 @@ from streamrec.stream.redis_store.keys import CATALOG, CATALOG_LOG
 
 log = logging.getLogger(__name__)
 
+#: How an operator publishes a catalog; named wherever an empty catalog is reported.
+PUBLISH_CATALOG_COMMAND = "streamrec replay --catalog PATH --catalog-only"
+
 
 class CatalogStore(RedisConnection):
     """The catalog every worker reads at start and follows."""
@@ -26,6 +29,10 @@ class CatalogStore(RedisConnection):
 
         if items:
             await self.retrying("catalog_put", run)
+
+    async def catalog_size(self) -> int:
+        """How many items the shared catalog holds (0: none published yet)."""
+        return int(await self.retrying("catalog_size", lambda: self.client.hlen(CATALOG)))
 
     async def catalog_snapshot(self) -> tuple[list[Item], str]:
         """Every item plus the change-log position to follow from (``0-0`` if empty)."""

@@ -58,7 +58,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         # queue is nearly full and fetches it again only once it has drained, so a small
         # queue left a worker that fell behind idle between batches (at 4 * batch_size:
         # 25 ms of waiting per batch and a quarter of a core unused at 400 events/s; see
-        # the README's benchmark section). Queued events are not in processing yet: a
+        # docs/benchmarks.md). Queued events are not in processing yet: a
         # stopping worker does not wait for them, and they are not committed.
         stream_buffer_maxsize=max(64 * settings.batch_size, 4096),
         logging_config=None,
@@ -85,7 +85,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
         Straight to the producer: Faust's ``Topic.send`` adds a message object, a
         callback and a buffered task per message, which took about 40% of the publish
-        time of a batch (README, benchmark section). Same producer, so the same
+        time of a batch (docs/benchmarks.md). Same producer, so the same
         partitioner (by key) and the same acknowledgements."""
         if not messages:
             return

@@ -49,8 +49,12 @@ def load_running_experiment(settings: Settings) -> Experiment | None:
     file that defines none: that is how a finished experiment is stopped).
 
     Raises:
-        ExperimentConfigError: unreadable file, or more than one experiment in it (one
-            runs at a time, so every list belongs to one arm).
+        ExperimentConfigError: unreadable file, one that
+            :func:`~streamrec.engine.serving.experiments.load_experiments` refuses (an
+            unknown key at any level included: named, with the closest valid one), or more
+            than one experiment in it (one runs at a time, so every list belongs to one
+            arm). At start this stops the worker; on a hot edit the running experiment
+            stays.
     """
     path = settings.experiments_file
     if path is None:

@@ -24,6 +24,27 @@ LATENCY_BUCKETS = (
     10.0,
 )
 
+#: Longest event-to-publish latency taken as real. Longer ones come from a ``ts`` in
+#: seconds instead of milliseconds (1.8e9 s), or a log replayed with its own old ``ts``.
+MAX_PLAUSIBLE_LATENCY_S = 24 * 3600.0
+#: How far an event's ``ts`` may be ahead of the worker's clock and still count as clock
+#: skew between the producer's machine and the worker's (observed as 0 s).
+CLOCK_SKEW_S = 1.0
+
+
+def implausible_latency(latency_s: float) -> str | None:
+    """Why an event-to-publish latency cannot be real, or None when it can.
+
+    ``"negative"``: the event's ``ts`` is more than :data:`CLOCK_SKEW_S` after its list
+    was published (a ``ts`` in microseconds, or a clock far ahead); ``"over_a_day"``: more
+    than :data:`MAX_PLAUSIBLE_LATENCY_S`.
+    """
+    if latency_s < -CLOCK_SKEW_S:
+        return "negative"
+    if latency_s > MAX_PLAUSIBLE_LATENCY_S:
+        return "over_a_day"
+    return None
+
 
 class Metrics:
     """Every metric the worker exports (names are part of the dashboard contract)."""
@@ -76,6 +97,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.implausible_latency = Counter(
+            "streamrec_implausible_latency",
+            "Published lists whose event-to-publish latency cannot be real, by reason: "
+            "negative (the event's ts more than 1 s after the publish: a ts in "
+            "microseconds, or a clock far ahead) or over_a_day (a ts in seconds instead of "
+            "milliseconds, or a log replayed with its own ts). They are counted here and "
+            "kept out of streamrec_event_to_publish_seconds and "
+            "streamrec_experiment_event_to_publish_seconds.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("negative", "over_a_day"):
+            self.implausible_latency.labels(reason=reason)  # both series exist from the start
         self.retrieval = Histogram(
             "streamrec_retrieval_seconds",
             "Ranking time per micro-batch (index search included).",
@@ -179,6 +213,17 @@ class Metrics:
             ["model_version"],
             registry=registry,
         )
+
+    def observe_event_to_publish(self, latency_s: float) -> bool:
+        """Observe one list's event-to-publish latency, or count it in
+        ``streamrec_implausible_latency`` when it cannot be real
+        (:func:`implausible_latency`); returns whether it was plausible."""
+        reason = implausible_latency(latency_s)
+        if reason is not None:
+            self.implausible_latency.labels(reason=reason).inc()
+            return False
+        self.event_to_publish.observe(max(0.0, latency_s))
+        return True
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

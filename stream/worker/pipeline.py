@@ -509,15 +509,23 @@ class Pipeline:
         return out, counts
 
     def record_published(self, result: BatchResult) -> None:
-        """Count published lists and their event-to-publish latency (after Kafka acked)."""
+        """Count published lists and their event-to-publish latency (after Kafka acked).
+
+        A latency that cannot be real (a ``ts`` in seconds, say) is counted as implausible
+        and kept out of both latency histograms, where one would spoil every sum."""
         now = self.clock()
-        for ts in result.event_ts:
-            self.metrics.event_to_publish.observe(max(0, now - ts) / 1000.0)
+        plausible = [
+            self.metrics.observe_event_to_publish((now - ts) / 1000.0) for ts in result.event_ts
+        ]
         self.metrics.recommendations_published.inc(len(result.recommendations))
         if result.experiment is not None:
             self.experiments.published(
                 result.experiment,
-                [(v, ts) for v, ts in zip(result.variants, result.event_ts, strict=True) if v],
+                [
+                    (v, ts)
+                    for v, ts, real in zip(result.variants, result.event_ts, plausible, strict=True)
+                    if v and real
+                ],
                 now,
             )
 

@@ -7,6 +7,9 @@ import logging
 from pathlib import Path
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
 
 from streamrec.engine.serving.catalog import Catalog
@@ -15,8 +18,9 @@ from streamrec.engine.serving.recommender import Recommender
 from streamrec.engine.serving.text_encoders import TextEncoderError
 from streamrec.index.device import choose_device, set_cpu_threads
 from streamrec.index.faiss_index import FaissItemIndex
-from streamrec.stream.kafka_io import ensure_topics
+from streamrec.stream.kafka_io import client_options, ensure_topics
 from streamrec.stream.redis_store import RedisStore
+from streamrec.stream.redis_store.catalog import PUBLISH_CATALOG_COMMAND
 from streamrec.stream.settings import Settings
 from streamrec.stream.worker.app import create_app
 from streamrec.stream.worker.metrics import Metrics
@@ -93,11 +97,97 @@ def run_worker(settings: Settings) -> None:
     registry = CollectorRegistry()
     pipeline = build_pipeline(settings, registry)  # fails fast on a missing model or index
     asyncio.run(ensure_topics(settings))
+    asyncio.run(warn_if_catalog_empty(settings))
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
-        log.info("metrics on :%d/metrics", settings.metrics_port)
+        try:
+            start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        except OSError as exc:  # taken, or no such address here
+            msg = (
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+                f"({exc.strerror or exc}); check STREAMREC_METRICS_HOST and STREAMREC_METRICS_PORT"
+            )
+            raise ConfigurationError(msg) from exc
+        log.info("metrics on %s:%d/metrics", settings.metrics_host, settings.metrics_port)
     app = create_app(settings, pipeline)
     make_worker(app, settings.log_level).execute_from_commandline()
+
+
+#: How long the start-up catalog check may take before it is skipped.
+CATALOG_CHECK_TIMEOUT_S = 10.0
+
+
+async def empty_catalog_warning(settings: Settings) -> str | None:
+    """What to tell the operator when this worker would start with no catalog: none in
+    Redis and nothing on the items topic that its consumer group has not consumed yet
+    (every event would then be dead-lettered as ``unknown_item``); None otherwise."""
+    store = RedisStore.from_settings(settings)
+    try:
+        stored = await store.catalog_size()
+    finally:
+        await store.close()
+    if stored:
+        return None
+    unread = await unread_messages(settings, settings.topic_items)
+    if unread:
+        log.info(
+            "catalog: none in Redis yet, %d messages to read on %s", unread, settings.topic_items
+        )
+        return None
+    return (
+        "the catalog is empty: no item in Redis and nothing to read on topic "
+        f"{settings.topic_items!r} (STREAMREC_TOPIC_ITEMS), so every event will be "
+        "dead-lettered as unknown_item until a catalog is published, e.g. with "
+        f"`{PUBLISH_CATALOG_COMMAND}`"
+    )
+
+
+async def warn_if_catalog_empty(settings: Settings) -> str | None:
+    """Log :func:`empty_catalog_warning` as a WARNING, if any, and return it. A check that
+    cannot finish in :data:`CATALOG_CHECK_TIMEOUT_S` is skipped: it never stops a start."""
+    try:
+        warning = await asyncio.wait_for(
+            empty_catalog_warning(settings), timeout=CATALOG_CHECK_TIMEOUT_S
+        )
+    except Exception as exc:  # noqa: BLE001 - a warning's check: report, never stop the start
+        log.info("catalog check skipped (%s)", type(exc).__name__)
+        return None
+    if warning is not None:
+        log.warning("%s", warning)
+    return warning
+
+
+async def unread_messages(settings: Settings, topic: str) -> int:
+    """Messages on ``topic`` after the offsets committed by the worker's consumer group
+    (``STREAMREC_APP_ID``; from the topic's start where it committed none, or where its
+    offsets cannot be read: a catalog is then rather taken as unread than as missing)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+    try:
+        await admin.start()
+        await consumer.start()
+        partitions = [
+            TopicPartition(topic, p["partition"])
+            for t in await admin.describe_topics([topic])
+            for p in t["partitions"]
+        ]
+        if not partitions:
+            return 0
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+        try:
+            committed = await admin.list_consumer_group_offsets(
+                settings.app_id, partitions=partitions
+            )
+        except KafkaError:  # no group coordinator yet (a new cluster): nothing committed
+            committed = {}
+        unread = 0
+        for tp in partitions:
+            done = committed[tp].offset if tp in committed else -1
+            unread += max(0, ends[tp] - max(starts[tp], done))
+        return unread
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 def make_worker(app: faust.App, log_level: str) -> faust.Worker:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+
+from streamrec.stream.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -22,16 +25,22 @@ GRAFANA_PROVISIONING = REPO_ROOT / "deploy" / "grafana" / "provisioning"
 GRAFANA_DATASOURCES = GRAFANA_PROVISIONING / "datasources" / "prometheus.yml"
 GRAFANA_DASHBOARD_PROVIDERS = GRAFANA_PROVISIONING / "dashboards" / "streamrec.yml"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 EXPECTED_SERVICES = {"kafka", "redis", "prometheus", "grafana", "topics", "train", "worker"}
 ONE_SHOT_SERVICES = {"topics", "train"}
 WORKER_METRICS_PORT = 9108
+#: What a container's port must listen on to be reachable from outside the container.
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104
 WORKER_ENVIRONMENT = {
     "STREAMREC_KAFKA_BOOTSTRAP": "kafka:9092",
     "STREAMREC_REDIS_URL": "redis://redis:6379/0",
     "STREAMREC_METRICS_PORT": str(WORKER_METRICS_PORT),
+    # The settings default to 127.0.0.1, which Prometheus's container cannot reach.
+    "STREAMREC_METRICS_HOST": EVERY_INTERFACE,
     "STREAMREC_MODEL_DIR": "/models/current",
 }
+API_ENVIRONMENT = {"STREAMREC_API_HOST": EVERY_INTERFACE}
 # topic -> (partitions, extra `--config` settings)
 EXPECTED_TOPICS = {
     "streamrec.events": (12, set()),
@@ -276,6 +285,32 @@ def test_worker_sets_streamrec_environment(
     assert _environment(services["worker"]).get(variable) == value
 
 
+@pytest.mark.parametrize(("variable", "value"), sorted(API_ENVIRONMENT.items()))
+def test_api_sets_streamrec_environment(
+    services: dict[str, Any], variable: str, value: str
+) -> None:
+    assert _environment(services["api"]).get(variable) == value
+
+
+def test_every_streamrec_variable_is_a_setting(services: dict[str, Any]) -> None:
+    known = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
+    unknown = [
+        (name, variable)
+        for name, service in services.items()
+        for variable in _environment(service)
+        if variable.startswith("STREAMREC_") and variable not in known
+    ]
+    assert unknown == []
+
+
+@pytest.mark.parametrize(("name", "port"), [("worker", WORKER_METRICS_PORT), ("api", 8080)])
+def test_streamrec_ports_are_published_on_the_hosts_loopback_only(
+    services: dict[str, Any], name: str, port: int
+) -> None:
+    published = [str(p) for p in services[name].get("ports") or []]
+    assert published == [f"127.0.0.1:{port}:{port}"]
+
+
 def test_worker_exposes_its_metrics_port(services: dict[str, Any]) -> None:
     exposed = {str(port) for port in services["worker"].get("expose") or []}
     assert str(WORKER_METRICS_PORT) in exposed
@@ -354,6 +389,27 @@ def test_worker_image_exposes_and_probes_the_metrics_port(
     instructions = dict(dockerfile)
     assert str(WORKER_METRICS_PORT) in instructions["EXPOSE"].split()
     assert f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics" in instructions["HEALTHCHECK"]
+
+
+def test_worker_image_installs_the_extras_of_the_worker_and_the_api(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    """The base install is slim: without the extras `streamrec worker` and `api` stop."""
+    runs = " ".join(args for keyword, args in dockerfile if keyword == "RUN")
+    installs = re.findall(r"pip install [^&]*?\.\[([\w,]+)\]", runs)
+    assert installs, "pip install of the repository with its extras"
+    extras = {extra for group in installs for extra in group.split(",")}
+    assert {"worker", "api"} <= extras
+    declared = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    assert extras <= declared.keys()
+
+
+@pytest.mark.parametrize("variable", ["STREAMREC_METRICS_HOST", "STREAMREC_API_HOST"])
+def test_worker_image_listens_on_every_interface_of_the_container(
+    dockerfile: list[tuple[str, str]], variable: str
+) -> None:
+    env = " ".join(args for keyword, args in dockerfile if keyword == "ENV")
+    assert f"{variable}={EVERY_INTERFACE}" in env.split()
 
 
 def test_worker_image_entrypoint_is_the_streamrec_cli(dockerfile: list[tuple[str, str]]) -> None:

@@ -93,3 +93,17 @@ def test_the_configuration_uses_only_real_settings_and_keeps_secrets_out():
     partitions = int(config["data"]["STREAMREC_TOPIC_PARTITIONS"])
     worker = next(d for d in _by_kind("Deployment") if d["metadata"]["name"] == "streamrec-worker")
     assert worker["spec"]["replicas"] <= partitions  # more workers than partitions idle
+
+
+@pytest.mark.parametrize("variable", ["STREAMREC_METRICS_HOST", "STREAMREC_API_HOST"])
+def test_pods_listen_on_their_interfaces_for_probes_prometheus_and_the_service(variable):
+    """The settings default to 127.0.0.1, where a probe or a Service would find nothing."""
+    [config] = _by_kind("ConfigMap")
+    assert config["data"][variable] == "0.0.0.0"  # noqa: S104 - what a pod must listen on
+    for deployment in _by_kind("Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            sources = {
+                s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s
+            }
+            assert config["metadata"]["name"] in sources
+            assert "--host" not in container["args"]  # the setting decides, not a flag

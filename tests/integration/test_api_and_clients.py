@@ -159,7 +159,7 @@ def test_events_sent_with_the_helpers_come_back_as_typed_lists_and_over_http(
         assert user not in api.log()
     ready = api.get("/readyz")
     assert ready.status_code == 200, ready.text
-    checks = {"redis": "ok", "user_ids": "ok", "kafka": "ok", "index": "ok"}
+    checks = {"redis": "ok", "user_ids": "ok", "catalog": "ok", "kafka": "ok", "index": "ok"}
     assert ready.json()["checks"] == checks
     spec = api.get("/openapi.json").json()
     assert "/v1/users/{user_id}/recommendations" in spec["paths"]

@@ -347,6 +347,18 @@ def test_the_file_is_reloaded_when_it_changes_and_a_bad_change_is_rejected(
         assert (
             _metric(driver.metrics, "streamrec_experiment_reloads_total", outcome="rejected") == 1
         )
+        # Unknown keys outside overrides (a misspelt holdout, an override in the wrong
+        # place) would run an experiment that tests nothing: rejected the same way.
+        probe = (
+            EXPERIMENT.replace('name = "short-lists"', 'name = "probe4"')
+            .replace("holdout", "holdot")
+            .replace("overrides = { num_recommendations = 5, diversity_weight = 0.5 }", "")
+        )
+        assert not rewrite(probe + "num_recommendations = 4\n")
+        assert experiments_served(3) == {"second"}
+        assert (
+            _metric(driver.metrics, "streamrec_experiment_reloads_total", outcome="rejected") == 2
+        )
         # A definition that fails while it is installed (here: the catalog catch-up
         # raises) is rejected the same way.
         runner = driver.pipeline.experiments
@@ -360,7 +372,7 @@ def test_the_file_is_reloaded_when_it_changes_and_a_bad_change_is_rejected(
         del runner._install
         assert experiments_served(4) == {"second"}
         assert (
-            _metric(driver.metrics, "streamrec_experiment_reloads_total", outcome="rejected") == 2
+            _metric(driver.metrics, "streamrec_experiment_reloads_total", outcome="rejected") == 3
         )
         # A file without experiments stops it.
         assert rewrite("# no experiment running\n")
