@@ -55,6 +55,7 @@ __all__ = [
     "load_movielens_100k",
     "load_session_log",
     "movielens_100k_dir",
+    "movielens_title",
     "training_data_warnings",
     "validate_catalog",
     "validate_events",
@@ -84,6 +85,15 @@ MOVIELENS_RATING_TO_TYPE: dict[int, str] = {
 }
 
 _YEAR = re.compile(r"^\d{4}$")
+#: Articles MovieLens moves behind a comma ("Right Stuff, The"), as found in ML-100K:
+#: English, French, Italian, Spanish, German, Swedish ("Sjunde inseglet, Det") and
+#: Portuguese ("Convento, O"). "L'" joins the next word without a space.
+_TRAILING_ARTICLE = re.compile(
+    r"^(?P<body>.+), (?P<article>The|A|An|Les|La|Le|L'|Il|El|Das|Der|Die|Det|O)$"
+)
+#: A title and the parenthesised parts at its end: "(1983)", "(Hussard sur le toit, Le)".
+_TITLE_TAIL = re.compile(r"^(?P<main>.*?)(?P<tail>(?: \([^()]*\))*)$")
+_PARENTHESISED = re.compile(r" \(([^()]*)\)")
 _SESSION_COLUMNS = ("session_id", "user_id", "item_id", "timeframe", "eventdate")
 
 
@@ -133,6 +143,47 @@ def movielens_100k_dir() -> Path:
     return folder
 
 
+def _article_first(name: str) -> str:
+    found = _TRAILING_ARTICLE.match(name)
+    if found is None:
+        return name
+    article = found["article"]
+    space = "" if article.endswith("'") else " "
+    return f"{article}{space}{found['body']}"
+
+
+def movielens_title(title: str, year: str = "") -> str:
+    """A MovieLens title as people write it: the article in front, the year at the end.
+
+    MovieLens files write "Right Stuff, The (1983)"; the recbole copy of ML-100K keeps
+    the year in its own column ("Right Stuff, The" and "1983"). A trailing article
+    (", The", ", A", ", La", ", L'", ...) moves to the front of the title and of each
+    parenthesised alternative title; ``year`` (four digits) is appended in parentheses
+    unless the title already ends with a year.
+
+    Args:
+        title: The title as MovieLens writes it.
+        year: The release year, or "" (anything but four digits is ignored).
+
+    Returns:
+        The display title.
+
+    Example:
+        >>> movielens_title("Right Stuff, The", "1983")
+        'The Right Stuff (1983)'
+        >>> movielens_title("Star Maker, The (Uomo delle stelle, L')")
+        "The Star Maker (L'Uomo delle stelle)"
+    """
+    title = title.strip()
+    found = _TITLE_TAIL.match(title)
+    main, tail = (found["main"], found["tail"]) if found is not None else (title, "")
+    tail = _PARENTHESISED.sub(lambda m: f" ({_article_first(m[1])})", tail)
+    shown = _article_first(main) + tail
+    if _YEAR.match(year) and not re.search(r"\(\d{4}\)$", shown):
+        shown = f"{shown} ({year})"
+    return shown
+
+
 def _read_atomic(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(
         path,
@@ -156,7 +207,8 @@ def load_movielens_100k(folder: Path | None = None) -> Dataset:
     Ratings become events by :data:`MOVIELENS_RATING_TO_TYPE`; ``ts`` is the rating's
     timestamp in milliseconds; ``event_id`` is ``"ml100k-<row>"`` with the 0-based row of
     ``ml-100k.inter``. Events are sorted by (ts, file order): many users rated several
-    films in the same second. The catalog's ``category`` is the first genre, ``tags`` all
+    films in the same second. The catalog's ``title`` is :func:`movielens_title` of the
+    title and release year ("The Right Stuff (1983)"), ``category`` the first genre, ``tags`` all
     genres plus the release year, ``description`` the release year ("" when unknown),
     ``price`` NaN and ``available`` True.
 
@@ -205,7 +257,10 @@ def load_movielens_100k(folder: Path | None = None) -> Dataset:
     catalog = pd.DataFrame(
         {
             "item_id": items["item_id"].astype(str),
-            "title": items["movie_title"].astype(str),
+            "title": [
+                movielens_title(t, y)
+                for t, y in zip(items["movie_title"].astype(str), years, strict=True)
+            ],
             "category": [g[0] if g else "" for g in genres],
             "tags": [g + ([y] if y else []) for g, y in zip(genres, years, strict=True)],
             "price": np.full(len(items), np.nan),

@@ -56,9 +56,25 @@ from streamrec.engine.serving.model import ItemModel, make_version
 from streamrec.engine.serving.ranker import CoTable, RankerSettings, train_ranker
 from streamrec.engine.serving.sequential import SequenceParams
 
-__all__ = ["SEQUENCE_WEIGHTS", "SequenceReport", "train_model", "trending_at_end"]
+__all__ = [
+    "SEQUENCE_WEIGHTS",
+    "TRAINING_STAGES",
+    "SequenceReport",
+    "train_model",
+    "trending_at_end",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The stages :func:`train_model` reports through ``progress``, in the order they run.
+TRAINING_STAGES: tuple[str, ...] = (
+    "validate",
+    "fit",
+    "sequence: epochs",
+    "sequence: refit",
+    "adaptation",
+    "ranker",
+)
 
 #: Weights of the encoder's score tried on validation (0: linear part only).
 SEQUENCE_WEIGHTS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 100.0)
@@ -99,6 +115,7 @@ def tune_adaptation(
     base: npt.NDArray[np.floating],
     validation: ValidationSet,
     grid: Sequence[AdaptationParams] = ADAPTATION_GRID,
+    progress: Callable[[int, int], None] | None = None,
 ) -> AdaptationReport:
     """Pick the adaptation step with the best validation NDCG@10 on top of ``base``.
 
@@ -108,6 +125,7 @@ def tune_adaptation(
         base: (u, n) the served scores without adaptation for the validation users.
         validation: The held-out last events.
         grid: Steps to try; ties go to the earlier one (put "off" first).
+        progress: Called as ``progress(done, len(grid))`` after each step.
 
     Returns:
         The chosen step, every step's score, and what the chosen step adds.
@@ -137,6 +155,8 @@ def tune_adaptation(
         scores.append((params, score))
         if best is None or score > best[1]:  # ties keep the earlier step
             best = (params, score, added)
+        if progress is not None:
+            progress(len(scores), len(grid))
     if best is None:
         msg = "grid must list at least one adaptation step, got ()"
         raise ValueError(msg)
@@ -208,7 +228,9 @@ def train_model(
         params: The linear model's grid and settings.
         sequence: The encoder's settings, or None for the linear model alone.
         seed: Seeds every step; equal seeds and inputs give identical models.
-        progress: Called as ``progress(stage, done, total)``.
+        progress: Called as ``progress(stage, done, total)``; the stages, in order:
+            :data:`TRAINING_STAGES` (the ``sequence:`` ones only with ``sequence``, the
+            refit only when the encoder is used, ``ranker`` only with ``rank``).
         refit: Refit the encoder on all events for the best epoch count.
         weights: Encoder score weights to try on validation.
         rank: Train the second-stage ranker (:mod:`streamrec.engine.serving.ranker`); it is kept
@@ -248,7 +270,13 @@ def train_model(
             refit=refit, weights=weights,
         )  # fmt: skip
         seq_report = replace(seq_report, seconds=clock() - started)
-    adapt = tune_adaptation(linear_val, model.item_ids, base, validation)
+    adapt = tune_adaptation(
+        linear_val,
+        model.item_ids,
+        base,
+        validation,
+        progress=None if progress is None else lambda d, t: progress("adaptation", d, t),
+    )
     logger.info(
         "per-user adaptation: %s (validation NDCG@10 %.4f; off: %.4f)",
         adapt.chosen.as_dict() if adapt.chosen.enabled else "off",
@@ -266,8 +294,12 @@ def train_model(
         model = replace(model, adaptation=adapt.chosen, hyperparameters=hyper, metrics=metrics)
         base = base + adapt.added
     if rank:
+        if progress is not None:
+            progress("ranker", 0, 1)
         trend = _trending_rows(_without_validation_targets(ordered), model.index)
         model = _add_ranker(model, base, validation, train_part, sequences, trend, seed)
+        if progress is not None:
+            progress("ranker", 1, 1)
     return replace(model, version=_version_of(model)), report, seq_report
 
 

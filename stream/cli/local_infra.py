@@ -2,16 +2,28 @@
 
 Used by ``streamrec demo`` and by the test fixtures; production points the worker at
 real clusters with STREAMREC_KAFKA_BOOTSTRAP / STREAMREC_REDIS_URL instead.
+
+Ports: the scripts take ``KAFKA_PORT`` / ``REDIS_PORT`` from the environment and pick
+free random loopback ports without them, which is what tests want (they never collide).
+The demo asks :func:`preferred_port` for the standard ports (9092, 6379), so that the
+settings' defaults reach it from another terminal.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "deploy" / "local"
+SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "local"
+
+
+#: The standard ports, which the settings' defaults point at.
+STANDARD_KAFKA_PORT = 9092
+STANDARD_REDIS_PORT = 6379
 
 
 class LocalInfraError(RuntimeError):
@@ -63,3 +75,32 @@ def start_redis(state_dir: Path, env: dict[str, str] | None = None) -> LocalServ
     """Start a redis-server without persistence; address is a redis:// URL."""
     state_dir.mkdir(parents=True, exist_ok=True)
     return LocalService("redis.sh", state_dir, _run("redis.sh", "start", state_dir, env))
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now (the usual race applies).
+
+    SO_REUSEADDR as Kafka and redis-server set it: a port whose last connections are in
+    TIME_WAIT counts as free, a port something listens on (on any address) does not.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def preferred_port(
+    variable: str,
+    standard: int,
+    environ: Mapping[str, str],
+    is_free: Callable[[int], bool] = port_is_free,
+) -> str | None:
+    """The port to ask a deploy/local script for: ``environ[variable]`` when set, else the
+    standard port when it is free, else None (the script picks a free random port)."""
+    explicit = environ.get(variable, "").strip()
+    if explicit:
+        return explicit
+    return str(standard) if is_free(standard) else None

@@ -423,7 +423,9 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context(pattern: str) -
     assert pattern in _dockerignore_patterns()
 
 
-@pytest.mark.parametrize("needed", ["pyproject.toml", "README.md", "stream", "engine", "index"])
+@pytest.mark.parametrize(
+    "needed", ["pyproject.toml", "README.md", "streamrec", "stream", "engine", "index"]
+)
 def test_dockerignore_keeps_what_pip_install_needs(needed: str) -> None:
     assert needed not in _dockerignore_patterns()
 

@@ -90,7 +90,7 @@ def test_movielens_catalog_has_genres_and_year() -> None:
     assert len(catalog) == 1682
     assert tuple(["item_id", *catalog.columns]) == CATALOG_COLUMNS
     toy = catalog.loc["1"]
-    assert toy["title"] == "Toy Story"
+    assert toy["title"] == "Toy Story (1995)"
     assert toy["category"] == "Animation"
     assert toy["tags"] == ["Animation", "Children's", "Comedy", "1995"]
     assert toy["description"] == "1995"

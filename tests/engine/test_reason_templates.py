@@ -335,8 +335,8 @@ def test_titles_are_inserted_verbatim_never_interpreted(title):
 def test_long_titles_make_a_list_use_shorter_phrasings_within_the_guards_limit():
     # MovieLens titles like these made "Because you bought A and B, and <habit>" 178
     # characters long, over the guard's 160.
-    long_a = "Good, The Bad and The Ugly, The"
-    long_b = "Dr. Strangelove or: How I Learned to Stop Worrying and Love the Bomb"
+    long_a = "The Good, The Bad and The Ugly (1966)"
+    long_b = "Dr. Strangelove or: How I Learned to Stop Worrying and Love the Bomb (1963)"
     guard = Guard([long_a, long_b], ["Sci-Fi"])
     evidence = {
         "items": [cite(long_a, "purchase", "a"), cite(long_b, "purchase", "b")],
