@@ -116,7 +116,9 @@ class Settings(BaseSettings):
         True, description="Never recommend an item the user interacted with."
     )
     near_duplicate_cosine: float = Field(
-        0.985, gt=0, description="Skip a candidate this similar to a chosen item (>1: off)."
+        0.985,
+        gt=0,
+        description="Skip a candidate this similar to a chosen item of the same product (>1: off).",
     )
     max_impressions: int = Field(
         0, ge=0, description="Stop recommending an item shown this often in the window (0: off)."

@@ -63,6 +63,7 @@ from streamrec.engine.serving.content import (
     Featurizer,
     ItemText,
     content_features,
+    has_text,
 )
 from streamrec.engine.serving.model import ItemModel, make_version
 from streamrec.engine.serving.scoring import ScoringParams
@@ -645,7 +646,13 @@ def train_item_model(
     baseline_cos: float | None = None
     n_content = 0
     learned = np.linalg.norm(vectors, axis=1) > 0
-    with_text = np.fromiter((i in texts for i in item_ids), dtype=bool, count=len(item_ids))
+    # Items whose "text" is only their id get no content vector (it would be noise) and
+    # keep a zero vector until they have interactions.
+    with_text = np.fromiter(
+        (i in texts and has_text(i, *texts[i][0]) for i in item_ids),
+        dtype=bool,
+        count=len(item_ids),
+    )
     fit_rows = np.flatnonzero(learned & with_text)
     if fit_rows.size:
         content, holdout_cos, baseline_cos = _fit_content(

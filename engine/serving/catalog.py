@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,6 +14,49 @@ from streamrec.engine.types import Item
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+#: What titles are compared without: case, punctuation, spacing. Letters of every script
+#: and digits stay, so Chinese titles are told apart.
+_TITLE_NOISE = re.compile(r"[\W_]+")
+#: Share of title words two items must have in common (Jaccard) to be the same product.
+SAME_PRODUCT_TITLE_OVERLAP = 0.5
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def title_key(title: str) -> str:
+    """The title as lists compare it: case, punctuation and spacing dropped; memoised,
+    as the same titles come up for every user.
+
+    Example:
+        >>> title_key("Trail Runner 3 - RED"), title_key("跑鞋 Pro")
+        ('trail runner 3 red', '跑鞋 pro')
+    """
+    return _TITLE_NOISE.sub(" ", title.casefold()).strip()
+
+
+def same_product(a: Item, b: Item) -> bool:
+    """Whether two listings look like one product to a shopper: the same non-empty
+    category and titles sharing at least :data:`SAME_PRODUCT_TITLE_OVERLAP` of their words.
+
+    This is the metadata identity the near-duplicate rule needs on top of close vectors:
+    on sparse logs many unrelated items have nearly identical vectors, and items without
+    text (titles that are ids) are never duplicates of each other.
+
+    Example:
+        >>> red = Item("r", "Trail Runner 3 Red", "running")
+        >>> same_product(red, Item("b", "Trail Runner 3 Blue", "running"))
+        True
+        >>> same_product(red, Item("j", "Ridge Jacket", "running"))
+        False
+    """
+    if not a.category or a.category != b.category:
+        return False
+    words_a, words_b = set(title_key(a.title).split()), set(title_key(b.title).split())
+    bare_a, bare_b = set(title_key(a.item_id).split()), set(title_key(b.item_id).split())
+    if not words_a or not words_b or words_a == bare_a or words_b == bare_b:
+        return False  # no title, or a title that is only the id
+    return len(words_a & words_b) >= SAME_PRODUCT_TITLE_OVERLAP * len(words_a | words_b)
 
 
 @dataclass(frozen=True)

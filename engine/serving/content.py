@@ -55,6 +55,7 @@ __all__ = [
     "ItemText",
     "content_features",
     "content_tokens",
+    "has_text",
     "hash_features",
 ]
 
@@ -80,6 +81,28 @@ FEATURIZERS: tuple[str, ...] = get_args(Featurizer)
 HASHING_FEATURES = "hashing"
 #: Features of m items: (m, D) sparse hashed features or (m, dim) dense sentence embeddings.
 ContentFeatures: TypeAlias = sp.csr_matrix | npt.NDArray[np.float32]
+
+
+def has_text(
+    item_id: str, title: str, category: str, tags: Iterable[str], description: str
+) -> bool:
+    """Whether an item has text that says something about it: a category, a tag, a
+    description, or a title that is more than its id.
+
+    An item without text gets no content vector (a vector hashed from its id would place
+    it at random) and so no reason built on one: a catalog of bare ids is served from
+    interactions alone.
+
+    Example:
+        >>> has_text("p42", "p42", "", [], "")
+        False
+        >>> has_text("p42", "Trail Runner 3", "", [], "")
+        True
+    """
+    if category.strip() or description.strip() or any(t.strip() for t in tags):
+        return True
+    words = _WORD.findall(title.lower())
+    return bool(words) and words != _WORD.findall(item_id.lower())
 
 
 def content_tokens(title: str, category: str, tags: Iterable[str], description: str) -> list[str]:

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import heapq
 import itertools
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -50,7 +48,8 @@ from streamrec.engine.serving.candidates import (
     history_window,
     score_order,
 )
-from streamrec.engine.serving.catalog import Catalog, CatalogChange
+from streamrec.engine.serving.catalog import Catalog, CatalogChange, same_product, title_key
+from streamrec.engine.serving.content import has_text
 from streamrec.engine.serving.diversity import mmr_order
 from streamrec.engine.serving.item_stats import ItemStats
 from streamrec.engine.serving.model import ItemModel
@@ -71,7 +70,6 @@ from streamrec.engine.serving.user_embedding import (
 )
 from streamrec.engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
 
-_TITLE_NOISE = re.compile(r"[^a-z0-9]+")
 # (interactions with a vector, their (h, d) vectors, their (h,) weights)
 _History = tuple[list[Interaction], FloatArray, npt.NDArray[np.float64]]
 
@@ -225,10 +223,13 @@ class Recommender:
         return self.model.version
 
     def is_cold_start(self, item_id: str) -> bool:
-        """True for items whose vector comes from their content, not from interactions:
-        items the model has never seen, and catalog-only items it was trained with."""
+        """True for items whose vector comes from their text, not from interactions: new
+        items indexed from their content, and catalog-only items the model was trained with
+        (items without text have no such vector, and no ``new_arrival`` claim)."""
         row = self._row.get(item_id)
-        return row is None or self.model.popularity[row] == 0
+        if row is None:  # indexed only from its text (items without text are not indexed)
+            return item_id in self._content_vectors or item_id in self.index
+        return bool(self.model.popularity[row] == 0 and self.model.vectors[row].any())
 
     def item_vector(self, item_id: str) -> FloatArray | None:
         """The (d,) vector of an item: learned, or from its content for new items."""
@@ -267,8 +268,14 @@ class Recommender:
         from its text when ``encode`` or not cached yet)."""
         row = self._row.get(item.item_id)
         if row is None:
-            if self.model.content is None:
-                return  # no content encoder: the item waits for interaction data
+            if self.model.content is None or not has_text(
+                item.item_id, item.title, item.category, item.tags, item.description or ""
+            ):
+                # No encoder, or nothing to encode (a vector from the id would place the
+                # item at random): the item waits for interaction data.
+                self._content_vectors.pop(item.item_id, None)
+                self.index.remove([item.item_id])
+                return
             vector = self._content_vectors.get(item.item_id)
             if encode or vector is None:
                 vector = self.model.content.encode(
@@ -441,6 +448,7 @@ class Recommender:
         if ranked:
             hits = self._reranked(state, hits, excluded, user_vec, stats)
         chosen: list[tuple[str, float]] = []
+        chosen_items: list[Item] = []
         titles: set[str] = set()
         diversify = self.params.diversity_weight > 0
         pool = self.params.k + self.params.fan_out if diversify else self.params.k
@@ -451,14 +459,18 @@ class Recommender:
             if item_id in excluded or not self.catalog.is_available(item_id):
                 continue
             vector = self.item_vector(item_id)
-            title = _normalised_title(self._item(item_id))
-            if vector is None or title in titles:
+            if vector is None or not vector.any():
+                continue  # nothing known of the item: no interactions, no text
+            item = self._item(item_id)
+            title = title_key(item.title)
+            if title and title in titles:
                 continue
             n = len(chosen)
-            if n and float(np.max(vectors[:n] @ vector)) >= self.params.near_duplicate_cosine:
+            if n and self._near_duplicate(item, vector, chosen_items, vectors[:n]):
                 continue
             vectors[n] = vector
             chosen.append((item_id, score))
+            chosen_items.append(item)
             titles.add(title)
         vectors = vectors[: len(chosen)]
         if diversify and chosen:
@@ -505,10 +517,7 @@ class Recommender:
             filler = self._popular(state, user_vec, taken, len(picked), stats)
             if ranked and filler and picked:
                 filler = self._rescored_filler(state, filler, len(hits.item_ids))
-                if self.params.diversity_weight == 0:
-                    picked = sorted(picked + filler, key=lambda p: -p[1])
-                    filler = []
-            picked += filler
+            picked += _below(filler, picked[-1][1] if picked else math.inf)
         # One call per list, so that no sentence repeats within it.
         texts = self._templates.render_list(
             [(r.code, r.evidence) for _, _, r in picked], [i for i, _, _ in picked]
@@ -519,6 +528,16 @@ class Recommender:
                 zip(picked, texts, strict=True), start=1
             )
         ]
+
+    def _near_duplicate(
+        self, item: Item, vector: FloatArray, chosen: Sequence[Item], vectors: FloatArray
+    ) -> bool:
+        """Whether ``item`` repeats one already chosen: vectors at least
+        ``near_duplicate_cosine`` alike *and* the same product by its metadata
+        (:func:`~streamrec.engine.serving.catalog.same_product`). Close vectors alone are
+        not enough: on sparse logs many unrelated items have nearly identical ones."""
+        close = np.flatnonzero(vectors @ vector >= self.params.near_duplicate_cosine)
+        return any(same_product(item, chosen[int(j)]) for j in close)
 
     def _popular(
         self,
@@ -700,12 +719,15 @@ def _trend(stats: ItemStats | None, item_id: str) -> dict[str, object] | None:
     return None if found is None or stats is None else trend_evidence(found, stats.half_life_s)
 
 
-def _normalised_title(item: Item) -> str:
-    return _title_key(item.title)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _title_key(title: str) -> str:
-    """The title that near-duplicate filtering compares (case and punctuation dropped);
-    memoised, as the same titles come up for every user."""
-    return _TITLE_NOISE.sub(" ", title.lower()).strip()
+def _below(
+    filler: list[tuple[str, float, Reason]], ceiling: float
+) -> list[tuple[str, float, Reason]]:
+    """The popular fill-up, in its own order, after every personal candidate: as offline,
+    where the candidates' scores sit above every other item's. A fill item's score is its
+    own, capped at the score of the item above it so that the list stays in order (the
+    fill is not what the ranker was validated on, so it never outranks a candidate)."""
+    out = []
+    for item_id, score, reason in filler:
+        ceiling = min(score, ceiling)
+        out.append((item_id, ceiling, reason))
+    return out

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from streamrec.engine.offline.hybrid_training import _version_of
-from streamrec.engine.serving.candidates import reranked_scores
+from streamrec.engine.serving.candidates import ranker_inputs, reranked_scores
 from streamrec.engine.serving.catalog import Catalog, catalog_items
 from streamrec.engine.serving.item_stats import ItemStats, ItemStatsCounter, TrendingItem
 from streamrec.engine.serving.model import ItemModel, ModelFormatError
@@ -424,3 +424,21 @@ def test_offline_trending_for_the_ranker_leaves_out_the_validation_targets() -> 
     # Each 2+-event user's last event is their validation target; u2's only event stays.
     assert kept["item_id"].tolist() == ["a", "b", "a", "c"]
     assert trending_at_end(events.iloc[:0]) == []
+
+
+def test_the_popular_fill_never_outranks_the_rankers_candidates(
+    trained: shop.TrainedShop,
+) -> None:
+    # A ranker that loves popularity: the popular fill-up would score above the personal
+    # candidates. It was never validated on items no source proposed, and offline
+    # evaluation ranks those below every candidate, so the worker must too.
+    model = _ranked_model(trained.model, _weights(popularity=5.0, score=0.1))
+    assert model.ranker is not None
+    assert model.cotable is not None
+    k = 80  # more than the candidates: the list needs the fill
+    online, offline, _ = _online_and_offline(model, HISTORY, k=k)
+    scores = model.score(model.embed_user(HISTORY, ["view"] * len(HISTORY)))
+    cands, _ = ranker_inputs(model, scores, HISTORY, model.cotable, model.ranker.settings)
+    assert 0 < len(cands) < k
+    assert len(online) == k
+    assert online[: len(cands)] == offline[: len(cands)]
