@@ -19,12 +19,14 @@ T0 = 1_750_000_000_000
 
 @dataclass(frozen=True)
 class SparseLog:
-    """Training events, the held-out sessions' histories and targets, and the catalog."""
+    """Training events, the held-out sessions' histories and targets, the catalog, and
+    every session's events (held-out ones included) for a time-split evaluation."""
 
     train: pd.DataFrame
     test_histories: list[list[str]]
     test_targets: list[str]
     catalog: pd.DataFrame
+    events: pd.DataFrame
 
 
 def sparse_sessions(
@@ -40,6 +42,7 @@ def sparse_sessions(
     rng = np.random.default_rng(seed)
     n_items = themes * per_theme
     rows: list[tuple[str, str, str, str, int]] = []
+    every: list[tuple[str, str, str, str, int]] = []
     histories: list[list[str]] = []
     targets: list[str] = []
     ts = T0
@@ -53,16 +56,18 @@ def sparse_sessions(
             else:
                 item = theme * per_theme + min(int(rng.pareto(1.2) * 3), per_theme - 1)
             views.append(f"p{item}")
+        for view in views:
+            ts += int(rng.integers(1_000, 60_000))
+            every.append((f"e{len(every)}", f"session-{s}", view, "view", ts))
         if s >= sessions - test_sessions:
             if len(set(views)) < 2:
                 continue
             histories.append(views[:-1])
             targets.append(views[-1])
             continue
-        for view in views:
-            ts += int(rng.integers(1_000, 60_000))
-            rows.append((f"e{len(rows)}", f"session-{s}", view, "view", ts))
-    train = pd.DataFrame(rows, columns=["event_id", "user_id", "item_id", "type", "ts"])
+        rows += every[-length:]
+    columns = ["event_id", "user_id", "item_id", "type", "ts"]
+    train = pd.DataFrame(rows, columns=columns)
     ids = [f"p{i}" for i in range(n_items)]
     catalog = pd.DataFrame(
         {
@@ -75,4 +80,4 @@ def sparse_sessions(
             "available": [True] * n_items,
         }
     )
-    return SparseLog(train, histories, targets, catalog)
+    return SparseLog(train, histories, targets, catalog, pd.DataFrame(every, columns=columns))

@@ -68,14 +68,18 @@ class Split:
     Attributes:
         train: Training events, sorted by (ts, original order).
         test: One event per test user (the target), sorted by user id.
-        kind: How the split was made: ``"leave_last_out"`` or ``"time"``.
-        test_fraction: For time splits, the share of events after the cut.
+        kind: How the split was made: ``"leave_last_out"``, ``"time"`` or ``"session"``.
+        test_fraction: For time and session splits, the share after the cut.
+        context: Events that are test users' history but not training data: the earlier
+            events of sessions after a session split's cut, which a worker sees online and
+            a model never trained on.
     """
 
     train: pd.DataFrame
     test: pd.DataFrame
-    kind: Literal["leave_last_out", "time"] = "leave_last_out"
+    kind: Literal["leave_last_out", "time", "session"] = "leave_last_out"
     test_fraction: float = 0.2
+    context: pd.DataFrame | None = None
 
     def validation(self) -> Split:
         """The same kind of split applied to the training part, for tuning.
@@ -84,20 +88,27 @@ class Split:
         """
         if self.kind == "leave_last_out":
             return leave_last_out(self.train)
+        if self.kind == "session":
+            return session_split(self.train, self.test_fraction)
         return time_split(self.train, self.test_fraction)
 
     def item_ids(self) -> list[str]:
         """All items in train and test, sorted: the universe a full ranking ranks."""
-        ids = pd.concat([self.train["item_id"], self.test["item_id"]]).unique()
+        parts = [self.train["item_id"], self.test["item_id"]]
+        if self.context is not None:
+            parts.append(self.context["item_id"])
+        ids = pd.concat(parts).unique()
         return sorted(str(i) for i in ids)
 
     def histories(self) -> tuple[list[list[str]], list[list[str]]]:
-        """Each test user's training items and event types, oldest first (test order)."""
+        """Each test user's history (training events, then context events) as items and
+        event types, oldest first, in test order."""
         return self._histories
 
     @cached_property
     def _histories(self) -> tuple[list[list[str]], list[list[str]]]:
-        grouped = self.train.groupby("user_id", sort=False)
+        seen = self.train if self.context is None else pd.concat([self.train, self.context])
+        grouped = seen.groupby("user_id", sort=False)
         items = grouped["item_id"].agg(list)
         types = grouped["type"].agg(list)
         users = self.test["user_id"].tolist()
@@ -156,6 +167,41 @@ def time_split(events: pd.DataFrame, test_fraction: float = 0.2) -> Split:
     test = after.drop_duplicates("user_id", keep="first")
     test = test.sort_values("user_id", kind="stable").reset_index(drop=True)
     return Split(train=train, test=test, kind="time", test_fraction=test_fraction)
+
+
+def session_split(events: pd.DataFrame, test_fraction: float = 0.2) -> Split:
+    """Split a log whose users are sessions at a time cut over sessions.
+
+    Sessions are ordered by their first event; the last ``test_fraction`` of them are the
+    test period. Each test session with two or more events is evaluated: its last event is
+    the target and its earlier events are its history (``context``), seen as a worker sees
+    them online, never trained on. Training events are the sessions before the cut.
+
+    Args:
+        events: An events table whose ``user_id`` names sessions.
+        test_fraction: Share of sessions (by count) after the cut, in (0, 1).
+
+    Returns:
+        The split.
+
+    Raises:
+        ValueError: ``test_fraction`` is outside (0, 1).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        msg = f"test_fraction must be in (0, 1), got {test_fraction!r}"
+        raise ValueError(msg)
+    ordered = _in_time_order(events)
+    starts = ordered.drop_duplicates("user_id", keep="first")["user_id"].tolist()
+    cut = int(round(len(starts) * (1.0 - test_fraction)))
+    later = set(starts[cut:])
+    in_test = ordered["user_id"].isin(later)
+    train = ordered[~in_test].reset_index(drop=True)
+    after = ordered[in_test]
+    after = after[after.groupby("user_id")["user_id"].transform("size") >= 2]
+    is_last = ~after.duplicated("user_id", keep="last")
+    test = after[is_last].sort_values("user_id", kind="stable").reset_index(drop=True)
+    context = after[~is_last].reset_index(drop=True)
+    return Split(train, test, kind="session", test_fraction=test_fraction, context=context)
 
 
 @dataclass(frozen=True)

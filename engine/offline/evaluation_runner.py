@@ -10,7 +10,9 @@
    training event held out (this is what :func:`streamrec.engine.offline.training.train_item_model`
    does).
    The chosen point is then refit on the whole training part.
-4. Test metrics per model: Recall/NDCG@10,20, MRR@20 (mean ± 95% CI), coverage, ILD@10
+4. Ours is scored on what the worker serves (:func:`streamrec.engine.offline.served.served_ranking`:
+   its candidates, filters, fill and ranker, lists of 20), so any filter's cost shows up.
+5. Test metrics per model: Recall/NDCG@10,20, MRR@20 (mean ± 95% CI), coverage, ILD@10
    in our model's item-vector space and novelty@10 (:mod:`streamrec.engine.offline.list_metrics`),
    and the
    paired difference of NDCG@10 to ours over the same users (mean ± 95% CI).
@@ -49,15 +51,16 @@ from streamrec.engine.offline.evaluation import (
     Split,
     evaluate_full_ranking,
     leave_last_out,
+    session_split,
     time_split,
 )
 from streamrec.engine.offline.evaluation_report import EvaluationReport, ModelResult
-from streamrec.engine.offline.hybrid_training import train_model, trending_at_end
+from streamrec.engine.offline.hybrid_training import train_model
 from streamrec.engine.offline.list_metrics import intra_list_diversity, ndcg_per_user, novelty
 from streamrec.engine.offline.recbole_sasrec import DEFAULT_SASREC, RecBoleSASRec, load_recbole
 from streamrec.engine.offline.score_cache import CachedScores, cache_key, load_scores, save_scores
+from streamrec.engine.offline.served import served_ranking
 from streamrec.engine.offline.training import Progress, TrainParams
-from streamrec.engine.serving.candidates import full_ranking
 from streamrec.engine.serving.sequential import SequenceParams
 from streamrec.engine.serving.user_embedding import EventWeights
 
@@ -75,9 +78,11 @@ MODEL_NAMES: tuple[str, ...] = (
     "als",
     "sasrec",
 )
-ProtocolName = Literal["leave-last-out", "time"]
+ProtocolName = Literal["leave-last-out", "time", "session"]
 Params = Mapping[str, float | str]
 LIST_LENGTH = 10
+#: Our model is scored on the worker's lists of this length: the largest cut-off (@20).
+SERVED_LENGTH = 20
 
 
 @dataclass(frozen=True)
@@ -321,9 +326,10 @@ def _fit_sasrec(
 
 
 #: Bump when a change of code changes what a cached model would score: the baselines'
-#: format, and ours (4: the ranker's candidates come from several sources).
+#: format, and ours (4: the ranker's candidates come from several sources; 5: ours is
+#: scored on the worker's served lists).
 CACHE_FORMAT = 2
-OURS_CACHE_FORMAT = 4
+OURS_CACHE_FORMAT = 5
 
 
 def _cache_key(
@@ -436,11 +442,14 @@ def run_evaluation(
         events: The whole event log (see :mod:`streamrec.engine.offline.datasets`).
         catalog: The catalog (adds catalog-only items to the universe; our model encodes
             them from their text), or None.
-        protocol: ``"leave-last-out"`` or ``"time"``.
+        protocol: ``"leave-last-out"``, ``"time"`` (a global time cut, users with events
+            on both sides) or ``"session"`` (users are sessions: the sessions after a
+            cut are tested on their last event, their earlier events are history).
         seed: Seeds our model and ALS.
         models: Names from :data:`MODEL_NAMES`, in report order.
         progress: Called as ``progress(stage, done, total)``.
-        test_fraction: Share of events after the cut, for ``"time"``.
+        test_fraction: Share of events (``"time"``) or sessions (``"session"``) after
+            the cut.
         dataset: Name for the report.
         train_params: Our model's grid (default
             :class:`streamrec.engine.offline.training.TrainParams`).
@@ -464,13 +473,15 @@ def run_evaluation(
     if unknown or not models:
         msg = f"models must be a non-empty subset of {', '.join(MODEL_NAMES)}, got {unknown}"
         raise ValueError(msg)
-    if protocol not in ("leave-last-out", "time"):
-        msg = f"protocol must be 'leave-last-out' or 'time', got {protocol!r}"
+    if protocol not in ("leave-last-out", "time", "session"):
+        msg = f"protocol must be 'leave-last-out', 'time' or 'session', got {protocol!r}"
         raise ValueError(msg)
     grids = BaselineGrids() if grids is None else grids
     started = clock()
     if protocol == "leave-last-out":
         split = leave_last_out(events)
+    elif protocol == "session":
+        split = session_split(events, test_fraction)
     else:
         split = time_split(events, test_fraction)
     if split.test.empty:
@@ -478,7 +489,8 @@ def run_evaluation(
         raise ValueError(msg)
     catalog_ids = catalog["item_id"].astype(str).tolist() if catalog is not None else []
     universe = sorted(set(split.item_ids()) | set(catalog_ids))
-    validation = leave_last_out(split.train)
+    # Sessions as users: validate as tested, on the last sessions of the training part.
+    validation = split.validation() if protocol == "session" else leave_last_out(split.train)
     counts = PopularityRecommender.fit(split.train, universe).counts
 
     def stage(name: str) -> Callable[[int, int], None] | None:
@@ -558,7 +570,8 @@ def run_evaluation(
                     "for the model's order)"
                 )
             fitted[name] = _Fitted(
-                full_ranking(model, universe, trending_at_end(split.train)),
+                # What the worker serves: its candidates, filters, fill and ranker.
+                served_ranking(model, universe, catalog, split.train, SERVED_LENGTH),
                 chosen,
                 val_ndcg,
                 len(train_report.grid),
@@ -622,7 +635,7 @@ def run_evaluation(
     return EvaluationReport(
         dataset=dataset,
         protocol=protocol,
-        test_fraction=test_fraction if protocol == "time" else None,
+        test_fraction=test_fraction if protocol in ("time", "session") else None,
         seed=seed,
         n_events=len(events),
         n_train_events=len(split.train),

@@ -56,12 +56,19 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     src.add_argument("--events", help="interaction log (CSV/Parquet, event schema)")
     src.add_argument("--sessions", help="session log (session_id;user_id;item_id;...)")
     p.add_argument("--catalog", help="catalog (CSV/Parquet) for --events")
-    p.add_argument("--protocol", choices=["leave-last-out", "time"], default="leave-last-out")
+    p.add_argument(
+        "--protocol",
+        choices=["leave-last-out", "time", "session"],
+        default="leave-last-out",
+        help="leave-last-out; time (a global cut); session (users are sessions: sessions "
+        "after a cut are tested on their last event, given the earlier ones)",
+    )
     p.add_argument(
         "--test-fraction",
         type=float,
         default=None,
-        help=f"share of events after the time cut (--protocol time; {DEFAULT_TEST_FRACTION})",
+        help="share of events (--protocol time) or sessions (--protocol session) after the "
+        f"cut ({DEFAULT_TEST_FRACTION})",
     )
     p.add_argument(
         "--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS})"
@@ -298,8 +305,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     from streamrec.stream.cli.progress import progress_callback
 
-    if args.test_fraction is not None and args.protocol != "time":
-        msg = "streamrec evaluate: --test-fraction applies to --protocol time only"
+    if args.test_fraction is not None and args.protocol == "leave-last-out":
+        msg = "streamrec evaluate: --test-fraction applies to --protocol time or session only"
         raise SystemExit(msg)
     if args.replay:
         return cmd_replay(args)

@@ -46,6 +46,7 @@ from streamrec.engine.offline.evaluation import (
     evaluate_full_ranking,
     leave_last_out,
     metrics_from_ranks,
+    session_split,
     time_split,
 )
 from streamrec.engine.offline.hybrid_training import SEQUENCE_WEIGHTS, train_model
@@ -94,7 +95,7 @@ def _sample(split: Split, users_limit: int | None, seed: int) -> Split:
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(split.test), size=users_limit, replace=False))
     test = split.test.iloc[keep].reset_index(drop=True)
-    return Split(split.train, test, split.kind, split.test_fraction)
+    return Split(split.train, test, split.kind, split.test_fraction, split.context)
 
 
 def _items(catalog: pd.DataFrame | None, universe: Sequence[str]) -> list[Item]:
@@ -142,7 +143,7 @@ def run_replay_evaluation(
     events: pd.DataFrame,
     catalog: pd.DataFrame | None,
     *,
-    protocol: Literal["leave-last-out", "time"] = "leave-last-out",
+    protocol: Literal["leave-last-out", "time", "session"] = "leave-last-out",
     seed: int,
     users_limit: int | None = None,
     rate: float | None = None,
@@ -199,8 +200,10 @@ def run_replay_evaluation(
         full = leave_last_out(events)
     elif protocol == "time":
         full = time_split(events, test_fraction)
+    elif protocol == "session":
+        full = session_split(events, test_fraction)
     else:
-        msg = f"protocol must be 'leave-last-out' or 'time', got {protocol!r}"
+        msg = f"protocol must be 'leave-last-out', 'time' or 'session', got {protocol!r}"
         raise ValueError(msg)
     if full.test.empty:
         msg = f"the {protocol} split of {len(events)} events has no test users"
@@ -208,8 +211,11 @@ def run_replay_evaluation(
     split = _sample(full, users_limit, seed)
     universe = _universe(full, catalog)
     users = split.test["user_id"].astype(str).tolist()
-    replayed = split.train[split.train["user_id"].astype(str).isin(set(users))]
-    replayed = replayed.reset_index(drop=True)
+    # Test users' history: their training events and, for sessions after the cut, the
+    # session's earlier events (never trained on).
+    seen = split.train if split.context is None else pd.concat([split.train, split.context])
+    replayed = seen[seen["user_id"].astype(str).isin(set(users))]
+    replayed = replayed.sort_values("ts", kind="stable").reset_index(drop=True)
     last_event = {
         str(row.event_id): str(row.user_id)
         for row in replayed.drop_duplicates("user_id", keep="last").itertuples()

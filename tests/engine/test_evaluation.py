@@ -231,3 +231,31 @@ def test_markdown_table_has_one_row_per_model_with_intervals() -> None:
     assert lines[0].startswith("| model | recall@10 | ndcg@10")
     assert len(lines) == 4
     assert "±" in lines[2]
+
+
+def test_a_session_split_tests_later_sessions_on_their_last_event_given_the_rest():
+    import pandas as pd
+
+    from streamrec.engine.offline.evaluation import session_split
+
+    rows = []
+    for s in range(10):  # session s: items a{s}, b{s}, c{s}, one second apart
+        for n, item in enumerate(("a", "b", "c")[: 1 + s % 3]):
+            rows.append(
+                {"event_id": f"{s}{n}", "user_id": f"s{s}", "item_id": f"{item}{s}",
+                 "type": "view", "ts": 1000 * s + n}
+            )  # fmt: skip
+    split = session_split(pd.DataFrame(rows), test_fraction=0.3)
+    assert split.kind == "session"
+    assert set(split.train["user_id"]) == {f"s{s}" for s in range(7)}
+    # Sessions 7, 8, 9 are after the cut; 9 has one event and cannot be tested.
+    assert split.test["user_id"].tolist() == ["s7", "s8"]
+    assert split.test["item_id"].tolist() == ["b7", "c8"]
+    assert split.context is not None
+    assert sorted(split.context["item_id"]) == ["a7", "a8", "b8"]
+    histories, _ = split.histories()
+    assert histories == [["a7"], ["a8", "b8"]]  # the session's own earlier events
+    assert "c8" in split.item_ids()
+    validation = split.validation()  # the same protocol on the training sessions
+    assert validation.kind == "session"
+    assert set(validation.test["user_id"]) <= {f"s{s}" for s in range(7)}
