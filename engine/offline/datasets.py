@@ -529,7 +529,7 @@ def validate_catalog(frame: pd.DataFrame, source: Path | str = "catalog") -> pd.
         ]
 
     if "price" in frame.columns:
-        raw = frame["price"].replace("", np.nan)
+        raw = frame["price"].astype(object).where(frame["price"].astype(str) != "", None)
         price = pd.to_numeric(raw, errors="coerce")
         bad = price.isna() & raw.notna()
         if bad.any():

@@ -219,6 +219,7 @@ def train_model(
     rank: bool = True,
     now: datetime | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    sequence_budget_s: float | None = None,
 ) -> tuple[ItemModel, TrainReport, SequenceReport | None]:
     """Train the linear model and, unless ``sequence`` is None, the sequential encoder.
 
@@ -238,6 +239,9 @@ def train_model(
             beats the model's order on held-out validation users.
         now: Creation time for the version (default: the last event's time).
         clock: Monotonic seconds.
+        sequence_budget_s: Seconds the encoder may train, its refit included (None: no
+            limit). Past it no epoch starts and the best epoch so far is kept; the refit
+            on all events runs only if it fits in what is left.
 
     Returns:
         ``(model, linear report, sequence report or None)``.
@@ -268,6 +272,8 @@ def train_model(
         model, seq_report, base = _add_encoder(
             model, sequences, train_part, validation, base, sequence, seed, progress,
             refit=refit, weights=weights,
+            deadline=None if sequence_budget_s is None else clock() + sequence_budget_s,
+            clock=clock,
         )  # fmt: skip
         seq_report = replace(seq_report, seconds=clock() - started)
     adapt = tune_adaptation(
@@ -388,6 +394,8 @@ def _add_encoder(
     *,
     refit: bool,
     weights: Sequence[float],
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[ItemModel, SequenceReport, npt.NDArray[np.float32]]:
     """Train the encoder, choose its weight next to ``lin`` (the linear validation scores)
     and refit it; returns the model (hybrid unless weight 0 won), the report and the
@@ -397,9 +405,12 @@ def _add_encoder(
         if progress is not None:
             progress("sequence: epochs", epoch, total)
 
+    started = clock()
     trained = train_sequences(
-        train_part, model.n_items, sequence, seed, validation=validation, progress=epoch_progress
-    )
+        train_part, model.n_items, sequence, seed, validation=validation,
+        progress=epoch_progress, deadline=deadline, clock=clock,
+    )  # fmt: skip
+    epoch_s = (clock() - started) / max(trained.epochs_run, 1)
     seq = (
         trained.encoder.encode([h.tolist() for h in validation.history], validation.types)
         @ trained.encoder.item_vectors().T
@@ -416,6 +427,14 @@ def _add_encoder(
         ", ".join(f"{w:g}: {s:.4f}" for w, s in scored),
     )
     final: TrainedEncoder = trained
+    if refit and deadline is not None and clock() + epoch_s * trained.best_epoch > deadline:
+        logger.info(
+            "no refit: %d epoch(s) of about %.0f s would pass the time budget; the encoder "
+            "trained on all but each user's last event is kept",
+            trained.best_epoch,
+            epoch_s,
+        )
+        refit = False
     if best_weight > 0 and refit:
         final = train_sequences(
             sequences,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -196,11 +197,15 @@ def train_sequences(
     validation: ValidationSet | None = None,
     epochs: int | None = None,
     progress: EpochProgress | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainedEncoder:
     """Train an encoder on ``sequences``.
 
     With ``validation``, training stops early and the best epoch is kept; without it,
-    exactly ``epochs`` (default ``params.max_epochs``) epochs run.
+    exactly ``epochs`` (default ``params.max_epochs``) epochs run. With a ``deadline``
+    (``clock`` seconds), no epoch starts after it (at least one runs), and the best epoch
+    so far is kept.
 
     Args:
         sequences: Training sequences (rows in ``[0, n_items)``).
@@ -210,6 +215,8 @@ def train_sequences(
         validation: Held-out next items for early stopping, or None.
         epochs: Epoch count when there is no validation.
         progress: Called as ``progress(epoch, max_epochs, validation_ndcg)``.
+        deadline: When to stop starting epochs, in ``clock`` seconds (None: no limit).
+        clock: Monotonic seconds.
 
     Returns:
         The trained encoder and its learning curve.
@@ -227,6 +234,9 @@ def train_sequences(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for epoch in range(1, max_epochs + 1):
+            if deadline is not None and epoch > 1 and clock() >= deadline:
+                logger.info("time budget reached after %d epoch(s)", epoch - 1)
+                break
             inputs, kinds, targets = _windows(sequences, params.max_len, rng)
             order = rng.permutation(len(inputs))
             net.train()

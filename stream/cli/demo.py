@@ -90,7 +90,8 @@ def run_demo(args: argparse.Namespace) -> int:
             console.print(
                 "no model yet: training one on MovieLens-100K (the sequential encoder for at "
                 f"most {DEMO_SEQUENCE_EPOCHS} epochs, to keep the first start short; "
-                "`streamrec train` trains it until early stopping)"
+                "`streamrec train` trains it for up to 3 minutes, "
+                "`--sequence-minutes 0` until early stopping)"
             )
             cli = [sys.executable, "-m", "streamrec"]
             subprocess.run(  # noqa: S603 - our own CLI

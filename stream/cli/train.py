@@ -94,6 +94,7 @@ class TrainingPlan:
         sequence_epochs: The encoder's epoch cap (0: no encoder).
         patience: Early-stopping patience in epochs.
         seed: The seed of every step.
+        sequence_minutes: The encoder's time budget (0: none).
     """
 
     source: str
@@ -104,6 +105,7 @@ class TrainingPlan:
     sequence_epochs: int
     patience: int
     seed: int
+    sequence_minutes: float = 0.0
 
 
 def plan_text(plan: TrainingPlan) -> str:
@@ -115,16 +117,28 @@ def plan_text(plan: TrainingPlan) -> str:
             f"{plan.catalog_items:,} items (titles and tags train the content encoder "
             "for cold-start items)"
         )
+    budget = plan.sequence_minutes * 60
     if plan.sequence_epochs > 0:
         encoder = (
             f"trains, at most {plan.sequence_epochs} epochs, early stopping after "
             f"{plan.patience} epochs without a better validation NDCG@10, then a refit on all "
             "events"
         )
+        if budget > 0:
+            encoder += (
+                f"; within {format_duration(budget)} (--sequence-minutes): then the best "
+                "epoch so far is kept, and the refit runs only if it fits"
+            )
     else:
         encoder = "off (--sequence-epochs 0): co-occurrence model only"
     est = estimate_duration(plan.n_events, plan.sequence_epochs)
-    if est.max_epochs:
+    if est.max_epochs and budget > 0 and est.base_s + budget < est.most_s:
+        duration = (
+            f"about {format_duration(est.base_s)} plus at most {format_duration(budget)} for "
+            f"the encoder ({format_duration(est.epoch_s)} per epoch): at most "
+            f"{format_duration(est.base_s + budget)}"
+        )
+    elif est.max_epochs:
         duration = (
             f"about {format_duration(est.base_s)} plus {format_duration(est.epoch_s)} per "
             f"encoder epoch: at most {format_duration(est.most_s)} at the "
@@ -185,6 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sequence_epochs=max(args.sequence_epochs, 0),
         patience=args.patience,
         seed=args.seed,
+        sequence_minutes=max(args.sequence_minutes, 0.0),
     )
     console.print(plan_text(plan), markup=False, highlight=False)
     try:
@@ -215,6 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 progress=progress,
                 now=datetime.now(UTC),
+                sequence_budget_s=args.sequence_minutes * 60 if args.sequence_minutes > 0 else None,
             )
     except TextEncoderError as exc:
         msg = f"streamrec train: {exc}"

@@ -259,3 +259,19 @@ def test_encoder_weights_that_do_not_belong_to_the_version_are_refused(
     np.savez(folder / "model.npz", **arrays)
     with pytest.raises(ModelFormatError, match="does not belong"):
         ItemModel.load(folder)
+
+
+def test_a_time_budget_stops_training_and_keeps_the_best_epoch_so_far() -> None:
+    events = cycles(users=40)
+    index = {f"i{k}": k for k in range(N_ITEMS)}
+    train, validation = holdout_last(user_sequences(events, index))
+    params = SequenceParams(**{**SMALL.as_dict(), "max_epochs": 50, "patience": 50})
+    now = iter([0.0, 5.0, 10.0])  # read before epochs 2, 3 and 4
+    result = train_sequences(
+        train, N_ITEMS, params, seed=0, validation=validation,
+        deadline=10.0, clock=lambda: next(now),
+    )  # fmt: skip
+    assert result.epochs_run == 3  # epoch 4 would start at the deadline
+    scores = [score for _, _, score in result.curve]
+    assert result.best_epoch == 1 + int(np.argmax(scores))
+    assert validation_ndcg(result.encoder, validation) == pytest.approx(max(scores))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -190,3 +191,17 @@ def test_cli_prints_the_plan_then_finishes_the_bar_of_every_stage(tmp_path: Path
         assert found is not None, (stage, err)
         assert found[1] == found[2], (stage, found[0])
     assert (tmp_path / "model" / "model.json").is_file()
+
+
+def test_the_plan_names_the_encoders_time_budget_and_caps_the_estimate() -> None:
+    plan = TrainingPlan(
+        source="MovieLens-100K", n_events=100_000, n_users=943, n_items=1682,
+        catalog_items=1682, sequence_epochs=200, patience=10, seed=42, sequence_minutes=3.0,
+    )  # fmt: skip
+    text = plan_text(plan)
+    assert "within 3 min (--sequence-minutes)" in text
+    unlimited = plan_text(replace(plan, sequence_minutes=0.0))
+    assert "--sequence-minutes" not in unlimited
+    est = estimate_duration(plan.n_events, plan.sequence_epochs)
+    assert f"at most {format_duration(est.base_s + 180)}" in text
+    assert f"at most {format_duration(est.most_s)}" in unlimited
