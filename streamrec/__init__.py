@@ -20,24 +20,5 @@ The public API for other services is re-exported here and in :mod:`streamrec.cli
 
 from __future__ import annotations
 
-from streamrec.client import (
-    AsyncEventProducer,
-    Event,
-    EventProducer,
-    InvalidMessage,
-    Recommendation,
-    RecommendedItem,
-    Settings,
-    recommendations,
-)
-
-__all__ = [
-    "AsyncEventProducer",
-    "Event",
-    "EventProducer",
-    "InvalidMessage",
-    "Recommendation",
-    "RecommendedItem",
-    "Settings",
-    "recommendations",
-]
+from streamrec.client import *  # noqa: F403 - the public API is the client's
+from streamrec.client import __all__ as __all__

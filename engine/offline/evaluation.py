@@ -139,6 +139,14 @@ def leave_last_out(events: pd.DataFrame) -> Split:
     return Split(train=train, test=test, kind="leave_last_out")
 
 
+def _cut(n: int, test_fraction: float) -> int:
+    """How many of ``n`` time-ordered things come before the cut."""
+    if not 0.0 < test_fraction < 1.0:
+        msg = f"test_fraction must be in (0, 1), got {test_fraction!r}"
+        raise ValueError(msg)
+    return int(round(n * (1.0 - test_fraction)))
+
+
 def time_split(events: pd.DataFrame, test_fraction: float = 0.2) -> Split:
     """Split at a global time cut: the last ``test_fraction`` of events form the test period.
 
@@ -156,11 +164,8 @@ def time_split(events: pd.DataFrame, test_fraction: float = 0.2) -> Split:
     Raises:
         ValueError: ``test_fraction`` is outside (0, 1).
     """
-    if not 0.0 < test_fraction < 1.0:
-        msg = f"test_fraction must be in (0, 1), got {test_fraction!r}"
-        raise ValueError(msg)
     ordered = _in_time_order(events)
-    cut = int(round(len(ordered) * (1.0 - test_fraction)))
+    cut = _cut(len(ordered), test_fraction)
     train = ordered.iloc[:cut].reset_index(drop=True)
     after = ordered.iloc[cut:]
     after = after[after["user_id"].isin(set(train["user_id"]))]
@@ -187,12 +192,9 @@ def session_split(events: pd.DataFrame, test_fraction: float = 0.2) -> Split:
     Raises:
         ValueError: ``test_fraction`` is outside (0, 1).
     """
-    if not 0.0 < test_fraction < 1.0:
-        msg = f"test_fraction must be in (0, 1), got {test_fraction!r}"
-        raise ValueError(msg)
     ordered = _in_time_order(events)
     starts = ordered.drop_duplicates("user_id", keep="first")["user_id"].tolist()
-    cut = int(round(len(starts) * (1.0 - test_fraction)))
+    cut = _cut(len(starts), test_fraction)
     later = set(starts[cut:])
     in_test = ordered["user_id"].isin(later)
     train = ordered[~in_test].reset_index(drop=True)
