@@ -30,6 +30,30 @@ class CatalogStore(RedisConnection):
         if items:
             await self.retrying("catalog_put", run)
 
+    async def add_missing_items(self, items: Sequence[Item], chunk: int = 1000) -> int:
+        """Store the items the catalog lacks and leave those it holds (another worker may
+        have stored a newer version); returns how many were added. ``items`` holds one
+        version per item id. A worker restoring the catalog at start uses this, so one
+        that joins a Redis holding the catalog writes nothing and no change-log entry."""
+        added = 0
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+
+            async def run(part: Sequence[Item] = part) -> int:
+                held = await self.client.hmget(CATALOG, [item.item_id for item in part])
+                missing = [item for item, value in zip(part, held, strict=True) if value is None]
+                if missing:
+                    async with self.client.pipeline(transaction=True) as pipe:
+                        for item in missing:  # HSETNX: one stored meanwhile is kept
+                            pipe.hsetnx(CATALOG, item.item_id, encode_item(item))
+                            pipe.xadd(CATALOG_LOG, {"item_id": item.item_id}, maxlen=1_000_000)
+                        replies = await pipe.execute()
+                    return sum(1 for stored in replies[::2] if stored)
+                return 0
+
+            added += await self.retrying("catalog_add_missing", run)
+        return added
+
     async def catalog_size(self) -> int:
         """How many items the shared catalog holds (0: none published yet)."""
         return int(await self.retrying("catalog_size", lambda: self.client.hlen(CATALOG)))

@@ -125,6 +125,17 @@ class Metrics:
         self.index_items = Gauge(
             "streamrec_index_items", "Items in the candidate index.", registry=registry
         )
+        self.catalog_ready = Gauge(
+            "streamrec_catalog_ready",
+            "1 once the worker has read the items topic up to its end offsets at start (it "
+            "processes events only then), 0 while it reads.",
+            registry=registry,
+        )
+        self.catalog_restore_remaining = Gauge(
+            "streamrec_catalog_restore_remaining",
+            "Offsets of the items topic still to read before the worker processes events.",
+            registry=registry,
+        )
         self.index_reloads = Counter(
             "streamrec_index_reloads",
             "Rebuilt indexes found in the index folder, by outcome (swapped, rejected).",

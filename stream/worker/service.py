@@ -1,4 +1,4 @@
-"""Assemble and run a worker: settings -> model, index, Redis, metrics -> Faust."""
+"""Assemble and run a worker: settings -> model, index, Redis, metrics -> catalog -> Faust."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from streamrec.engine.serving.catalog import Catalog
 from streamrec.engine.serving.model import ItemModel, ModelError
@@ -23,6 +23,8 @@ from streamrec.stream.redis_store import RedisStore
 from streamrec.stream.redis_store.catalog import PUBLISH_CATALOG_COMMAND
 from streamrec.stream.settings import Settings
 from streamrec.stream.worker.app import create_app
+from streamrec.stream.worker.catalog_restore import CatalogReadiness, restore_catalog
+from streamrec.stream.worker.health import serve as serve_metrics
 from streamrec.stream.worker.metrics import Metrics
 from streamrec.stream.worker.params import ranking_params
 from streamrec.stream.worker.pipeline import Pipeline
@@ -97,17 +99,24 @@ def run_worker(settings: Settings) -> None:
     registry = CollectorRegistry()
     pipeline = build_pipeline(settings, registry)  # fails fast on a missing model or index
     asyncio.run(ensure_topics(settings))
-    asyncio.run(warn_if_catalog_empty(settings))
+    readiness = CatalogReadiness(settings.topic_items, pipeline.metrics)
     if settings.metrics_port:
         try:
-            start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+            serve_metrics(settings.metrics_host, settings.metrics_port, registry, readiness.report)
         except OSError as exc:  # taken, or no such address here
             msg = (
                 f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
                 f"({exc.strerror or exc}); check STREAMREC_METRICS_HOST and STREAMREC_METRICS_PORT"
             )
             raise ConfigurationError(msg) from exc
-        log.info("metrics on %s:%d/metrics", settings.metrics_host, settings.metrics_port)
+        log.info(
+            "metrics on %s:%d/metrics, readiness on /readyz",
+            settings.metrics_host,
+            settings.metrics_port,
+        )
+    # Catalog first, then events: Faust (and the consumer group) starts once caught up.
+    asyncio.run(restore_catalog(settings, readiness))
+    asyncio.run(warn_if_catalog_empty(settings))
     app = create_app(settings, pipeline)
     make_worker(app, settings.log_level).execute_from_commandline()
 
