@@ -17,6 +17,14 @@ genres and tags drawn from the MovieLens catalog's words): a copy of the model d
 gets the grown catalog and ``streamrec index build`` indexes the new items from their
 text (the tuner picks the index for the size), and every item is published to the worker.
 
+The ``floor`` configuration is the transport floor (benchmarks/floor.py): a Faust worker
+configured like ours that only decodes each event and publishes a fixed list of
+``--floor-list-bytes``. Every phase reports the worker's CPU per event (utime + stime of
+the worker process and its children, from /proc, over the phase) and, with ``floor`` in
+the run, each configuration's CPU per event as a multiple of the floor's at the same rate:
+
+    python benchmarks/e2e.py --configs floor,batched --events 20000 --rates max,1000
+
 Needs a trained ML-100K model (make demo trains one, or `streamrec train --dataset ml-100k`
 then `streamrec index build`). Writes benchmarks/results/e2e-<timestamp>.{json,md,png}.
 """
@@ -35,6 +43,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -62,13 +71,39 @@ def machine_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (field 3, state, first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def proc_stats(pid: int) -> tuple[float, int]:
-    """(cpu seconds, rss bytes) of a process."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(stat[11]) + int(stat[12])) / ticks
-    rss = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
-    return cpu, rss
+    """(cpu seconds, rss bytes) of a process: CPU of the process and its children (see
+    :func:`tree_cpu`), resident memory of the process."""
+    rss = int(_stat(pid)[21]) * os.sysconf("SC_PAGE_SIZE")
+    return tree_cpu(pid), rss
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (utime + stime) of a process, its live descendants and the children it
+    has waited for (cutime + cstime), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    ticks = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            stat = _stat(current)
+        except OSError:
+            continue
+        ticks += sum(int(v) for v in stat[11:15])  # utime, stime, cutime, cstime
+        todo += parents.get(current, [])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def phase(
@@ -85,6 +120,7 @@ async def phase(
     await producer.start()
     sent_ts: dict[str, int] = {}
     latencies: list[float] = []
+    list_bytes: list[int] = []
     done = asyncio.Event()
 
     async def consume() -> None:
@@ -96,6 +132,7 @@ async def phase(
                     trigger = json.loads(r.value)["trigger_event_id"]
                     if trigger in sent_ts:
                         latencies.append(now - sent_ts.pop(trigger))
+                        list_bytes.append(len(r.value))
         done.set()
 
     cpu0, _ = proc_stats(worker_pid)
@@ -133,6 +170,9 @@ async def phase(
         "p95_ms": round(float(np.percentile(lat, 95)), 2),
         "p99_ms": round(float(np.percentile(lat, 99)), 2),
         "worker_cpu_percent": round(100 * (cpu1 - cpu0) / total_s, 1),
+        # Worker CPU (process and children) over the phase, per event produced.
+        "cpu_us_per_event": round(1e6 * (cpu1 - cpu0) / len(events), 1),
+        "list_bytes": round(float(np.mean(list_bytes)), 1),
         "worker_rss_mb": round(rss / 2**20, 1),
         # Broker, Redis and this load generator share the machine with the worker.
         "machine_busy_percent": round(100 * (busy1 - busy0) / max(ticks1 - ticks0, 1), 1),
@@ -191,7 +231,19 @@ CONFIGS: dict[str, dict[str, str]] = {
     "batched": {},
     # One event at a time: per-event Redis round-trips, one search per event.
     "naive": {"STREAMREC_BATCH_SIZE": "1", "STREAMREC_BATCH_WITHIN_MS": "1"},
+    # The transport floor: Faust configured like ours, decode + a fixed list (floor.py).
+    "floor": {},
 }
+#: The configurations that are not `streamrec worker` (they take no catalog either).
+FLOOR = "floor"
+
+
+def worker_command(name: str, floor_list_bytes: int) -> list[str]:
+    """The command that runs configuration ``name``."""
+    if name == FLOOR:
+        # Run from the repository root (run_config's cwd).
+        return [sys.executable, "benchmarks/floor.py", "--list-bytes", str(floor_list_bytes)]
+    return [sys.executable, "-m", "streamrec", "worker"]
 
 
 def run_config(
@@ -205,10 +257,11 @@ def run_config(
     n_events: int,
     idle: dict[str, float],
     idle_s: float,
+    floor_list_bytes: int = 2500,
 ) -> list[dict[str, object]]:
     """Start a worker with this configuration on its own topics, publish the catalog to
-    it, warm it up, measure its CPU while no event comes (``idle_s``, into ``idle``), run
-    the phases, stop it."""
+    it (not to the floor), warm it up, measure its CPU while no event comes (``idle_s``,
+    into ``idle``), run the phases, stop it."""
     settings = base.model_copy(
         update={
             "app_id": f"streamrec-bench-{name}",
@@ -230,17 +283,18 @@ def run_config(
     }
     with (state / f"worker-{name}.log").open("wb") as worker_log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streamrec", "worker"],
+            worker_command(name, floor_list_bytes),
             cwd=ROOT,
             env=worker_env,
             stdout=worker_log,
             stderr=subprocess.STDOUT,
         )
         try:
-            asyncio.run(publish_catalog(settings, items))
-            # A worker takes in roughly 1,000 items/s (new ones are encoded from text).
-            wait = max(120.0, len(items) / 500)
-            asyncio.run(wait_for_catalog(settings, {i.item_id for i in items}, timeout_s=wait))
+            if name != FLOOR:
+                asyncio.run(publish_catalog(settings, items))
+                # A worker takes in roughly 1,000 items/s (new ones are encoded from text).
+                wait = max(120.0, len(items) / 500)
+                asyncio.run(wait_for_catalog(settings, {i.item_id for i in items}, timeout_s=wait))
             # Warm-up: wait until the worker answers (group joined, catalog loaded).
             warm = [
                 (f"{name}-warm-{n}", str(log[n]["user_id"]), str(log[n]["item_id"]))
@@ -307,6 +361,27 @@ def plot(results: list[dict[str, object]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def floor_ratios(results: list[dict[str, object]]) -> list[str]:
+    """Lines giving each configuration's worker CPU per event and events/s as multiples of
+    the floor's in the phase of the same target rate (none without a floor)."""
+    floors = {r["target_rate"]: r for r in results if r["config"] == FLOOR}
+    lines = []
+    for r in results:
+        base = floors.get(r["target_rate"])
+        if base is None or r["config"] == FLOOR:
+            continue
+        target = "unthrottled" if not r["target_rate"] else f"{r['target_rate']:g}/s"
+        cpu, floor_cpu = float(r["cpu_us_per_event"]), float(base["cpu_us_per_event"])  # type: ignore[arg-type]
+        rate, floor_rate = float(r["events_per_s"]), float(base["events_per_s"])  # type: ignore[arg-type]
+        r["cpu_vs_floor"] = round(cpu / floor_cpu, 2)
+        lines.append(
+            f"\n{target}: {r['config']} / floor worker CPU per event = "
+            f"{cpu / floor_cpu:.2f}x ({cpu:g} vs {floor_cpu:g} us/event); "
+            f"events/s {rate:g} vs {floor_rate:g} ({rate / floor_rate:.2f}x)"
+        )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -339,7 +414,14 @@ def main() -> int:
         "--configs",
         default="batched,naive",
         help="worker configurations to run side by side: batched (micro-batches of "
-        "--batch-size), naive (one event at a time)",
+        "--batch-size), naive (one event at a time), floor (the transport floor: a Faust "
+        "worker configured like ours that only decodes and publishes a fixed list)",
+    )
+    parser.add_argument(
+        "--floor-list-bytes",
+        type=int,
+        default=2500,
+        help="the size of the floor's fixed list (JSON bytes)",
     )
     args = parser.parse_args()
     model_dir = Path(args.model_dir).resolve()
@@ -355,7 +437,7 @@ def main() -> int:
     # SIGTERM (a timeout, a CI kill) unwinds like Ctrl-C: the worker, broker and Redis stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     data = load_movielens_100k()
-    log = data.events.to_dict("records")
+    log = cast(list[dict[str, object]], data.events.to_dict("records"))
     state = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     catalog = data.catalog
     if args.catalog_size > len(catalog):
@@ -367,7 +449,7 @@ def main() -> int:
     try:
         settings = Settings(
             kafka_bootstrap=kafka.address,
-            redis_url=redis.address,  # type: ignore[arg-type]
+            redis_url=redis.address,
             model_dir=model_dir,
             metrics_port=0,
             batch_size=args.batch_size,
@@ -397,12 +479,14 @@ def main() -> int:
                 args.events,
                 idle,
                 args.idle_seconds,
+                args.floor_list_bytes,
             )
     finally:
         kafka.stop()
         redis.stop()
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    ratios = floor_ratios(results)  # also puts each phase's cpu_vs_floor into results
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     index_info = json.loads((model_dir / "index" / "items.ids.json").read_text())
@@ -418,30 +502,43 @@ def main() -> int:
         "batch_size": args.batch_size,
         "batch_within_ms": int(env.get("STREAMREC_BATCH_WITHIN_MS", Settings().batch_within_ms)),
         "configs": {c: CONFIGS[c] for c in configs},
+        "commands": {c: worker_command(c, args.floor_list_bytes)[1:] for c in configs},
+        "command": " ".join(["python", *sys.argv]),
+        "floor_list_bytes": args.floor_list_bytes if FLOOR in configs else None,
         "phases": results,
         "idle_cpu_percent": idle,
         "at": stamp,
     }
     (out / f"e2e-{stamp}.json").write_text(json.dumps(report, indent=2))
+    floor_note = (
+        f", floor = the transport floor (benchmarks/floor.py: Faust configured like ours, "
+        f"decode + a fixed {args.floor_list_bytes}-byte list)"
+        if FLOOR in configs
+        else ""
+    )
     lines = [
         f"End-to-end on the local broker ({report['machine']}), batched = micro-batches of "
-        f"{args.batch_size} within {report['batch_within_ms']} ms, naive = one event at a time; "
-        "the same events for both; "
+        f"{args.batch_size} within {report['batch_within_ms']} ms, naive = one event at a time"
+        f"{floor_note}; the same events for every configuration; "
         f"{len(catalog):,} catalog items, {report['index']} index",
         "",
         f"Model {model.version}: {', '.join(parts)}",
         "",
+        f"Command: `{report['command']}`",
+        "",
         "| config | target rate | events | events/s | p50 ms | p95 ms | p99 ms | worker CPU % "
-        "| worker RSS MB | machine busy % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| worker CPU us/event | list bytes | worker RSS MB | machine busy % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         target = "max" if not r["target_rate"] else f"{r['target_rate']:g}/s"
         lines.append(
             f"| {r['config']} | {target} | {r['events']} | {r['events_per_s']} | {r['p50_ms']} | "
-            f"{r['p95_ms']} | {r['p99_ms']} | {r['worker_cpu_percent']} | {r['worker_rss_mb']} | "
+            f"{r['p95_ms']} | {r['p99_ms']} | {r['worker_cpu_percent']} | "
+            f"{r['cpu_us_per_event']} | {r['list_bytes']} | {r['worker_rss_mb']} | "
             f"{r['machine_busy_percent']} |"
         )
+    lines += ratios
     by = {(r["config"], r["target_rate"]): r for r in results}
     for r in results:
         naive = by.get(("naive", r["target_rate"]))

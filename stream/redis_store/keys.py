@@ -6,7 +6,10 @@ Keys (``{u:USER}`` is a Redis Cluster hash tag, so one user's keys share a slot)
 ``sr:{u:USER}:h``                     list of recent interactions, JSON [item, type, ts]
 ``sr:{u:USER}:p``                     set of purchased item ids
 ``sr:{u:USER}:s``                     set of every item id the user interacted with
-``sr:{u:USER}:ev:EVENT_ID``           dedupe marker with TTL (idempotent replays)
+``sr:{u:USER}:ev:EVENT_ID``           dedupe marker with TTL (idempotent replays): ``1``
+                                      once applied, ``s:STORED_EVENT_ID`` once a list was
+                                      saved in its batch (whose list that save left
+                                      stored), which tells a replay what to publish
 ``sr:{u:USER}:emb``                   float32 bytes of the latest user vector
 ``sr:{u:USER}:recs``                  latest recommendation message (JSON)
 ``sr:{u:USER}:shown``                 hash item_id -> times recommended in the current

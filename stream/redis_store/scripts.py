@@ -69,18 +69,50 @@ return {applied, redis.call('LRANGE', KEYS[1], 0, -1), redis.call('SMEMBERS', KE
         redis.call('SMEMBERS', KEYS[4]), stats, redis.call('HGETALL', KEYS[6])}
 """
 
-# Store one list and vector unless the user was forgotten after the event behind them.
+# Store one list and vector unless the user was forgotten after the event behind them,
+# and mark that event's dedupe marker (KEYS[5], kept only if it exists, with its TTL)
+# ``s:LAST``: LAST is the event whose list the same save call left stored for the user
+# (the user's last list of the batch). REPLAYED reads it back.
 SAVE: Final = """
 local gone = redis.call('GET', KEYS[4])
 if gone and tonumber(ARGV[4]) <= tonumber(gone) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
 redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('SET', KEYS[5], ARGV[6], 'XX', 'KEEPTTL')
 local window = tonumber(ARGV[5])
-if window > 0 and #ARGV > 5 then
-  for i = 6, #ARGV do redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
+if window > 0 and #ARGV > 6 then
+  for i = 7, #ARGV do redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
   redis.call('EXPIRE', KEYS[3], window, 'NX')
 end
 return 1
+"""
+
+# What a replayed event (APPLY found its dedupe marker) needs, from its marker (KEYS[1])
+# and the user's stored list (KEYS[2]); ARGV[1] is the event id. Only called for
+# duplicates, so the JSON decode of the stored list costs nothing in the normal run.
+#   {'rank'}               marker '1': applied, no list stored for it (a crash between
+#                          the apply and the save, or a copy of an event of this batch)
+#   {'rank_only'}          the stored list is the one the event's own save call left, but
+#                          it belongs to a later event of that batch: this event's list may
+#                          not have been published; rank it again, and keep the newer list
+#   {'republish', bytes}   the stored list is this event's own: publish it unchanged
+#   {'skip'}               a later save call replaced the list its batch stored, so that
+#                          batch was published (the worker publishes a batch before it
+#                          takes the next): a newer list exists, publish nothing
+# A stored list that is missing (expired) or unreadable falls back to 'rank'.
+REPLAYED: Final = """
+local marker = redis.call('GET', KEYS[1])
+if not marker or string.sub(marker, 1, 2) ~= 's:' then return {'rank'} end
+local last = string.sub(marker, 3)
+local stored = redis.call('GET', KEYS[2])
+if not stored then return {'rank'} end
+local ok, list = pcall(cjson.decode, stored)
+if not ok or type(list) ~= 'table' or type(list['trigger_event_id']) ~= 'string' then
+  return {'rank'}
+end
+if list['trigger_event_id'] ~= last then return {'skip'} end
+if last == ARGV[1] then return {'republish', stored} end
+return {'rank_only'}
 """
 
 # The highest members of many sorted sets, with scores, in one call (the item statistics

@@ -1,20 +1,27 @@
 """User state: history, purchases, seen items, dedupe markers, stored lists and vectors,
-and forgetting a user."""
+and forgetting a user.
+
+A replayed event (its dedupe marker was already set) is looked up with :meth:`replayed`:
+the marker says whether a list was stored for it and which list its save call left, so
+the worker republishes the stored bytes, ranks again only where a list may be missing, or
+publishes nothing where a newer list was published (:data:`ReplayAction`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
-import msgspec
 import numpy as np
 
 from streamrec.engine.serving.item_stats import log_weight
 from streamrec.engine.serving.state import Applied
 from streamrec.engine.types import Event, Recommendation, UserState
-from streamrec.stream.contracts import encode_recommendation
+from streamrec.stream.contracts import encode_recommendation, recommendation_from_json
+from streamrec.stream.redis_store import scripts
 from streamrec.stream.redis_store.connection import RedisConnection
 from streamrec.stream.redis_store.keys import (
     COOCCURRENCE_PREFIX,
@@ -27,6 +34,22 @@ from streamrec.stream.redis_store.keys import (
 from streamrec.stream.redis_store.replies import at_most, encode_json, member, user_state
 
 log = logging.getLogger(__name__)
+
+#: What to do with a replayed event (see :data:`scripts.REPLAYED`): ``rank`` (no list was
+#: stored for it: rank, store, publish), ``rank_only`` (a later event of its batch holds the
+#: stored list: rank and publish, store nothing), ``republish`` (the stored list is its own:
+#: publish those bytes) or ``skip`` (a later batch stored a newer list, so the event's own
+#: list was published: nothing).
+ReplayAction = Literal["rank", "rank_only", "republish", "skip"]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What to do with one replayed event, and the stored list to republish (with the
+    user's own id in it)."""
+
+    action: ReplayAction
+    stored: bytes | None = None
 
 
 class UserStateStore(RedisConnection):
@@ -101,30 +124,54 @@ class UserStateStore(RedisConnection):
         history, purchased, seen, shown = await self.retrying("get", run)
         return user_state(user_id, history, purchased, seen, shown)
 
-    async def save_results(self, ranked: Sequence[tuple[Recommendation, np.ndarray, int]]) -> None:
-        """Store each user's latest list and vector (last one wins within a batch), given
+    async def save_results(
+        self,
+        ranked: Sequence[tuple[Recommendation, np.ndarray, int]],
+        encoded: Sequence[bytes] | None = None,
+    ) -> None:
+        """Store each user's latest list and vector (last one wins within a call), given
         as (list, vector, ts of the event behind it); a user forgotten after that event
-        gets nothing stored."""
+        gets nothing stored.
+
+        ``encoded``: each list's JSON as published (one per list), stored as they are, so
+        a list is encoded once; under pseudonyms the stored copy is encoded again with the
+        pseudonym instead of the user id. Each list's event marker records which event's
+        list this call leaves stored for the user (read back by :meth:`replayed`): pass
+        one batch's lists in one call.
+        """
+        if encoded is not None and len(encoded) != len(ranked):
+            msg = (
+                f"`encoded` has {len(encoded)} lists, expected one per ranked list ({len(ranked)})"
+            )
+            raise ValueError(msg)
+        last = {rec.user_id: rec.trigger_event_id for rec, _, _ in ranked}
 
         async def run() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
-                for rec, vector, event_ts in ranked:
-                    stored = rec
+                for n, (rec, vector, event_ts) in enumerate(ranked):
                     if self._pseudonym is not None:
-                        stored = dataclasses.replace(rec, user_id=self._stored_id(rec.user_id))
+                        value = encode_recommendation(
+                            dataclasses.replace(rec, user_id=self._stored_id(rec.user_id))
+                        )
+                    elif encoded is not None:
+                        value = encoded[n]
+                    else:
+                        value = encode_recommendation(rec)
                     await self._save_script(
                         keys=[
                             self._key(rec.user_id, "recs"),
                             self._key(rec.user_id, "emb"),
                             self._key(rec.user_id, "shown"),
                             self._forgotten_key(rec.user_id),
+                            self._key(rec.user_id, f"ev:{rec.trigger_event_id}"),
                         ],
                         args=[
-                            encode_recommendation(stored),
+                            value,
                             vector.astype(np.float32).tobytes(),
                             self.recommendation_ttl_s,
                             event_ts,
                             self.impressions_window_s,
+                            "s:" + last[rec.user_id],
                             *(item.item_id for item in rec.items),
                         ],
                         client=pipe,
@@ -133,6 +180,35 @@ class UserStateStore(RedisConnection):
 
         if ranked:
             await self.retrying("save", run)
+
+    async def replayed(self, events: Sequence[Event]) -> list[Replayed]:
+        """For events that :meth:`apply` found already applied: whether their list was
+        stored and published (one pipelined round-trip; see :data:`ReplayAction`)."""
+        if not events:
+            return []
+        script = self.client.register_script(scripts.REPLAYED)  # rare: after a replay
+
+        async def run() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for e in events:
+                    await script(
+                        keys=[
+                            self._key(e.user_id, f"ev:{e.event_id}"),
+                            self._key(e.user_id, "recs"),
+                        ],
+                        args=[e.event_id],
+                        client=pipe,
+                    )
+                return list(await pipe.execute())
+
+        out = []
+        for e, reply in zip(events, await self.retrying("replayed", run), strict=True):
+            action = cast(ReplayAction, member(reply[0]))
+            if action != "republish":
+                out.append(Replayed(action))
+            else:
+                out.append(Replayed(action, self._with_user_id(bytes(reply[1]), e.user_id)))
+        return out
 
     async def latest_recommendation(self, user_id: str) -> bytes | None:
         """The user's latest stored list (JSON), with their user id.
@@ -145,15 +221,19 @@ class UserStateStore(RedisConnection):
             return await self.client.get(self._key(user_id, "recs"))
 
         value = await self.retrying("latest", run)
-        if value is None:
-            return None
+        return None if value is None else self._with_user_id(bytes(value), user_id)
+
+    def _with_user_id(self, stored: bytes, user_id: str) -> bytes:
+        """A stored list as it was published: under pseudonyms, with the user's own id put
+        back (and so the list's own ``recommendation_id``, which derives from it).
+
+        Raises:
+            ValueError: under pseudonyms, the stored value is not a recommendation message.
+        """
         if self._pseudonym is None:
-            return bytes(value)
-        stored = msgspec.json.decode(value)  # msgspec.DecodeError is a ValueError
-        if not isinstance(stored, dict):
-            msg = f"the stored list is a JSON {type(stored).__name__}, not an object"
-            raise ValueError(msg)  # noqa: TRY004 - bad data, like a decode error
-        return msgspec.json.encode(stored | {"user_id": user_id})
+            return stored
+        rec = recommendation_from_json(stored)  # msgspec.DecodeError is a ValueError
+        return encode_recommendation(dataclasses.replace(rec, user_id=user_id))
 
     async def user_vector(self, user_id: str) -> np.ndarray | None:
         value = await self.retrying("vector", lambda: self.client.get(self._key(user_id, "emb")))

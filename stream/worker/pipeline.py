@@ -4,6 +4,10 @@ Events: decode -> DLQ the bad ones -> apply to user state and item statistics (R
 one round-trip) -> read the item statistics the batch can cite (trending items, the
 co-occurrences of the users' session items; one round-trip) -> rank in a worker thread
 (one index search per batch) -> store latest lists -> hand back the messages to publish.
+Each list is encoded once; the same bytes are stored and published. A replayed event
+(already applied) is not ranked again unless its list may be missing: its stored list is
+republished unchanged, or nothing is published where a newer list of the user was
+(:meth:`RedisStore.replayed`).
 Items: decode -> shared catalog in Redis -> local index. Every worker follows the
 catalog change log in Redis, so all of them index every item.
 """
@@ -346,34 +350,61 @@ class Pipeline:
             kept.append((event, msg, outcome))
         if not kept:
             return result
-        events = [e for e, _, _ in kept]
-        sources = [m for _, m, _ in kept]
-        states = [a.state for _, _, a in kept]
-        stats = await self._item_stats(states)
-
+        # A replayed event (already applied) is ranked again only where its list may be
+        # missing; otherwise its stored list goes out unchanged, or nothing where a newer
+        # list was published after it (RedisStore.replayed).
+        replays = iter(await self.store.replayed([e for e, _, a in kept if not a.applied]))
+        plans = [None if a.applied else next(replays) for _, _, a in kept]
+        actions = ["new" if plan is None else plan.action for plan in plans]
+        to_rank = [n for n, action in enumerate(actions) if action in ("new", "rank", "rank_only")]
+        events = [kept[n][0] for n in to_rank]
+        states = [kept[n][2].state for n in to_rank]
+        ranked: list[Ranked | str] = []
+        fallbacks: list[int] = []
         running = self.experiments.running  # one experiment for the whole batch
-        arms = self.experiments.arms(running, events)
-        started = time.perf_counter()
-        ranked, fallbacks = await self._in_thread(
-            lambda: self._rank_arms(states, events, arms, stats, running)
-        )
-        self.metrics.retrieval.observe(time.perf_counter() - started)
+        every_arm = self.experiments.arms(running, [e for e, _, _ in kept])
+        arms = [every_arm[n] for n in to_rank]
+        if events:
+            stats = await self._item_stats(states)
+            started = time.perf_counter()
+            ranked, fallbacks = await self._in_thread(
+                lambda: self._rank_arms(states, events, arms, stats, running)
+            )
+            self.metrics.retrieval.observe(time.perf_counter() - started)
+        # Each list is encoded once: the same bytes go to Redis and to Kafka.
+        encoded = {
+            n: encode_recommendation(r.recommendation)
+            for n, r in zip(to_rank, ranked, strict=True)
+            if isinstance(r, Ranked)
+        }
+        saved = [  # a "rank_only" list is older than the stored one: published, not stored
+            (n, r)
+            for n, r in zip(to_rank, ranked, strict=True)
+            if isinstance(r, Ranked) and actions[n] != "rank_only"
+        ]
         await self.store.save_results(
-            [
-                (r.recommendation, r.user_vector, e.ts)
-                for r, e in zip(ranked, events, strict=True)
-                if isinstance(r, Ranked)
-            ]
+            [(r.recommendation, r.user_vector, kept[n][0].ts) for n, r in saved],
+            [encoded[n] for n, _ in saved],
         )
-        await self.experiments.record(
-            running, events, arms, [a for _, _, a in kept], ranked, fallbacks
-        )
+        if events:
+            await self.experiments.record(
+                running, events, arms, [kept[n][2] for n in to_rank], ranked, fallbacks
+            )
         result.experiment = None if running is None else running.name
-        for event, msg, r, arm in zip(events, sources, ranked, arms, strict=True):
+        answers: dict[int, tuple[Ranked | str, str | None]] = {
+            n: (r, arm) for n, r, arm in zip(to_rank, ranked, arms, strict=True)
+        }
+        for n, ((event, msg, _), plan) in enumerate(zip(kept, plans, strict=True)):
+            if plan is not None and plan.stored is not None:  # "republish": the stored bytes
+                result.recommendations.append(Outgoing(event.user_id.encode(), plan.stored))
+                result.event_ts.append(event.ts)
+                result.variants.append(every_arm[n])  # its latency counts, as a publish
+                continue
+            if n not in answers:
+                continue  # "skip": a newer list of this user was published after this one
+            r, arm = answers[n]
             if isinstance(r, Ranked):
-                result.recommendations.append(
-                    Outgoing(event.user_id.encode(), encode_recommendation(r.recommendation))
-                )
+                result.recommendations.append(Outgoing(event.user_id.encode(), encoded[n]))
                 result.event_ts.append(event.ts)
                 result.variants.append(arm)
             else:
