@@ -80,6 +80,14 @@ class Metrics:
             "Events already applied (replays), not re-applied.",
             registry=registry,
         )
+        self.replayed_lists = Counter(
+            "streamrec_replayed_lists",
+            "What an already-applied event published: republish (its stored list's bytes), "
+            "skip (a later list of the user went out), rank or rank_only (no list of it was "
+            "stored: ranked and published).",
+            ["outcome"],
+            registry=registry,
+        )
         self.forgotten_events = Counter(
             "streamrec_forgotten_events",
             "Events ignored because their user asked to be forgotten after them.",

@@ -355,6 +355,9 @@ class Pipeline:
         # list was published after it (RedisStore.replayed).
         replays = iter(await self.store.replayed([e for e, _, a in kept if not a.applied]))
         plans = [None if a.applied else next(replays) for _, _, a in kept]
+        for plan in plans:
+            if plan is not None:
+                self.metrics.replayed_lists.labels(outcome=plan.action).inc()
         actions = ["new" if plan is None else plan.action for plan in plans]
         to_rank = [n for n, action in enumerate(actions) if action in ("new", "rank", "rank_only")]
         events = [kept[n][0] for n in to_rank]

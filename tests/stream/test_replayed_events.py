@@ -123,6 +123,7 @@ def test_a_replayed_event_whose_list_was_published_gets_the_same_bytes_without_r
     assert again.recommendations == first.recommendations  # the same keys and bytes
     assert again.event_ts == first.event_ts
     assert r.pipeline.metrics.duplicate_events._value.get() == 2
+    assert r.pipeline.metrics.replayed_lists.labels(outcome="republish")._value.get() == 2
 
 
 def test_a_crash_between_apply_and_publish_still_publishes_exactly_one_list(rig):
@@ -176,6 +177,9 @@ def test_an_event_behind_a_later_batchs_list_publishes_nothing(rig):
     assert r.ranked() == ["a1", "b1", "a2"], "no event was ranked again"
     assert replayed.recommendations[1] == latest.recommendations[0]
     assert replayed.dead_letters == []
+    replays = r.pipeline.metrics.replayed_lists
+    assert replays.labels(outcome="skip")._value.get() == 1  # a1, behind a2's list
+    assert replays.labels(outcome="republish")._value.get() == 2  # b1 and a2, their own
 
 
 def test_a_copy_of_an_event_in_its_own_batch_still_gets_a_list(rig):
