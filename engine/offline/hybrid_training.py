@@ -51,7 +51,7 @@ from streamrec.engine.offline.sequential_training import (
 from streamrec.engine.offline.training import Progress, TrainParams, TrainReport, train_item_model
 from streamrec.engine.serving.adaptation import AdaptationParams, adaptations
 from streamrec.engine.serving.candidates import full_ranking, ranker_inputs
-from streamrec.engine.serving.item_stats import TrendParams, trending_in_log
+from streamrec.engine.serving.item_stats import TrendingItem, TrendParams, trending_in_log
 from streamrec.engine.serving.model import ItemModel, make_version
 from streamrec.engine.serving.ranker import CoTable, RankerSettings, train_ranker
 from streamrec.engine.serving.sequential import SequenceParams
@@ -360,17 +360,23 @@ def _without_validation_targets(ordered: pd.DataFrame) -> pd.DataFrame:
     return ordered[~(last & (by_user["item_id"].transform("size") >= 2))]
 
 
-def trending_at_end(events: pd.DataFrame) -> list[str]:
-    """The items trending at the end of an event log (best first), with the worker's
-    default trending settings: what the ranker's trending source sees offline."""
+def trending_stats_at_end(events: pd.DataFrame) -> dict[str, TrendingItem]:
+    """The trending items at the end of an event log, with the worker's default trending
+    settings, as the online counter would report them then."""
     if events.empty:
-        return []
-    found = trending_in_log(
+        return {}
+    return trending_in_log(
         events["item_id"].astype(str).tolist(),
         events["ts"].astype(np.int64).tolist(),
         int(events["ts"].max()),
         TrendParams(),
     )
+
+
+def trending_at_end(events: pd.DataFrame) -> list[str]:
+    """The items trending at the end of an event log (best first): what the ranker's
+    trending source sees offline."""
+    found = trending_stats_at_end(events)
     return [t.item_id for t in sorted(found.values(), key=lambda t: t.rank)]
 
 

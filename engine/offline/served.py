@@ -20,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from streamrec.engine.offline.hybrid_training import trending_stats_at_end
 from streamrec.engine.serving.catalog import Catalog, catalog_items
-from streamrec.engine.serving.item_stats import ItemStats, TrendParams, trending_in_log
+from streamrec.engine.serving.item_stats import ItemStats, TrendParams
 from streamrec.engine.serving.model import ItemModel
 from streamrec.engine.serving.recommender import RankingParams, Recommender, index_entries
 from streamrec.engine.types import Interaction, Item, UserState
@@ -66,17 +67,8 @@ def served_ranking(
     items += [Item(i, i, "") for i in item_ids if i not in listed]
     for item in items:
         recommender.apply_item(item)
-    trend = TrendParams()
     now_ms = int(train["ts"].max()) if len(train) else 0
-    stats = ItemStats(
-        trending=trending_in_log(
-            train["item_id"].astype(str).tolist(),
-            train["ts"].astype(np.int64).tolist(),
-            now_ms,
-            trend,
-        ),
-        half_life_s=trend.half_life_s,
-    )
+    stats = ItemStats(trending=trending_stats_at_end(train), half_life_s=TrendParams().half_life_s)
     column = {item: c for c, item in enumerate(item_ids)}
 
     def recommend(
