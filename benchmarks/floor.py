@@ -23,9 +23,11 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import faust
 import msgspec
@@ -42,7 +44,7 @@ from streamrec.stream.contracts import (  # noqa: E402
 )
 from streamrec.stream.kafka_io import ensure_topics  # noqa: E402
 from streamrec.stream.settings import Settings  # noqa: E402
-from streamrec.stream.worker.app import RAW_TOPIC, new_app, send_batch  # noqa: E402
+from streamrec.stream.worker.faust_transport import ReadCommittedTransport  # noqa: E402
 
 log = logging.getLogger("streamrec.floor")
 
@@ -126,13 +128,52 @@ class FloorList:
 def create_floor_app(settings: Settings, list_bytes: int = 2500) -> faust.App:
     """The Faust app of ``create_app`` (same settings) with one agent: decode each event
     and publish a fixed list of about ``list_bytes`` for it."""
-    app = new_app(settings)  # as create_app configures it
-    raw = RAW_TOPIC
+    datadir = Path(tempfile.gettempdir()) / "streamrec-faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(  # as streamrec.stream.worker.app.create_app (tests/benchmarks check)
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.bootstrap_servers],
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_compression_type=settings.producer_compression,
+        broker_commit_every=settings.batch_size,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
+        datadir=str(datadir),
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(64 * settings.batch_size, 4096),
+        logging_config=None,
+    )
+    app.transport = ReadCommittedTransport(
+        app.conf.broker_consumer, app, drain_s=settings.shutdown_drain_s
+    )
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     events = app.topic(settings.topic_events, **raw)
     recommendations = app.topic(settings.topic_recommendations, **raw)
     within = settings.batch_within_ms / 1000.0
     make_list = FloorList(list_bytes)
     max_bytes = settings.max_message_bytes
+
+    async def publish(messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+        """As create_app's publish: straight to the producer, wait for acks=all."""
+        if not messages:
+            return
+        name = recommendations.get_topic_name()
+        futures = [
+            await app.producer.send(name, key, value, partition=None, timestamp=None, headers=None)
+            for key, value in messages
+        ]
+        await asyncio.gather(*futures)
 
     @app.agent(events, name="process_events")
     async def process_events(stream: faust.StreamT[bytes]) -> None:
@@ -152,7 +193,7 @@ def create_floor_app(settings: Settings, list_bytes: int = 2500) -> faust.App:
                 except InvalidMessage:
                     continue  # the floor has no dead-letter topic
                 out.append((event.user_id.encode(), make_list(event.user_id, event.event_id, now)))
-            await send_batch(app, recommendations.get_topic_name(), out)
+            await publish(out)
 
     return app
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,18 +32,8 @@ LAG_INTERVAL_S = 5.0
 SIDE_TOPIC_WITHIN_S = 0.1
 
 
-#: Every topic is raw bytes: the contracts are decoded and encoded by the pipeline.
-RAW_TOPIC: dict[str, Any] = {
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-}
-
-
-def new_app(settings: Settings) -> faust.App:
-    """The Faust app as the worker configures it, without topics or agents (the transport
-    floor in benchmarks/floor.py builds on the same one)."""
+def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
+    """Build the Faust app with its topics, agents and catalog timer."""
     # Faust wants a data folder even with in-memory tables: keep it out of the cwd.
     datadir = Path(tempfile.gettempdir()) / "streamrec-faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -76,30 +66,12 @@ def new_app(settings: Settings) -> faust.App:
     app.transport = ReadCommittedTransport(
         app.conf.broker_consumer, app, drain_s=settings.shutdown_drain_s
     )
-    return app
-
-
-async def send_batch(
-    app: faust.App, topic: str, messages: Iterable[tuple[bytes | None, bytes]]
-) -> None:
-    """Send (key, value) messages and wait until the broker has them all (acks=all).
-
-    Straight to the producer: Faust's ``Topic.send`` adds a message object, a callback
-    and a buffered task per message, which took about 40% of the publish time of a batch
-    (docs/benchmarks.md). Same producer, so the same partitioner (by key) and the same
-    acknowledgements."""
-    futures = [
-        await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
-        for key, value in messages
-    ]
-    if futures:
-        await asyncio.gather(*futures)
-
-
-def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
-    """Build the Faust app with its topics, agents and catalog timer."""
-    app = new_app(settings)
-    raw = RAW_TOPIC
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     events = app.topic(settings.topic_events, **raw)
     items = app.topic(settings.topic_items, **raw)
     recommendations = app.topic(settings.topic_recommendations, **raw)
@@ -109,8 +81,22 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     side_within = max(within, SIDE_TOPIC_WITHIN_S)
 
     async def publish(topic: faust.TopicT, messages: Sequence[Outgoing]) -> None:
-        """Send a batch's messages and wait for the broker (:func:`send_batch`)."""
-        await send_batch(app, topic.get_topic_name(), ((m.key, m.value) for m in messages))
+        """Send a batch's messages and wait until the broker has them all (acks=all).
+
+        Straight to the producer: Faust's ``Topic.send`` adds a message object, a
+        callback and a buffered task per message, which took about 40% of the publish
+        time of a batch (docs/benchmarks.md). Same producer, so the same
+        partitioner (by key) and the same acknowledgements."""
+        if not messages:
+            return
+        name = topic.get_topic_name()
+        futures = [
+            await app.producer.send(
+                name, m.key, m.value, partition=None, timestamp=None, headers=None
+            )
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
 
     processed: dict[int, int] = {}  # last processed offset per events partition
 
