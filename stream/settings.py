@@ -220,8 +220,12 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
-            msg = "STREAMREC_REDIS_URL must start with redis://, rediss:// or unix://"
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if not value.get_secret_value().startswith(schemes):
+            msg = (
+                "STREAMREC_REDIS_URL must start with redis://, rediss://, unix:// or (for a "
+                "Redis Cluster) redis+cluster:// or rediss+cluster://"
+            )
             raise ValueError(msg)
         return value
 

@@ -1,5 +1,5 @@
-"""Shared fixtures: the real local Kafka broker and redis-server (deploy/local), a trained
-model, and a worker process. Nothing here mocks Kafka or Redis."""
+"""Shared fixtures: the real local Kafka broker, redis-server and Redis Cluster
+(deploy/local), a trained model, and a worker process. Nothing here mocks Kafka or Redis."""
 
 from __future__ import annotations
 
@@ -17,9 +17,14 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamrec.stream.cli.local_infra import LocalService, start_kafka, start_redis
+from streamrec.stream.cli.local_infra import (
+    LocalService,
+    start_kafka,
+    start_redis,
+    start_redis_cluster,
+)
 from streamrec.stream.settings import Settings
-from tests import shop
+from tests import redis_cluster, shop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +50,25 @@ def redis_url(redis_service: LocalService) -> str:
     client.flushall()
     client.close()
     return redis_service.address
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    """A Redis Cluster of 3 masters and 3 replicas (deploy/local/redis-cluster.sh)."""
+    service = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_service: LocalService) -> str:
+    """The session Redis Cluster's ``redis+cluster://`` URL (all six nodes), every master
+    emptied for each test. Waits first until the cluster is whole again after a test that
+    failed a master over (that test restarts the node it killed)."""
+    url = redis_cluster_service.address
+    redis_cluster.wait_cluster_ok(url, timeout=30)
+    redis_cluster.flush_masters(url)
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ ensure_redis() {
   } >&2 || die "apt-get install redis-server failed"
 }
 
-alive() { grep -q '^State:[[:space:]]*[^Z]' "/proc/$1/status" 2>/dev/null; }
+alive() { grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/$1/status" 2>/dev/null; }
 
 live_pid() {
   local pid

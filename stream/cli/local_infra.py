@@ -1,10 +1,13 @@
-"""Start and stop the local Kafka broker and redis-server through deploy/local's scripts.
+"""Start and stop the local Kafka broker, redis-server and Redis Cluster through
+deploy/local's scripts.
 
-Used by ``streamrec demo`` and by the test fixtures; production points the worker at
-real clusters with STREAMREC_KAFKA_BOOTSTRAP / STREAMREC_REDIS_URL instead.
+Used by ``streamrec demo`` and by the test fixtures (the Redis Cluster, three masters and
+three replicas, only by the tests); production points the worker at real clusters with
+STREAMREC_KAFKA_BOOTSTRAP / STREAMREC_REDIS_URL instead.
 
 Ports: the scripts take ``KAFKA_PORT`` / ``REDIS_PORT`` from the environment and pick
-free random loopback ports without them, which is what tests want (they never collide).
+free random loopback ports without them, which is what tests want (they never collide);
+the Redis Cluster's six nodes always get free random ports.
 The demo asks :func:`preferred_port` for the standard ports (9092, 6379), so that the
 settings' defaults reach it from another terminal.
 """
@@ -43,7 +46,7 @@ class LocalService:
 
     def resume(self) -> None:
         """Start a stopped Kafka broker again on its data and address (a restart; the
-        local redis-server keeps no data, so it has no resume)."""
+        local redis-server and Redis Cluster keep no data, so they have no resume)."""
         _run(self.script, "resume", self.state_dir)
 
 
@@ -75,6 +78,16 @@ def start_redis(state_dir: Path, env: dict[str, str] | None = None) -> LocalServ
     """Start a redis-server without persistence; address is a redis:// URL."""
     state_dir.mkdir(parents=True, exist_ok=True)
     return LocalService("redis.sh", state_dir, _run("redis.sh", "start", state_dir, env))
+
+
+def start_redis_cluster(state_dir: Path, env: dict[str, str] | None = None) -> LocalService:
+    """Start a Redis Cluster of 3 masters and 3 replicas without persistence, and wait
+    until it serves every slot; address is a
+    ``redis+cluster://127.0.0.1:P1,...,127.0.0.1:P6`` URL naming all six nodes."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return LocalService(
+        "redis-cluster.sh", state_dir, _run("redis-cluster.sh", "start", state_dir, env)
+    )
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

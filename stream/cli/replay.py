@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
-import redis.asyncio as aioredis
 
 from streamrec.engine.types import Event, Item
 from streamrec.stream.contracts import encode_event, encode_item
 from streamrec.stream.kafka_io import producer, send_all
-from streamrec.stream.redis_store import CATALOG
+from streamrec.stream.redis_store import RedisStore
 from streamrec.stream.settings import Settings
 
 Progress = Callable[[int], None]
@@ -99,12 +98,11 @@ async def wait_for_catalog(
     Raises:
         TimeoutError: the items did not all arrive in time (is a worker running?).
     """
-    client = aioredis.Redis.from_url(settings.redis_url.get_secret_value())
+    store = RedisStore.from_settings(settings)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            known = await client.hmget(CATALOG, sorted(item_ids)) if item_ids else []
-            missing = sum(v is None for v in known)
+            missing = await store.missing_items(sorted(item_ids))
             if missing == 0:
                 return
             if time.monotonic() > deadline:
@@ -115,4 +113,4 @@ async def wait_for_catalog(
                 raise TimeoutError(msg)
             await asyncio.sleep(0.25)
     finally:
-        await client.aclose()
+        await store.close()

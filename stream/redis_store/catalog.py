@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from streamrec.engine.types import Item
 from streamrec.stream.contracts import decode_item, encode_item
 from streamrec.stream.redis_store.connection import RedisConnection
-from streamrec.stream.redis_store.keys import CATALOG, CATALOG_LOG
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +22,8 @@ class CatalogStore(RedisConnection):
         async def run() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
                 for item in items:
-                    pipe.hset(CATALOG, item.item_id, encode_item(item))
-                    pipe.xadd(CATALOG_LOG, {"item_id": item.item_id}, maxlen=1_000_000)
+                    pipe.hset(self.keys.catalog, item.item_id, encode_item(item))
+                    pipe.xadd(self.keys.catalog_log, {"item_id": item.item_id}, maxlen=1_000_000)
                 await pipe.execute()
 
         if items:
@@ -40,13 +39,15 @@ class CatalogStore(RedisConnection):
             part = items[start : start + chunk]
 
             async def run(part: Sequence[Item] = part) -> int:
-                held = await self.client.hmget(CATALOG, [item.item_id for item in part])
+                held = await self.client.hmget(self.keys.catalog, [item.item_id for item in part])
                 missing = [item for item, value in zip(part, held, strict=True) if value is None]
                 if missing:
                     async with self.client.pipeline(transaction=True) as pipe:
                         for item in missing:  # HSETNX: one stored meanwhile is kept
-                            pipe.hsetnx(CATALOG, item.item_id, encode_item(item))
-                            pipe.xadd(CATALOG_LOG, {"item_id": item.item_id}, maxlen=1_000_000)
+                            pipe.hsetnx(self.keys.catalog, item.item_id, encode_item(item))
+                            pipe.xadd(
+                                self.keys.catalog_log, {"item_id": item.item_id}, maxlen=1_000_000
+                            )
                         replies = await pipe.execute()
                     return sum(1 for stored in replies[::2] if stored)
                 return 0
@@ -54,17 +55,26 @@ class CatalogStore(RedisConnection):
             added += await self.retrying("catalog_add_missing", run)
         return added
 
+    async def missing_items(self, item_ids: Sequence[str]) -> int:
+        """How many of ``item_ids`` the shared catalog does not hold."""
+        if not item_ids:
+            return 0
+        held = await self.retrying(
+            "catalog_missing", lambda: self.client.hmget(self.keys.catalog, list(item_ids))
+        )
+        return sum(value is None for value in held)
+
     async def catalog_size(self) -> int:
         """How many items the shared catalog holds (0: none published yet)."""
-        return int(await self.retrying("catalog_size", lambda: self.client.hlen(CATALOG)))
+        return int(await self.retrying("catalog_size", lambda: self.client.hlen(self.keys.catalog)))
 
     async def catalog_snapshot(self) -> tuple[list[Item], str]:
         """Every item plus the change-log position to follow from (``0-0`` if empty)."""
 
         async def run() -> tuple[list[Item], str]:
-            last = await self.client.xrevrange(CATALOG_LOG, count=1)
+            last = await self.client.xrevrange(self.keys.catalog_log, count=1)
             position = last[0][0].decode() if last else "0-0"
-            raw = await self.client.hvals(CATALOG)
+            raw = await self.client.hvals(self.keys.catalog)
             return [decode_item(bytes(v), max_bytes=1 << 20) for v in raw], position
 
         return await self.retrying("catalog_snapshot", run)
@@ -73,11 +83,13 @@ class CatalogStore(RedisConnection):
         """Items changed after ``position`` (latest version of each) and the new position."""
 
         async def run() -> tuple[list[Item], str]:
-            entries = await self.client.xrange(CATALOG_LOG, min=f"({position}", count=count)
+            entries = await self.client.xrange(
+                self.keys.catalog_log, min=f"({position}", count=count
+            )
             if not entries:
                 return [], position
             ids = list(dict.fromkeys(fields[b"item_id"].decode() for _, fields in entries))
-            raw = await self.client.hmget(CATALOG, ids)
+            raw = await self.client.hmget(self.keys.catalog, ids)
             items = [decode_item(bytes(v), max_bytes=1 << 20) for v in raw if v is not None]
             return items, entries[-1][0].decode()
 

@@ -4,17 +4,24 @@ under pseudonyms."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Self, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from streamrec.stream.pseudonyms import pseudonymiser
 from streamrec.stream.redis_store import scripts
-from streamrec.stream.redis_store.keys import FORGOTTEN_PREFIX, PSEUDONYMS_KEY, user_key
+from streamrec.stream.redis_store.keys import (
+    PSEUDONYMS_KEY,
+    KeyLayout,
+    forgotten_key,
+    is_cluster_url,
+    user_key,
+)
 from streamrec.stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,7 @@ class RedisConnection:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         history_length: int,
         dedupe_ttl_s: int,
@@ -60,6 +67,13 @@ class RedisConnection:
         # redis-py's stubs type every reply as bytes | str | None; replies here are bytes
         # (decode_responses is off), so the client is used untyped.
         self.client: Any = client
+        #: Redis Cluster: one hash slot per script (:class:`KeyLayout`), scripts sent
+        #: whole (a promoted replica has no script cache to run them by digest).
+        self.cluster = isinstance(client, RedisCluster)
+        self.keys = KeyLayout(cluster=self.cluster)
+        # On a cluster: what the last statistics flush left to delete (cluster_stats).
+        self._stale_plans: list[str] = []
+        self._stale_markers: list[str] = []
         self.history_length = history_length
         self.dedupe_ttl_s = dedupe_ttl_s
         self.recommendation_ttl_s = recommendation_ttl_s
@@ -72,18 +86,34 @@ class RedisConnection:
         self.cooccurrence_ttl_s = cooccurrence_ttl_s
         self._on_stats_error = on_stats_error
         self.impressions_window_s = impressions_window_s
-        self._apply_script = client.register_script(scripts.APPLY)
-        self._save_script = client.register_script(scripts.SAVE)
-        self._tops_script = client.register_script(scripts.TOPS)
+        self._registered = {
+            name: client.register_script(text)
+            for name, text in (
+                ("apply", scripts.APPLY),
+                ("save", scripts.SAVE),
+                ("tops", scripts.TOPS),
+            )
+        }
         self._pseudonym = pseudonym
+
+    async def run_script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], pipe: Any = None
+    ) -> Any:
+        """Run one of :mod:`.scripts` (``name``: ``apply``, ``save``, ``tops``, or any
+        upper-case constant there) on the client or queued on ``pipe``. All ``keys`` must
+        share a hash slot on a cluster."""
+        target = self.client if pipe is None else pipe
+        if self.cluster or name not in self._registered:
+            text = getattr(scripts, name.upper())
+            return await _maybe_await(target.eval(text, len(keys), *keys, *args))
+        return await self._registered[name](keys=list(keys), args=list(args), client=target)
 
     def _key(self, user_id: str, suffix: str) -> str:
         """The Redis key of one user's ``suffix`` (under their pseudonym, if any)."""
         return user_key(self._stored_id(user_id), suffix)
 
     def _forgotten_key(self, user_id: str) -> str:
-        digest = hashlib.sha256(self._stored_id(user_id).encode("utf-8")).hexdigest()
-        return f"{FORGOTTEN_PREFIX}{digest}"
+        return forgotten_key(self._stored_id(user_id))
 
     def _stored_id(self, user_id: str) -> str:
         return user_id if self._pseudonym is None else self._pseudonym(user_id)
@@ -145,12 +175,18 @@ class RedisConnection:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Self:
+        """A store on ``url``: ``redis://`` / ``rediss://`` / ``unix://`` for one node,
+        ``redis+cluster://`` / ``rediss+cluster://`` for a Redis Cluster."""
         # RESP2 unless the URL asks for another protocol: hiredis parses the score-heavy
         # replies of the item statistics almost twice as fast in RESP2 as in RESP3
         # (redis-py 8's default), and every reply here reads the same in both.
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, protocol=2
-        )
+        client: aioredis.Redis | RedisCluster
+        if is_cluster_url(url):
+            client = cluster_client(url)
+        else:
+            client = aioredis.Redis.from_url(
+                url, socket_timeout=5, socket_connect_timeout=5, protocol=2
+            )
         return cls(client, **kwargs)
 
     async def close(self) -> None:
@@ -173,3 +209,46 @@ class RedisConnection:
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
+
+
+async def _maybe_await(value: Any) -> Any:
+    """A pipeline's ``eval`` queues and returns the pipeline; a client's is awaitable."""
+    return await value if asyncio.iscoroutine(value) else value
+
+
+def cluster_client(url: str) -> RedisCluster:
+    """A cluster client from ``redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]``
+    (``rediss+cluster://`` for TLS): every host is a startup node; the client finds the
+    rest of the cluster from them and follows failovers and resharding.
+
+    Raises:
+        ValueError: no host, a host without a port, or a database other than 0 (a
+            cluster has only database 0).
+    """
+    scheme, _, rest = url.partition("://")
+    userinfo, _, hostpart = rest.rpartition("@")
+    hostpart, _, path = hostpart.partition("/")
+    path = path.split("?", 1)[0]
+    if path not in ("", "0"):
+        msg = "a Redis Cluster has only database 0: drop the /DB part of the URL"
+        raise ValueError(msg)
+    nodes = []
+    for host in filter(None, hostpart.split(",")):
+        parsed = urlsplit(f"//{host}")
+        if parsed.hostname is None or parsed.port is None:
+            msg = f"cluster URL host {host!r} needs HOST:PORT"
+            raise ValueError(msg)
+        nodes.append(ClusterNode(parsed.hostname, parsed.port))
+    if not nodes:
+        msg = "a redis+cluster:// URL needs at least one HOST:PORT"
+        raise ValueError(msg)
+    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        ssl=scheme.lower().startswith("rediss"),
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        protocol=2,
+    )

@@ -11,7 +11,6 @@ from redis import exceptions as redis_errors
 
 from streamrec.engine.serving.item_stats import ItemStats, TrendParams, trending
 from streamrec.stream.redis_store.connection import RedisConnection
-from streamrec.stream.redis_store.keys import TREND, cooccurrence_key
 from streamrec.stream.redis_store.replies import counts, scored
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,9 @@ class ItemStatsStore(RedisConnection):
         """The ``limit`` items with the highest decayed event counts at ``now_ms``, with
         those counts, highest first."""
 
-        [rows] = await self.retrying("item_stats", lambda: self._highest([TREND], limit, limit))
+        [rows] = await self.retrying(
+            "item_stats", lambda: self._highest([self.keys.trend], limit, limit)
+        )
         params = TrendParams(half_life_s=self.trend_half_life_s, top_n=max(limit, 1))
         ranked = trending(scored(rows), now_ms, dataclasses.replace(params, min_count=0.0))
         return [(t.item_id, t.count) for t in ranked.values()]
@@ -45,7 +46,7 @@ class ItemStatsStore(RedisConnection):
         ids = list(dict.fromkeys(item_ids))
         if not ids:
             return {}
-        keys = [cooccurrence_key(kind[0], item_id) for item_id in ids]
+        keys = [self.keys.cooccurrence(kind[0], item_id) for item_id in ids]
         replies = await self.retrying("item_stats", lambda: self._highest(keys, limit, limit))
         return {i: counts(r) for i, r in zip(ids, replies, strict=True) if r}
 
@@ -53,7 +54,12 @@ class ItemStatsStore(RedisConnection):
         """The ``first`` highest members of ``keys[0]`` and the ``rest`` highest of each
         other key, with scores, as raw replies
         (:data:`~streamrec.stream.redis_store.scripts.TOPS`), in one round-trip."""
-        return list(await self._tops_script(keys=list(keys), args=[first, rest]))
+        if not self.cluster:
+            return list(await self.run_script("tops", keys, [first, rest]))
+        async with self.client.pipeline(transaction=False) as pipe:  # one slot per call
+            for n, key in enumerate(keys):
+                await self.run_script("tops", [key], [first if n == 0 else rest, rest], pipe)
+            return [reply[0] for reply in await pipe.execute()]
 
     async def item_stats(
         self, session_items: Iterable[str], now_ms: int, params: TrendParams, co_limit: int
@@ -66,9 +72,9 @@ class ItemStatsStore(RedisConnection):
         """
         ids = list(dict.fromkeys(session_items))
 
-        keys = [TREND]
+        keys = [self.keys.trend]
         for item_id in ids:
-            keys += [cooccurrence_key("b", item_id), cooccurrence_key("v", item_id)]
+            keys += [self.keys.cooccurrence("b", item_id), self.keys.cooccurrence("v", item_id)]
 
         try:
             replies = await self.retrying(

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from typing import Final
 
+# ARGV[14]: '' on a single node (the item statistics are updated here, in KEYS[5], the
+# trend set, and the co-occurrence sets named from ARGV[12]); on a cluster the id of the
+# worker's statistics flush, and KEYS[5] the event's pending-plan key in the user's slot:
+# the plan [flush, item, type, weight, previous entries] is stored there and returned
+# (also when a replay finds it still there) for
+# :mod:`streamrec.stream.redis_store.cluster_stats` to flush.
 APPLY: Final = """
 local function item_stats(previous)
   local item, weight = ARGV[5], tonumber(ARGV[7])
@@ -53,7 +59,8 @@ local gone = redis.call('GET', KEYS[7])
 if gone and tonumber(ARGV[13]) <= tonumber(gone) then
   return {-1, {}, {}, {}, 1, {}}  -- the user asked to be forgotten after this event
 end
-local applied, stats = 0, 1
+local applied, stats, plan = 0, 1, false
+local flush = ARGV[14]
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) then
   local window = tonumber(ARGV[8])
   local previous = {}
@@ -63,10 +70,17 @@ if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) then
   if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end
   redis.call('SADD', KEYS[4], ARGV[5])
   applied = 1
-  if not pcall(item_stats, previous) then stats = 0 end
+  if flush == '' then
+    if not pcall(item_stats, previous) then stats = 0 end
+  else  -- a cluster: the statistics are other slots', left to the worker as a plan
+    plan = cjson.encode({flush, ARGV[5], ARGV[6], ARGV[7], previous})
+    redis.call('SET', KEYS[5], plan, 'EX', tonumber(ARGV[4]))
+  end
+elseif flush ~= '' then
+  plan = redis.call('GET', KEYS[5])  -- not flushed yet: a crash between apply and flush
 end
 return {applied, redis.call('LRANGE', KEYS[1], 0, -1), redis.call('SMEMBERS', KEYS[2]),
-        redis.call('SMEMBERS', KEYS[4]), stats, redis.call('HGETALL', KEYS[6])}
+        redis.call('SMEMBERS', KEYS[4]), stats, redis.call('HGETALL', KEYS[6]), plan}
 """
 
 # Store one list and vector unless the user was forgotten after the event behind them,
@@ -127,4 +141,55 @@ for i, key in ipairs(KEYS) do
   out[i] = redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES')
 end
 return out
+"""
+
+# One statistics flush into one hash slot of a cluster (see
+# streamrec.stream.redis_store.cluster_stats). ARGV[1]: JSON
+#   {"ttl": marker TTL, "cap": co-occurrence cap, "co_ttl": its TTL, "trend_cap": cap,
+#    "events": [[marker key index, member, ops], ...]}
+# where an op is [key index, item] (one more co-occurrence count) or
+# [key index, item, weight] (a trend event, log-added as in APPLY). An event's ops run only
+# if its member is new in its marker set, so a flush sent again counts each event once.
+# Returns how many events were counted.
+STATS: Final = """
+local spec = cjson.decode(ARGV[1])
+local counted, co, trend = 0, {}, {}
+for _, event in ipairs(spec.events) do
+  local marker = KEYS[event[1]]
+  if redis.call('SADD', marker, event[2]) == 1 then
+    redis.call('EXPIRE', marker, spec.ttl)
+    counted = counted + 1
+    for _, op in ipairs(event[3]) do
+      local key = KEYS[op[1]]
+      if op[3] then
+        local weight = tonumber(op[3])
+        local old = redis.call('ZSCORE', key, op[2])
+        local score = weight
+        if old then
+          old = tonumber(old)
+          local high, low = old, weight
+          if weight > old then high, low = weight, old end
+          score = high + math.log(1 + math.exp(low - high))
+        end
+        redis.call('ZADD', key, score, op[2])
+        trend[key] = true
+      else
+        redis.call('ZINCRBY', key, 1, op[2])
+        co[key] = true
+      end
+    end
+  end
+end
+for key in pairs(trend) do
+  if redis.call('ZCARD', key) > 2 * spec.trend_cap then
+    redis.call('ZREMRANGEBYRANK', key, 0, -spec.trend_cap - 1)
+  end
+end
+for key in pairs(co) do
+  if redis.call('ZCARD', key) > 2 * spec.cap then
+    redis.call('ZREMRANGEBYRANK', key, 0, -spec.cap - 1)
+  end
+  redis.call('EXPIRE', key, spec.co_ttl)
+end
+return counted
 """

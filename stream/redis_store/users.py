@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import numpy as np
+from redis import exceptions as redis_errors
 
 from streamrec.engine.serving.item_stats import log_weight
 from streamrec.engine.serving.state import Applied
 from streamrec.engine.types import Event, Recommendation, UserState
 from streamrec.stream.contracts import encode_recommendation, recommendation_from_json
-from streamrec.stream.redis_store import scripts
+from streamrec.stream.redis_store.cluster_stats import (
+    StatsLimits,
+    event_member,
+    flush_calls,
+    markers,
+    parse_plan,
+)
 from streamrec.stream.redis_store.connection import RedisConnection
 from streamrec.stream.redis_store.keys import (
     COOCCURRENCE_PREFIX,
@@ -60,24 +68,31 @@ class UserStateStore(RedisConnection):
         :mod:`streamrec.engine.serving.state`).
 
         New events also count in the item statistics, at their ``ts`` but never later
-        than ``now_ms`` (an event stamped in the future must not outweigh the present).
+        than ``now_ms`` (an event stamped in the future must not outweigh the present);
+        on a cluster in a second round-trip (:mod:`.cluster_stats`).
         """
+        if not events:
+            return []
+        flush_id = uuid.uuid4().hex[:16] if self.cluster else ""
+        stale_plans, self._stale_plans = self._stale_plans, []
 
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for e in events:
                     entry = encode_json([e.item_id, e.type, e.ts])
-                    await self._apply_script(
-                        keys=[
+                    stats_key = self._key(e.user_id, f"st:{e.event_id}") if flush_id else TREND
+                    await self.run_script(
+                        "apply",
+                        [
                             self._key(e.user_id, "h"),
                             self._key(e.user_id, "p"),
                             self._key(e.user_id, f"ev:{e.event_id}"),
                             self._key(e.user_id, "s"),
-                            TREND,
+                            stats_key,
                             self._key(e.user_id, "shown"),
                             self._forgotten_key(e.user_id),
                         ],
-                        args=[
+                        [
                             entry,
                             e.item_id if e.type == "purchase" else "",
                             self.history_length,
@@ -91,15 +106,18 @@ class UserStateStore(RedisConnection):
                             self.trend_max_items,
                             COOCCURRENCE_PREFIX,
                             e.ts,
+                            flush_id,
                         ],
-                        client=pipe,
+                        pipe,
                     )
-                return list(await pipe.execute())
+                for key in stale_plans:  # the previous batch's, flushed: see cluster_stats
+                    pipe.delete(key)
+                return list(await pipe.execute())[: len(events)]
 
-        if not events:
-            return []
         replies = await self.retrying("apply", run)
         failed = sum(1 for r in replies if r[0] and not r[4])
+        if self.cluster:
+            failed += await self._flush_stats(events, replies)
         if failed:
             log.warning("item statistics were not updated for %d event(s)", failed)
             if self._on_stats_error is not None:
@@ -111,6 +129,46 @@ class UserStateStore(RedisConnection):
             else Applied(user_state(e.user_id, r[1], r[2], r[3], r[5]), bool(r[0]))
             for e, r in zip(events, replies, strict=True)
         ]
+
+    async def _flush_stats(self, events: Sequence[Event], replies: Sequence[Any]) -> int:
+        """Count the plans the apply script returned (new events, and replayed ones whose
+        plan was never flushed) in the item statistics, one call per slot; returns how
+        many events' statistics were not updated (a non-connection error, reported)."""
+        plans = []
+        for e, reply in zip(events, replies, strict=True):
+            if len(reply) > 6 and reply[6]:
+                member = event_member(self._stored_id(e.user_id), e.event_id)
+                plans.append(parse_plan(reply[6], member, self._key(e.user_id, f"st:{e.event_id}")))
+        stale_markers, self._stale_markers = self._stale_markers, []
+        calls = flush_calls(plans, self.keys, self._stats_limits())
+
+        async def run() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for keys, spec in calls:
+                    await self.run_script("stats", keys, [spec], pipe)
+                for key in stale_markers:  # their plans went in this batch's apply
+                    pipe.delete(key)
+                await pipe.execute()
+
+        if not calls and not stale_markers:
+            return 0
+        try:
+            await self.retrying("stats", run)
+        except redis_errors.RedisError:
+            log.exception("flushing item statistics failed; their plans stay pending")
+            return len(plans)
+        self._stale_plans = [plan.pending_key for plan in plans]
+        self._stale_markers = markers(calls)
+        return 0
+
+    def _stats_limits(self) -> StatsLimits:
+        return StatsLimits(
+            marker_ttl_s=self.dedupe_ttl_s,
+            cooccurrence_max_members=self.cooccurrence_max_members,
+            cooccurrence_ttl_s=self.cooccurrence_ttl_s,
+            trend_max_items=self.trend_max_items,
+            cooccurrence_window=self.cooccurrence_window,
+        )
 
     async def get(self, user_id: str) -> UserState:
         async def run() -> list[Any]:
@@ -157,15 +215,16 @@ class UserStateStore(RedisConnection):
                         value = encoded[n]
                     else:
                         value = encode_recommendation(rec)
-                    await self._save_script(
-                        keys=[
+                    await self.run_script(
+                        "save",
+                        [
                             self._key(rec.user_id, "recs"),
                             self._key(rec.user_id, "emb"),
                             self._key(rec.user_id, "shown"),
                             self._forgotten_key(rec.user_id),
                             self._key(rec.user_id, f"ev:{rec.trigger_event_id}"),
                         ],
-                        args=[
+                        [
                             value,
                             vector.astype(np.float32).tobytes(),
                             self.recommendation_ttl_s,
@@ -174,7 +233,7 @@ class UserStateStore(RedisConnection):
                             "s:" + last[rec.user_id],
                             *(item.item_id for item in rec.items),
                         ],
-                        client=pipe,
+                        pipe,
                     )
                 await pipe.execute()
 
@@ -186,18 +245,15 @@ class UserStateStore(RedisConnection):
         stored and published (one pipelined round-trip; see :data:`ReplayAction`)."""
         if not events:
             return []
-        script = self.client.register_script(scripts.REPLAYED)  # rare: after a replay
 
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for e in events:
-                    await script(
-                        keys=[
-                            self._key(e.user_id, f"ev:{e.event_id}"),
-                            self._key(e.user_id, "recs"),
-                        ],
-                        args=[e.event_id],
-                        client=pipe,
+                    await self.run_script(  # rare: after a replay
+                        "replayed",
+                        [self._key(e.user_id, f"ev:{e.event_id}"), self._key(e.user_id, "recs")],
+                        [e.event_id],
+                        pipe,
                     )
                 return list(await pipe.execute())
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis as redis_sync
 from pydantic import SecretStr
 
 from streamrec.engine.serving.catalog import catalog_items
@@ -27,6 +26,7 @@ from streamrec.stream.settings import Settings
 from tests import shop
 from tests.conftest import ROOT, free_port, settings_env
 from tests.integration.kafka_helpers import produce
+from tests.redis_cluster import sync_client
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +148,7 @@ def test_events_sent_with_the_helpers_come_back_as_typed_lists_and_over_http(
     assert slash.status_code == 200, slash.text
     assert slash.json()["trigger_event_id"] == slashed.event_id
     # A stored value the API cannot read is a 500 with a message, the user id not logged.
-    client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
+    client = sync_client(settings.redis_url.get_secret_value())
     client.set(user_key("corrupt-user", "recs"), b"not json")
     client.rpush(user_key("list-user", "recs"), b"x")
     client.close()

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from pydantic import SecretStr
 
 from streamrec.engine.serving.catalog import catalog_items
@@ -36,6 +35,7 @@ from streamrec.stream.settings import Settings
 from tests import shop
 from tests.conftest import WorkerProcess, free_port
 from tests.integration.kafka_helpers import Collector, event, produce
+from tests.redis_cluster import sync_client
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,7 @@ def _check_exactly_once(
     dlq = Collector(settings, settings.topic_dlq).wait_for(
         lambda rs: malformed <= {_dead_id(r) for r in rs}, timeout=60
     )
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    client = sync_client(settings.redis_url.get_secret_value())
     try:
         applied = 0
         for user, wanted in expected.items():

@@ -26,12 +26,18 @@ def run(coro):  # type: ignore[no-untyped-def]
     return _loop.run_until_complete(coro)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("cluster", marks=pytest.mark.integration),
+    ]
+)
 def store(request: pytest.FixtureRequest) -> Iterator[UserStore]:
     if request.param == "memory":
         yield InMemoryUserStore(HISTORY)
         return
-    url = request.getfixturevalue("redis_url")
+    url = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
     s = RedisStore.from_url(url, history_length=HISTORY, dedupe_ttl_s=600, recommendation_ttl_s=600)
     yield s
     run(s.close())
