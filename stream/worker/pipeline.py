@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -564,17 +564,20 @@ class Pipeline:
             )
 
     def record_lag(
-        self, processed: Mapping[int, int], end_offsets: Mapping[int, int | None]
+        self, processed: MutableMapping[int, int], end_offsets: Mapping[int, int | None]
     ) -> None:
         """Export consumer lag: per assigned partition of the events topic, its end offset
         minus the next offset to process. ``processed``: the last processed offset per
-        partition; partitions missing from ``end_offsets`` are no longer assigned and lose
-        their series."""
+        partition; partitions missing from ``end_offsets`` are no longer assigned: they
+        lose their series and their offset here, so a partition that comes back after a
+        rebalance shows no lag from its old offset until it is processed again."""
         for partition, end in end_offsets.items():
             done = processed.get(partition)
             if end is not None and done is not None:
                 lag = max(0, end - (done + 1))
                 self.metrics.consumer_lag.labels(partition=str(partition)).set(lag)
+        for partition in [p for p in processed if p not in end_offsets]:
+            del processed[partition]
         for labels in list(self.metrics.consumer_lag._metrics):  # noqa: SLF001 - label sets
             if int(labels[0]) not in end_offsets:
                 self.metrics.consumer_lag.remove(*labels)
