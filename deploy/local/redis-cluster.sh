@@ -51,21 +51,10 @@ SLOTS=16384
 
 die() { echo "redis-cluster.sh: $*" >&2; exit 1; }
 
-ensure_redis() {
-  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-  echo "redis-cluster.sh: installing Debian package redis-server" >&2
-  local sudo=()
-  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-  # (On a systemd host the package also starts a system redis on 6379; containers with
-  # policy-rc.d=101 don't. Either way we never use that instance.)
-  {
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq redis-server
-  } >&2 || die "apt-get install redis-server failed"
-}
+# shellcheck source=deploy/local/redis-common.sh
+source "$HERE/redis-common.sh"
 
-# alive PID: the process exists and is no zombie ("State:<TAB>Z (zombie)" until reaped)
-alive() { grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/$1/status" 2>/dev/null; }
+
 
 # live_pid NODE_DIR PORT: the pid of the redis-server serving PORT from NODE_DIR, if running
 live_pid() {
@@ -223,14 +212,14 @@ start() {
   fi
   if ((${#live[@]})); then  # already running: idempotent; start any node that is down again
     if ((${#dead[@]})); then
-      ensure_redis
+      ensure_redis redis-cluster.sh
       for port in "${dead[@]}"; do launch "$dir" "$port"; done
       wait_ping "$dir" "$deadline" "${dead[@]}" || die "node(s) ${dead[*]} not answering PING"
       wait_cluster_ok "$dir" "$deadline" || die "cluster not ok after restarting ${dead[*]}"
     fi
     cat "$dir/url"; return 0
   fi
-  ensure_redis
+  ensure_redis redis-cluster.sh
   rm -rf "$dir"/node-* "$dir/url" "$dir/ports" "$dir/password" "$dir/create.log"
   mapfile -t all < <(python3 "$HERE/freeport.py" $((2 * NODES)))
   ((${#all[@]} == 2 * NODES)) || die "freeport.py gave no ports"
@@ -317,7 +306,7 @@ restart-node() {
   known_port "$dir" "$port"
   local deadline=$((SECONDS + ${REDIS_CLUSTER_START_TIMEOUT:-60}))
   live_pid "$dir/node-$port" "$port" >/dev/null && return 0
-  ensure_redis
+  ensure_redis redis-cluster.sh
   launch "$dir" "$port"
   wait_ping "$dir" "$deadline" "$port" || {
     tail -n 30 "$dir/node-$port/redis.log" >&2 2>/dev/null || true

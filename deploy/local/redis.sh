@@ -18,20 +18,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 die() { echo "redis.sh: $*" >&2; exit 1; }
 
-ensure_redis() {
-  command -v redis-server >/dev/null && return 0
-  echo "redis.sh: installing Debian package redis-server" >&2
-  local sudo=()
-  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-  # (On a systemd host the package also starts a system redis on 6379; containers with
-  # policy-rc.d=101, like this one, don't. Either way we never use that instance.)
-  {
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq redis-server
-  } >&2 || die "apt-get install redis-server failed"
-}
+# shellcheck source=deploy/local/redis-common.sh
+source "$HERE/redis-common.sh"
 
-alive() { grep -q '^State:[[:space:]]*[^Z[:space:]]' "/proc/$1/status" 2>/dev/null; }
+
 
 live_pid() {
   local pid
@@ -68,7 +58,7 @@ start() {
   if pid=$(live_pid "$dir"); then  # already running: idempotent
     cat "$dir/url"; return 0
   fi
-  ensure_redis
+  ensure_redis redis.sh
   port=${REDIS_PORT:-$(python3 "$HERE/freeport.py")}
   rm -f "$dir/redis.log" "$dir/redis.pid" "$dir/url"
   # Settings go to a 0600 config file rather than argv, so a password doesn't show in ps.
