@@ -56,12 +56,11 @@ class CatalogStore(RedisConnection):
         return added
 
     async def missing_items(self, item_ids: Sequence[str]) -> int:
-        """How many of ``item_ids`` the shared catalog does not hold."""
+        """How many of ``item_ids`` the shared catalog does not hold (not retried: a
+        caller waiting for the catalog keeps its own deadline)."""
         if not item_ids:
             return 0
-        held = await self.retrying(
-            "catalog_missing", lambda: self.client.hmget(self.keys.catalog, list(item_ids))
-        )
+        held = await self.client.hmget(self.keys.catalog, list(item_ids))
         return sum(value is None for value in held)
 
     async def catalog_size(self) -> int:

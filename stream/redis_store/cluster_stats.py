@@ -11,8 +11,10 @@ which a script may not touch, so the apply script stores the event's statistics 
    set in that slot, and counts the event only if the member was new. A plan flushed
    again, after a crash between the apply and the flush or in the middle of it, so counts
    each event once in each slot, as on one node.
-3. The next batch deletes the flushed plans, then (once that succeeded) their markers.
-   A replay of the event finds no plan then, and its dedupe marker stops it as before.
+3. The next batch deletes the flushed plans, then (once that succeeded) gives their
+   markers 15 minutes to live (``MARKER_GRACE_S``: a worker that read a plan just before
+   it went may still be flushing it). A replay of the event finds no plan then, and its
+   dedupe marker stops it as before.
 
 The plans of one flush share its id, so the markers of one flush in one slot are one set.
 """

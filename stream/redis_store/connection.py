@@ -39,6 +39,8 @@ RETRYABLE = (
     redis_errors.MasterDownError,
     redis_errors.TryAgainError,
     redis_errors.ClusterDownError,
+    redis_errors.RedisClusterUnreachableError,
+    redis_errors.SlotNotCoveredError,
     OSError,
 )
 

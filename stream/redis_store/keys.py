@@ -53,7 +53,8 @@ back) and the worker flushes each batch's plans with one script call per slot, w
 marker set (``sr:{items}:sd:FLUSH`` / ``sr:co:{cB}:sd:FLUSH``, members: a digest of user
 and event) makes each event count once in each slot, however often it is flushed again
 (:mod:`streamrec.stream.redis_store.cluster_stats`). Plans and markers of a flushed batch
-are deleted with the next batch, plans first; both expire after the dedupe window.
+are cleared by the next batch: the plans deleted, then the markers left 15 minutes to
+live; both expire after the dedupe window otherwise.
 
 ``USER`` is the user id, or its keyed pseudonym when ``STREAMREC_USER_ID_HMAC_KEY`` is set
 (:mod:`streamrec.stream.pseudonyms`); stored lists then carry the pseudonym too, and

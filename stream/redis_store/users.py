@@ -43,6 +43,9 @@ from streamrec.stream.redis_store.replies import at_most, encode_json, member, u
 
 log = logging.getLogger(__name__)
 
+#: How long a flushed statistics marker set lives once its plans are deleted (cluster).
+MARKER_GRACE_S = 900
+
 #: What to do with a replayed event (see :data:`scripts.REPLAYED`): ``rank`` (no list was
 #: stored for it: rank, store, publish), ``rank_only`` (a later event of its batch holds the
 #: stored list: rank and publish, store nothing), ``republish`` (the stored list is its own:
@@ -74,7 +77,7 @@ class UserStateStore(RedisConnection):
         if not events:
             return []
         flush_id = uuid.uuid4().hex[:16] if self.cluster else ""
-        stale_plans, self._stale_plans = self._stale_plans, []
+        stale_plans = list(self._stale_plans)
 
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -117,7 +120,9 @@ class UserStateStore(RedisConnection):
         replies = await self.retrying("apply", run)
         failed = sum(1 for r in replies if r[0] and not r[4])
         if self.cluster:
-            failed += await self._flush_stats(events, replies)
+            # The previous flush's plans are deleted now, so its markers may go next.
+            self._stale_plans, settled = [], self._stale_markers
+            failed += await self._flush_stats(events, replies, settled)
         if failed:
             log.warning("item statistics were not updated for %d event(s)", failed)
             if self._on_stats_error is not None:
@@ -130,32 +135,41 @@ class UserStateStore(RedisConnection):
             for e, r in zip(events, replies, strict=True)
         ]
 
-    async def _flush_stats(self, events: Sequence[Event], replies: Sequence[Any]) -> int:
+    async def _flush_stats(
+        self, events: Sequence[Event], replies: Sequence[Any], settled: Sequence[str]
+    ) -> int:
         """Count the plans the apply script returned (new events, and replayed ones whose
         plan was never flushed) in the item statistics, one call per slot; returns how
-        many events' statistics were not updated (a non-connection error, reported)."""
+        many events' statistics were not updated (a non-connection error, reported).
+
+        ``settled``: marker sets of the previous flush, whose plans are deleted; they are
+        given :data:`MARKER_GRACE_S` to live (a worker that read one of those plans just
+        before it went may still be flushing it), unless this flush uses them again."""
         plans = []
         for e, reply in zip(events, replies, strict=True):
             if len(reply) > 6 and reply[6]:
                 member = event_member(self._stored_id(e.user_id), e.event_id)
                 plans.append(parse_plan(reply[6], member, self._key(e.user_id, f"st:{e.event_id}")))
-        stale_markers, self._stale_markers = self._stale_markers, []
         calls = flush_calls(plans, self.keys, self._stats_limits())
+        used = set(markers(calls))
+        expiring = [key for key in settled if key not in used]
 
         async def run() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for keys, spec in calls:
                     await self.run_script("stats", keys, [spec], pipe)
-                for key in stale_markers:  # their plans went in this batch's apply
-                    pipe.delete(key)
+                for key in expiring:
+                    pipe.expire(key, MARKER_GRACE_S, lt=True)
                 await pipe.execute()
 
-        if not calls and not stale_markers:
+        if not calls and not expiring:
+            self._stale_markers = []
             return 0
         try:
             await self.retrying("stats", run)
-        except redis_errors.RedisError:
+        except (redis_errors.RedisError, redis_errors.RedisClusterException):
             log.exception("flushing item statistics failed; their plans stay pending")
+            self._stale_markers = list(settled)
             return len(plans)
         self._stale_plans = [plan.pending_key for plan in plans]
         self._stale_markers = markers(calls)

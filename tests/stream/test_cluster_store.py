@@ -13,6 +13,7 @@ import redis as redis_sync
 from streamrec.engine.types import Event, Item
 from streamrec.stream.redis_store import RedisStore
 from streamrec.stream.redis_store.keys import KeyLayout
+from streamrec.stream.redis_store.users import MARKER_GRACE_S
 from tests.stream.test_item_stats_store import EVENTS, reference
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 def store_for(url: str, **kwargs: Any) -> RedisStore:
     return RedisStore.from_url(
-        url, history_length=20, dedupe_ttl_s=600, recommendation_ttl_s=600, **kwargs
+        url, history_length=20, dedupe_ttl_s=3600, recommendation_ttl_s=600, **kwargs
     )
 
 
@@ -77,7 +78,7 @@ def test_replayed_events_count_exactly_once_on_a_cluster(redis_cluster_url):
 def test_a_worker_stopped_between_apply_and_flush_counts_on_replay(redis_cluster_url):
     crashed = store_for(redis_cluster_url)
 
-    async def no_flush(events: Any, replies: Any) -> int:
+    async def no_flush(events: Any, replies: Any, settled: Any) -> int:
         return 0  # the process died before the statistics flush
 
     crashed._flush_stats = no_flush  # type: ignore[method-assign]
@@ -88,7 +89,6 @@ def test_a_worker_stopped_between_apply_and_flush_counts_on_replay(redis_cluster
     replaying = store_for(redis_cluster_url)
     out = run(replaying.apply(EVENTS))  # the events again, from the last committed offset
     assert not any(a.applied for a in out)
-    run(replaying.apply([]))
     run(replaying.close())
     assert_counts_equal_reference(redis_cluster_url, EVENTS)
 
@@ -118,18 +118,27 @@ def test_a_flush_cut_short_counts_each_slot_once_on_replay(redis_cluster_url):
     assert_counts_equal_reference(redis_cluster_url, EVENTS)
 
 
-def test_flushed_plans_and_markers_go_with_the_next_batch(redis_cluster_url):
+def test_flushed_plans_go_with_the_next_batch_and_their_markers_soon_after(redis_cluster_url):
     store = store_for(redis_cluster_url)
     run(store.apply(EVENTS[:3]))
     assert keys_matching(redis_cluster_url, "sr:{u:ann}:st:*")
-    assert keys_matching(redis_cluster_url, "*:sd:*")
+    first = set(keys_matching(redis_cluster_url, "*:sd:*"))
+    assert first
     run(store.apply(EVENTS[3:]))
     assert not keys_matching(redis_cluster_url, "sr:{u:ann}:st:*")
     run(store.apply([Event("e7", "cy", "map", "view", EVENTS[-1].ts)]))
     run(store.close())
     assert not keys_matching(redis_cluster_url, "sr:{u:bob}:st:*")
-    markers = keys_matching(redis_cluster_url, "*:sd:*")
-    assert len({m.rsplit(b":", 1)[1] for m in markers}) == 1  # only the last flush's
+    client = cluster(redis_cluster_url)
+    ttls = {key: client.ttl(key) for key in keys_matching(redis_cluster_url, "*:sd:*")}
+    client.close()
+    flushes = {key.rsplit(b":", 1)[1] for key in ttls}
+    assert len(flushes) == 3
+    for key in first:  # two batches on: their plans are gone, they are on their way out
+        assert 0 < ttls[key] <= MARKER_GRACE_S
+    latest = [k for k, ttl in ttls.items() if ttl > MARKER_GRACE_S]
+    assert latest  # the last flush's: its plans may still be replayed
+    assert len({k.rsplit(b":", 1)[1] for k in latest}) == 1
 
 
 def test_statistics_read_back_through_the_store_on_a_cluster(redis_cluster_url):
@@ -172,3 +181,28 @@ def test_the_catalog_and_its_change_log_work_on_a_cluster(redis_cluster_url):
     assert run(store.add_missing_items([Item("stove", "Stove", "camping")])) == 1
     assert run(store.catalog_size()) == 3
     run(store.close())
+
+
+def test_a_failed_apply_keeps_the_previous_flush_to_clean_up_in_order(redis_cluster_url):
+    store = store_for(redis_cluster_url)
+    run(store.apply(EVENTS[:3]))
+    plans, markers = list(store._stale_plans), list(store._stale_markers)
+    real_run_script = store.run_script
+
+    async def refused(name: str, keys: Any, args: Any, pipe: Any = None) -> Any:
+        if name == "apply":
+            msg = "ERR refused before anything was sent"
+            raise redis_sync.ResponseError(msg)
+        return await real_run_script(name, keys, args, pipe)
+
+    store.run_script = refused  # type: ignore[method-assign]
+    with pytest.raises(redis_sync.ResponseError):
+        run(store.apply(EVENTS[3:]))
+    # Nothing was deleted, so nothing may be expired yet: the plans still come first.
+    assert (store._stale_plans, store._stale_markers) == (plans, markers)
+    assert keys_matching(redis_cluster_url, "sr:{u:ann}:st:*")
+    store.run_script = real_run_script  # type: ignore[method-assign]
+    run(store.apply(EVENTS[3:]))
+    run(store.close())
+    assert not keys_matching(redis_cluster_url, "sr:{u:ann}:st:*")
+    assert_counts_equal_reference(redis_cluster_url, EVENTS)
