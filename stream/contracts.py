@@ -303,3 +303,36 @@ DLQ_ORIGINAL_MAX_BYTES = 512 * 1024
 DLQ_TEXT_MAX_BYTES = 64 * 1024
 #: The most of an original key a dead letter keeps as its own key.
 DLQ_KEY_MAX_BYTES = 4096
+
+
+class ReasonUpdateItem(msgspec.Struct, frozen=True):
+    item_id: str
+    rank: int
+    reason: str
+    reason_code: str
+    written_by: Literal["model"] = "model"
+
+
+class ReasonUpdateMessage(msgspec.Struct, frozen=True):
+    """One ``streamrec.reason-updates`` message (``schemas/reason_update.schema.json``):
+    model-written reasons for items of a published list."""
+
+    recommendation_id: str
+    user_id: str
+    trigger_event_id: str
+    list_generated_at: int
+    upgraded_at: int
+    language: Literal["en", "zh"]
+    items: list[ReasonUpdateItem]
+
+
+_reason_update_decoder = msgspec.json.Decoder(ReasonUpdateMessage)
+
+
+def encode_reason_update(msg: ReasonUpdateMessage) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode_reason_update(raw: bytes) -> ReasonUpdateMessage:
+    """Decode one ``streamrec.reason-updates`` message (msgspec errors on anything else)."""
+    return _reason_update_decoder.decode(raw)

@@ -136,6 +136,7 @@ def topic_specs(settings: Settings, brokers: int) -> list[NewTopic]:
         NewTopic(settings.topic_recommendations, num_partitions=n, replication_factor=rf),
         NewTopic(settings.topic_dlq, num_partitions=1, replication_factor=rf),
         NewTopic(settings.topic_control, num_partitions=1, replication_factor=rf),
+        NewTopic(settings.topic_reason_updates, num_partitions=n, replication_factor=rf),
     ]
 
 

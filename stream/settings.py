@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     topic_recommendations: str = "streamrec.recommendations"
     topic_dlq: str = "streamrec.events.dlq"
     topic_control: str = "streamrec.control"
+    topic_reason_updates: str = "streamrec.reason-updates"
     experiments_file: Path | None = Field(
         None, description="TOML file of the running A/B experiment (docs/experiments.md)."
     )
@@ -171,6 +172,20 @@ class Settings(BaseSettings):
     reason_lm_api_key: SecretStr | None = Field(None, description="Bearer key for the server.")
     reason_budget_ms: int = Field(
         50, ge=1, le=60_000, description="Time per batch for language-model reasons."
+    )
+    reason_upgrade_top_n: int = Field(
+        3, ge=1, le=100, description="Items of each list (from the top) the reason writer upgrades."
+    )
+    reason_upgrade_batch: int = Field(
+        8, ge=1, le=256, description="Most prompts per language-model call of the reason writer."
+    )
+    reason_upgrade_queue: int = Field(
+        1000,
+        ge=1,
+        description="Lists the reason writer holds at most; beyond it the oldest are dropped.",
+    )
+    reason_writer_metrics_port: int = Field(
+        9109, ge=0, le=65535, description="The reason writer's Prometheus /metrics port (0: off)."
     )
     reason_min_similarity: float = Field(
         0.2,

@@ -24,6 +24,7 @@ from streamrec.stream.cli.operate import (
     cmd_topics,
     cmd_watch,
 )
+from streamrec.stream.cli.reasons import add_reasons_parser
 from streamrec.stream.cli.train import cmd_index_build, cmd_train
 
 T = TypeVar("T")
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     add_evaluate_parser(sub)
+    add_reasons_parser(sub)
     return parser
 
 

@@ -193,3 +193,11 @@ for key in pairs(co) do
 end
 return counted
 """
+
+# Replace a value only if it is still the one read (KEYS[1] == ARGV[1]), keeping its TTL:
+# the reason writer's upgrade of a stored list, which a newer list may have replaced.
+CAS: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+"""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -292,6 +292,33 @@ class UserStateStore(RedisConnection):
 
         value = await self.retrying("latest", run)
         return None if value is None else self._with_user_id(bytes(value), user_id)
+
+    async def upgrade_stored_reasons(
+        self, user_id: str, trigger_event_id: str, reasons: Mapping[str, str]
+    ) -> bool:
+        """Put new reason sentences (item id -> sentence) into the user's stored list, if
+        that list is still the one of ``trigger_event_id`` (a newer list is left alone);
+        returns whether it was changed. Its TTL is kept."""
+        key = self._key(user_id, "recs")
+
+        async def run() -> bool:
+            for _ in range(3):  # a list saved meanwhile: read it again
+                stored = await self.client.get(key)
+                if stored is None:
+                    return False
+                rec = recommendation_from_json(bytes(stored))
+                if rec.trigger_event_id != trigger_event_id:
+                    return False
+                items = tuple(
+                    dataclasses.replace(i, reason=reasons.get(i.item_id, i.reason))
+                    for i in rec.items
+                )
+                value = encode_recommendation(dataclasses.replace(rec, items=items))
+                if await self.run_script("cas", [key], [bytes(stored), value]):
+                    return True
+            return False
+
+        return await self.retrying("upgrade", run)
 
     def _with_user_id(self, stored: bytes, user_id: str) -> bytes:
         """A stored list as it was published: under pseudonyms, with the user's own id put

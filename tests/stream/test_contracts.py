@@ -277,3 +277,27 @@ class TestControlMessages:
         except InvalidMessage as exc:
             reason = exc.reason
         assert reason in {"accepted", "invalid_json", "schema", "too_large"}
+
+
+def test_reason_updates_round_trip_and_match_their_schema():
+    from streamrec.stream.contracts import (
+        ReasonUpdateItem,
+        ReasonUpdateMessage,
+        decode_reason_update,
+        encode_reason_update,
+    )
+
+    msg = ReasonUpdateMessage(
+        recommendation_id="r-1",
+        user_id="ann",
+        trigger_event_id="e1",
+        list_generated_at=NOW,
+        upgraded_at=NOW + 800,
+        language="zh",
+        items=[ReasonUpdateItem("i1", 1, "因为你浏览过《Trail Runner 3》", "similar_to_recent")],
+    )
+    raw = encode_reason_update(msg)
+    jsonschema.validate(json.loads(raw), schema("reason_update"))
+    assert decode_reason_update(raw) == msg
+    empty = {**json.loads(raw), "items": []}
+    assert not jsonschema.Draft202012Validator(schema("reason_update")).is_valid(empty)

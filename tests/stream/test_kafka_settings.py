@@ -28,6 +28,7 @@ def test_partitions_and_compaction():
     specs = {t.name: t for t in topic_specs(settings, brokers=1)}
     assert specs[settings.topic_events].num_partitions == 6
     assert specs[settings.topic_recommendations].num_partitions == 6
+    assert specs[settings.topic_reason_updates].num_partitions == 6  # keyed by user, as lists
     assert specs[settings.topic_items].topic_configs == {"cleanup.policy": "compact"}
     assert set(specs) == {
         settings.topic_events,
@@ -35,6 +36,7 @@ def test_partitions_and_compaction():
         settings.topic_recommendations,
         settings.topic_dlq,
         settings.topic_control,
+        settings.topic_reason_updates,
     }
 
 

@@ -1,0 +1,258 @@
+"""Asynchronous reason upgrades: model-written sentences for lists already published.
+
+The worker publishes every list at once with template reasons. A reason writer, off the
+event path, takes the published lists and asks a language model for the top ``top_n``
+items' sentences, many prompts per model call; each answer passes the
+:class:`~streamrec.engine.reasons.guard.Guard` or is dropped, and a list gets an update
+naming the items whose reasons were upgraded (:class:`ReasonUpgrade`). Consumers that
+ignore updates keep the template sentences, which are true too.
+
+* **Cache by prompt.** A prompt holds only the facts a sentence may state (and the
+  language), so equal facts share one sentence: the cache is keyed by
+  :func:`prompt_key`, not by the raw evidence (whose shares and scores differ per list).
+  Rejections are cached too, so a prompt the model fails is not asked again.
+* **Bounded work.** :class:`WorkQueue` keeps at most ``capacity`` lists and drops the
+  oldest first (a late upgrade is worth less than a fresh one), counting what it drops.
+
+Outcomes per item (:data:`UPGRADE_OUTCOMES`)::
+
+    upgraded    the model's sentence, written for this list, accepted by the guard
+    cached      a sentence accepted earlier for the same prompt
+    rejected    the guard rejected the answer (now, or earlier for the same prompt)
+    error       the backend failed or gave nothing usable
+    timeout     the backend ran out of time
+    repeated    the sentence equals another of the list's sentences: left as it was
+
+Pure: no I/O; the backend is injected (:data:`CompleteBatch`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from streamrec.engine.reasons._types import GenerationTimeoutError, Language
+from streamrec.engine.reasons.generator import clean
+from streamrec.engine.reasons.guard import Guard
+from streamrec.engine.reasons.prompt import Prompt, build_prompt
+from streamrec.engine.types import Recommendation
+
+CompleteBatch = Callable[[Sequence[Prompt], float], list[str | None]]
+"""A batch backend: (prompts, timeout in seconds) -> one answer (or None) per prompt, in
+order; raises :class:`GenerationTimeoutError` when it ran out of time for all of them."""
+
+UPGRADE_OUTCOMES = ("upgraded", "cached", "rejected", "error", "timeout", "repeated")
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """The cache key of a prompt: its facts, example and language (the system message is
+    the same for every prompt of one language and length limit)."""
+    payload = f"{prompt.language}\x1f{prompt.max_chars}\x1f{prompt.user}"
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class UpgradedItem:
+    """One item whose reason a model rewrote: its id, rank (1-based) and new sentence."""
+
+    item_id: str
+    rank: int
+    reason: str
+    reason_code: str
+
+
+@dataclass(frozen=True)
+class ReasonUpgrade:
+    """The upgrade of one published list: which list, and its upgraded items."""
+
+    recommendation_id: str
+    user_id: str
+    trigger_event_id: str
+    list_generated_at: int
+    language: Language
+    items: tuple[UpgradedItem, ...]
+
+
+@dataclass
+class UpgradeStats:
+    """Outcomes of one :meth:`ReasonUpgrader.upgrade` call, per item and per guard rule."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    rejections: Counter[str] = field(default_factory=Counter)
+    model_calls: int = 0
+    prompts_asked: int = 0
+
+
+T = TypeVar("T")
+
+
+class WorkQueue(Generic[T]):
+    """A bounded FIFO that drops its oldest entries when full, and counts them."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            msg = f"capacity must be at least 1, got {capacity}"
+            raise ValueError(msg)
+        self._items: deque[T] = deque()
+        self.capacity = capacity
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        if len(self._items) >= self.capacity:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+
+    def take(self, n: int) -> list[T]:
+        """Up to ``n`` entries, oldest first."""
+        return [self._items.popleft() for _ in range(min(n, len(self._items)))]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ReasonUpgrader:
+    """Writes model sentences for the top items of published lists.
+
+    Args:
+        complete: the batch backend.
+        guard: checks every sentence (build it with the catalog's titles and categories).
+        language: the language of the sentences.
+        top_n: how many items of each list (from the top) get a model sentence.
+        batch_size: most prompts per backend call.
+        call_timeout_s: the most one backend call may take.
+        cache_size: prompts remembered (sentences and rejections), least recently used
+            dropped first.
+    """
+
+    def __init__(
+        self,
+        complete: CompleteBatch,
+        guard: Guard,
+        *,
+        language: Language = "en",
+        top_n: int = 3,
+        batch_size: int = 8,
+        call_timeout_s: float = 60.0,
+        cache_size: int = 50_000,
+    ) -> None:
+        if top_n < 1 or batch_size < 1:
+            msg = f"top_n and batch_size must be at least 1, got {top_n} and {batch_size}"
+            raise ValueError(msg)
+        self.complete = complete
+        self.guard = guard
+        self.language: Language = language
+        self.top_n = top_n
+        self.batch_size = batch_size
+        self.call_timeout_s = call_timeout_s
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, str | None] = OrderedDict()
+
+    def upgrade(self, lists: Sequence[Recommendation]) -> tuple[list[ReasonUpgrade], UpgradeStats]:
+        """The upgrades of ``lists`` (a list with no upgraded item gets none) and the
+        outcomes. Prompts are asked once however many items share them."""
+        stats = UpgradeStats()
+        prompts: dict[str, Prompt] = {}
+        wanted: list[list[tuple[int, str]]] = []  # per list: (item index, prompt key)
+        for rec in lists:
+            keys = []
+            for n, item in enumerate(rec.items[: self.top_n]):
+                prompt = build_prompt(
+                    item.reason_code, item.evidence, self.language, max_chars=self.guard.max_chars
+                )
+                key = prompt_key(prompt)
+                keys.append((n, key))
+                if key not in self._cache:
+                    prompts.setdefault(key, prompt)
+            wanted.append(keys)
+        fresh = self._ask(prompts, stats)
+        upgrades = []
+        for rec, keys in zip(lists, wanted, strict=True):
+            upgrade = self._assemble(rec, keys, fresh, stats)
+            if upgrade is not None:
+                upgrades.append(upgrade)
+        return upgrades, stats
+
+    def _ask(self, prompts: dict[str, Prompt], stats: UpgradeStats) -> dict[str, str]:
+        """Ask the backend for every prompt, in batches; returns the outcome per key
+        (``upgraded``, ``error`` or ``timeout``; answers go to the cache raw)."""
+        outcome: dict[str, str] = {}
+        keys = list(prompts)
+        for start in range(0, len(keys), self.batch_size):
+            chunk = keys[start : start + self.batch_size]
+            stats.model_calls += 1
+            stats.prompts_asked += len(chunk)
+            try:
+                answers = self.complete([prompts[k] for k in chunk], self.call_timeout_s)
+            except GenerationTimeoutError:
+                outcome.update(dict.fromkeys(chunk, "timeout"))
+                continue
+            except Exception:  # a failing backend costs the upgrade, never the list
+                outcome.update(dict.fromkeys(chunk, "error"))
+                continue
+            for key, raw in zip(chunk, answers, strict=True):
+                text = clean(raw) if isinstance(raw, str) else ""
+                if not text:
+                    outcome[key] = "error"
+                    continue
+                self._remember(key, text)
+                outcome[key] = "upgraded"
+        return outcome
+
+    def _assemble(
+        self,
+        rec: Recommendation,
+        keys: Iterable[tuple[int, str]],
+        fresh: dict[str, str],
+        stats: UpgradeStats,
+    ) -> ReasonUpgrade | None:
+        texts = [item.reason for item in rec.items]
+        upgraded: list[UpgradedItem] = []
+        for n, key in keys:
+            item = rec.items[n]
+            outcome = fresh.get(key, "cached")
+            if outcome in ("error", "timeout"):
+                stats.outcomes[outcome] += 1
+                continue
+            text = self._cache.get(key)
+            if text is None:
+                stats.outcomes["rejected"] += 1
+                continue
+            self._cache.move_to_end(key)
+            # The sentence is checked against this item's evidence and user, even when
+            # cached: equal prompts mean equal facts, but not the same user.
+            result = self.guard.check(
+                text, item.evidence, code=item.reason_code, user_id=rec.user_id
+            )
+            if not result.ok:
+                stats.rejections.update(result.kinds)
+                stats.outcomes["rejected"] += 1
+                if outcome == "upgraded":
+                    self._cache[key] = None  # the same answer would fail again
+                continue
+            if text in texts[:n] or text in texts[n + 1 :]:
+                stats.outcomes["repeated"] += 1
+                continue
+            texts[n] = text
+            stats.outcomes[outcome] += 1
+            fresh[key] = "cached"  # other items with this prompt reuse the sentence
+            upgraded.append(UpgradedItem(item.item_id, item.rank, text, item.reason_code))
+        if not upgraded:
+            return None
+        return ReasonUpgrade(
+            rec.recommendation_id,
+            rec.user_id,
+            rec.trigger_event_id,
+            rec.generated_at,
+            self.language,
+            tuple(upgraded),
+        )
+
+    def _remember(self, key: str, text: str | None) -> None:
+        self._cache[key] = text
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
