@@ -177,7 +177,7 @@ class Settings(BaseSettings):
         3, ge=1, le=100, description="Items of each list (from the top) the reason writer upgrades."
     )
     reason_upgrade_batch: int = Field(
-        8, ge=1, le=256, description="Most prompts per language-model call of the reason writer."
+        4, ge=1, le=256, description="Most prompts per language-model call of the reason writer."
     )
     reason_upgrade_queue: int = Field(
         1000,

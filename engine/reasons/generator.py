@@ -38,6 +38,15 @@ Complete = Callable[[Prompt, float], str | None]
 unusable. It raises :class:`GenerationTimeoutError` when out of time and
 :class:`~streamrec.engine.reasons.GenerationError` (or anything else) when it failed."""
 
+CompleteBatch = Callable[[Sequence[Prompt], float], list[str | None]]
+"""A batched backend: (prompts, timeout in seconds for the whole batch) -> one answer per
+prompt, in order: the model's text, or None when that prompt's answer was unusable (or, for
+backends that answer prompts separately, its call failed). An empty batch gives []. It
+raises :class:`GenerationTimeoutError` when out of time with no answer to give, and
+:class:`~streamrec.engine.reasons.GenerationError` (or anything else) when the whole batch
+failed. Not used by :class:`LMReasonWriter`, which asks :data:`Complete` one prompt at a
+time."""
+
 OUTCOMES = ("generated", "cached", "fallback_timeout", "fallback_error", "fallback_guard")
 
 

@@ -135,7 +135,7 @@ class ReasonUpgrader:
         *,
         language: Language = "en",
         top_n: int = 3,
-        batch_size: int = 8,
+        batch_size: int = 4,
         call_timeout_s: float = 60.0,
         cache_size: int = 50_000,
     ) -> None:

@@ -2,7 +2,10 @@
 
 Each backend's ``complete(prompt, timeout_s)`` is an :data:`streamrec.engine.reasons.Complete`:
 the model's text, None for an unusable answer, :class:`GenerationTimeoutError` when out
-of time, :class:`GenerationError` when the call failed.
+of time, :class:`GenerationError` when the call failed. Each backend's
+``complete_batch(prompts, timeout_s)`` is a
+:data:`streamrec.engine.reasons.generator.CompleteBatch`: one answer (or None) per prompt, in
+order, from one forward pass (local model) or concurrent requests (HTTP).
 
 * :class:`OpenAICompatibleBackend`: any server speaking OpenAI's chat-completions API
   (vLLM, llama.cpp's server, Ollama, OpenAI itself), over httpx.
@@ -25,6 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +71,9 @@ class OpenAICompatibleBackend:
         max_tokens: answer length limit.
         transport: an httpx transport (tests); default: the network.
     """
+
+    MAX_CONCURRENCY = 8
+    """The most requests :meth:`complete_batch` has in flight at once."""
 
     def __init__(
         self,
@@ -120,6 +127,56 @@ class OpenAICompatibleBackend:
             raise GenerationError(msg)
         return completion_text(response.content)
 
+    def complete_batch(self, prompts: Sequence[Prompt], timeout_s: float) -> list[str | None]:
+        """:meth:`complete` for each prompt, concurrently (at most :attr:`MAX_CONCURRENCY`
+        requests at a time), all within ``timeout_s``; one answer per prompt, in order.
+
+        Each request gets the time left of the batch (and at most ``self.timeout_s``); a
+        request that failed, timed out or was not done in time gives None for its prompt.
+
+        Raises:
+            GenerationTimeoutError: some request ran out of time and no prompt got an
+                answer (a batch of failed requests, without a timeout, is all None).
+        """
+        if not prompts:
+            return []
+        deadline = time.monotonic() + timeout_s
+        results: list[str | None] = [None] * len(prompts)
+        timed_out = False
+
+        def call(prompt: Prompt) -> str | None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                msg = f"no time left of the batch's {timeout_s:.3f} s"
+                raise GenerationTimeoutError(msg)
+            return self.complete(prompt, left)
+
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.MAX_CONCURRENCY, len(prompts)), thread_name_prefix="reason-lm"
+        )
+        try:
+            futures = [pool.submit(call, prompt) for prompt in prompts]
+            wait(futures, timeout=max(deadline - time.monotonic(), 0.0))
+            for n, future in enumerate(futures):
+                if not future.done():
+                    future.cancel()
+                    timed_out = True
+                    continue
+                error = future.exception()
+                if error is None:
+                    results[n] = future.result()
+                elif isinstance(error, GenerationTimeoutError):
+                    timed_out = True
+                else:
+                    log.debug("a batched reason request failed: %s", error)
+        finally:
+            # The requests still running end by their own timeout; do not wait for them.
+            pool.shutdown(wait=False, cancel_futures=True)
+        if timed_out and all(r is None for r in results):
+            msg = f"no answer to {len(prompts)} prompts within {timeout_s:.3f} s"
+            raise GenerationTimeoutError(msg)
+        return results
+
     def close(self) -> None:
         self._client.close()
 
@@ -155,7 +212,8 @@ def bundled_smollm2() -> Path | None:
 
 
 class TransformersBackend:
-    """A local causal language model, greedy decoding, one prompt at a time.
+    """A local causal language model, greedy decoding: one prompt at a time
+    (:meth:`complete`) or many in one forward pass (:meth:`complete_batch`).
 
     Args:
         model_dir_or_gguf: a transformers model folder, a ``.gguf`` file, or None for the
@@ -232,14 +290,63 @@ class TransformersBackend:
         text = self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
         return text.strip() or None
 
-    def _encode(self, prompt: Prompt) -> Any:
+    def complete_batch(self, prompts: Sequence[Prompt], timeout_s: float) -> list[str | None]:
+        """Greedy continuations of all the chat prompts in one ``generate`` call (left
+        padded, with the attention mask), stopped at ``timeout_s``; one answer per prompt,
+        in order, each as :meth:`complete` would give it (up to float rounding, which may
+        turn a near-tie of greedy decoding the other way).
+
+        Raises:
+            GenerationTimeoutError: the model was busy or did not finish in time (then no
+                prompt has an answer).
+        """
+        if not prompts:
+            return []
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=max(timeout_s, 0.0)):
+            msg = f"the local model was busy for {timeout_s:.3f} s"
+            raise GenerationTimeoutError(msg)
+        tokenizer = self.tokenizer
+        side, pad_token = tokenizer.padding_side, tokenizer.pad_token
+        try:
+            tokenizer.padding_side = "left"  # new tokens follow each prompt's last token
+            if pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            batch = tokenizer(
+                [self._chat_text(p) for p in prompts], return_tensors="pt", padding=True
+            )
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            left = timeout_s - (time.monotonic() - started)
+            with self._torch.inference_mode():
+                output = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    max_time=max(left, 0.001),
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+        finally:
+            tokenizer.padding_side = side
+            if pad_token is None:
+                tokenizer.pad_token = None
+            self._lock.release()
+        if time.monotonic() - started >= timeout_s:
+            msg = f"the local model did not finish {len(prompts)} prompts within {timeout_s:.3f} s"
+            raise GenerationTimeoutError(msg)
+        texts = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
+        return [text.strip() or None for text in texts]
+
+    def _chat_text(self, prompt: Prompt) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
+            text: str = self.tokenizer.apply_chat_template(
                 prompt.messages(), tokenize=False, add_generation_prompt=True
             )
-        else:
-            text = f"{prompt.system}\n\n{prompt.user}\n"
-        return self.tokenizer(text, return_tensors="pt")["input_ids"]
+            return text
+        return f"{prompt.system}\n\n{prompt.user}\n"
+
+    def _encode(self, prompt: Prompt) -> Any:
+        return self.tokenizer(self._chat_text(prompt), return_tensors="pt")["input_ids"]
 
 
 class ReasonWarmer:

