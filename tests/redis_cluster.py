@@ -183,5 +183,8 @@ def sync_client(url: str) -> redis.Redis | redis.RedisCluster:
     ``redis+cluster://`` URLs (the first node as startup node), else ``Redis.from_url``."""
     if not url.startswith(SCHEME):
         return redis.Redis.from_url(url)
-    host, port = nodes(url)[0]
-    return redis.RedisCluster(host=host, port=port, password=password(url))
+    from redis.cluster import ClusterNode
+
+    # Every node as a startup node: the first one may be a master a test has just killed.
+    startup = [ClusterNode(host, port) for host, port in nodes(url)]
+    return redis.RedisCluster(startup_nodes=startup, password=password(url))
