@@ -47,6 +47,8 @@ EXPECTED_TOPICS = {
     "streamrec.items": (None, {"cleanup.policy=compact"}),
     "streamrec.recommendations": (12, set()),
     "streamrec.events.dlq": (None, set()),
+    "streamrec.control": (1, set()),
+    "streamrec.reason-updates": (12, set()),
 }
 VALID_DEPENDS_ON_CONDITIONS = {
     "service_started",
