@@ -12,7 +12,8 @@ ignore updates keep the template sentences, which are true too.
   :func:`prompt_key`, not by the raw evidence (whose shares and scores differ per list).
   Rejections are cached too, so a prompt the model fails is not asked again.
 * **Bounded work.** :class:`WorkQueue` keeps at most ``capacity`` lists and drops the
-  oldest first (a late upgrade is worth less than a fresh one), counting what it drops.
+  oldest first (a late upgrade is worth less than a fresh one), counting what it drops;
+  the writer takes the newest lists first.
 
 Outcomes per item (:data:`UPGRADE_OUTCOMES`)::
 
@@ -90,7 +91,8 @@ T = TypeVar("T")
 
 
 class WorkQueue(Generic[T]):
-    """A bounded FIFO that drops its oldest entries when full, and counts them."""
+    """A bounded queue that is taken from the newest end and drops its oldest entries when
+    full, counting them."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -107,8 +109,9 @@ class WorkQueue(Generic[T]):
         self._items.append(item)
 
     def take(self, n: int) -> list[T]:
-        """Up to ``n`` entries, oldest first."""
-        return [self._items.popleft() for _ in range(min(n, len(self._items)))]
+        """Up to ``n`` entries, newest first: when the writer is behind, the lists a user
+        is looking at now get their sentences first, and the oldest age out."""
+        return [self._items.pop() for _ in range(min(n, len(self._items)))]
 
     def __len__(self) -> int:
         return len(self._items)

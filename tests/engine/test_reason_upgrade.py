@@ -142,11 +142,12 @@ def test_the_prompt_key_is_the_facts_and_language_not_the_shares():
     assert prompt_key(a) == prompt_key(b) != prompt_key(c)
 
 
-def test_the_work_queue_drops_the_oldest_first_and_counts_them():
+def test_the_work_queue_serves_the_newest_first_and_drops_the_oldest_when_full():
     queue: WorkQueue[int] = WorkQueue(3)
     for n in range(5):
         queue.put(n)
     assert queue.dropped == 2
-    assert queue.take(10) == [2, 3, 4]
+    assert queue.take(2) == [4, 3]
+    assert queue.take(10) == [2]
     with pytest.raises(ValueError, match="at least 1"):
         WorkQueue(0)
