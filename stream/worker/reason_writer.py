@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamrec.engine.reasons.guard import Guard
@@ -148,8 +149,11 @@ class ReasonWriter:
             self.upgrader.language,
         )
         fetching = asyncio.create_task(self._fetch(consumer, stop))
+        fetching.add_done_callback(lambda _: stop.set())  # no lists coming: stop, loudly
         try:
             await self._work(producer, stop)
+            if fetching.done() and not fetching.cancelled() and fetching.exception():
+                raise fetching.exception()  # type: ignore[misc]
         finally:
             fetching.cancel()
             await asyncio.gather(fetching, return_exceptions=True)
@@ -158,7 +162,12 @@ class ReasonWriter:
 
     async def _fetch(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            except KafkaError as exc:  # the broker away: lists wait on the topic meanwhile
+                log.warning("reason writer: reading lists failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
             for records in batches.values():
                 for record in records:
                     try:
