@@ -217,7 +217,7 @@ EXTRA_ONLY = {"transformers": "lm", "gguf": "lm", "accelerate": "lm", "matplotli
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("worker",):
+    if args.command not in ("worker", "reasons"):  # services set their own level
         setup_logging("WARNING")
     try:
         return _run(args)

@@ -158,7 +158,9 @@ def test_a_list_then_its_model_written_upgrade_reach_a_plain_consumer_and_the_st
         port = settings.reason_writer_metrics_port
         assert _metric(port, "streamrec_reason_upgrades_total", outcome="upgraded") >= 1
         assert _metric(port, "streamrec_reason_upgrade_seconds_count") >= 1
-        assert "reader-" not in log_path.read_text()  # no user id in the writer's log
+        writer_log = log_path.read_text()
+        assert "reason writer: following" in writer_log  # it says what it does
+        assert "reader-" not in writer_log  # and names no user
     finally:
         writer.terminate()
         writer.wait(timeout=30)
