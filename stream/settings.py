@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     history_length: int = Field(50, ge=1, le=10_000, description="Interactions kept per user.")
     batch_size: int = Field(64, ge=1, description="Max events per micro-batch.")
     batch_within_ms: int = Field(5, ge=1, description="Max wait to fill a micro-batch.")
+    publish: Literal["every_event", "latest_per_user"] = Field(
+        "every_event",
+        description="One list per event, or per user per micro-batch (the list of the user's "
+        "last event in it; the others are applied, not ranked).",
+    )
     max_message_bytes: int = Field(65536, ge=256, description="Larger events go to the DLQ.")
     dedupe_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long event_ids are remembered."

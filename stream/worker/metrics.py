@@ -80,6 +80,12 @@ class Metrics:
             "Events already applied (replays), not re-applied.",
             registry=registry,
         )
+        self.superseded_events = Counter(
+            "streamrec_superseded_events",
+            "Events applied but not ranked: a later event of the same user in the batch got "
+            "the list (STREAMREC_PUBLISH=latest_per_user).",
+            registry=registry,
+        )
         self.replayed_lists = Counter(
             "streamrec_replayed_lists",
             "What an already-applied event published: republish (its stored list's bytes), "

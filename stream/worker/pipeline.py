@@ -360,6 +360,10 @@ class Pipeline:
                 self.metrics.replayed_lists.labels(outcome=plan.action).inc()
         actions = ["new" if plan is None else plan.action for plan in plans]
         to_rank = [n for n, action in enumerate(actions) if action in ("new", "rank", "rank_only")]
+        if self.settings.publish == "latest_per_user":  # the last state holds the others
+            last = {kept[n][0].user_id: n for n in to_rank}
+            self.metrics.superseded_events.inc(len(to_rank) - len(last))
+            to_rank = sorted(last.values())
         events = [kept[n][0] for n in to_rank]
         states = [kept[n][2].state for n in to_rank]
         ranked: list[Ranked | str] = []

@@ -210,3 +210,28 @@ def test_under_pseudonyms_the_stored_copy_carries_the_pseudonym_and_replays_the_
     assert r.ranked() == ["a1"]
     assert again == published, "the user's id, and the list's id with it, are put back"
     assert r.run(r.store.latest_recommendation(user)) == published.value
+
+
+def test_latest_per_user_ranks_and_publishes_one_list_per_user_per_batch(rig):
+    r = rig(publish="latest_per_user")
+    result = r.handle(
+        event("a1", "ann", "books-1"),
+        event("b1", "bob", "books-2"),
+        event("a2", "ann", "books-3"),
+        event("a3", "ann", "running-1"),
+    )
+    assert triggers(result) == ["b1", "a3"]  # in the order of their events
+    assert r.ranked() == ["b1", "a3"]
+    assert r.pipeline.metrics.superseded_events._value.get() == 2
+    published = json.loads(result.recommendations[1].value)
+    ranked_items = {i["item_id"] for i in published["items"]}
+    assert not ranked_items & {"books-1", "books-3", "running-1"}  # every event applied
+    history = [json.loads(e)[0] for e in r.redis.lrange(user_key("ann", "h"), 0, -1)]
+    assert history == ["books-1", "books-3", "running-1"]
+    assert r.stored("ann") == result.recommendations[1].value
+
+
+def test_every_event_gets_its_list_by_default(rig):
+    r = rig()
+    result = r.handle(event("a1", "ann", "books-1"), event("a2", "ann", "books-3"))
+    assert triggers(result) == ["a1", "a2"]
