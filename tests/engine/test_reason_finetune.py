@@ -11,6 +11,7 @@ import pytest
 from streamrec.engine.offline import reason_finetune as ft
 from streamrec.engine.reasons import Guard, TemplateGenerator, build_prompt
 from streamrec.engine.types import Event
+from tests.tiny_llama import build_tiny_llama
 
 TITLES = ["Trail Runner 3", "Ridge Jacket", "Alpine Tent"]
 CATEGORIES = ["running", "outdoor"]
@@ -111,36 +112,9 @@ def test_answer_metrics_judge_raw_answers_against_their_own_evidence():
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer Llama with a small word vocabulary and its tokenizer, built here, saved."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    """A tiny random Llama (tests/tiny_llama.py), built once for the module."""
     words = ["because", "you", "viewed", "bought", "trail", "runner", "alpine", "tent", "similar"]
-    vocab = {w: n for n, w in enumerate(["[UNK]", "[PAD]", "[EOS]", *words, *map(str, range(25))])}
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.normalizer = tokenizers.normalizers.Lowercase()
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]"
-    )
-    config = transformers.LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=1,
-        eos_token_id=2,
-        bos_token_id=2,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), words, layers=3, lowercase=True)
 
 
 def _load(folder: Path):

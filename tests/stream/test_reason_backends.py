@@ -42,6 +42,7 @@ from streamrec.stream.worker.reason_backends import (
     completion_text,
     rewrite_reasons,
 )
+from tests.tiny_llama import build_tiny_llama
 
 HALLUCINATION = "Trending now: 12,000 shoppers bought Ridge Jacket, see https://deals.example"
 SLOW_S = 2.0
@@ -360,35 +361,9 @@ def test_a_missing_local_model_is_reported(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer Llama with a 40-word vocabulary and its tokenizer, built here, saved."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    """A tiny random Llama (tests/tiny_llama.py), built once for the module."""
     words = ["because", "you", "viewed", "bought", "running", "of", "your", "last", "items"]
-    vocab = {w: n for n, w in enumerate(["[UNK]", "[PAD]", "[EOS]", *words, *map(str, range(25))])}
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]"
-    )
-    config = transformers.LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=1,
-        eos_token_id=2,
-        bos_token_id=2,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), words)
 
 
 def test_a_tiny_local_model_generates_through_the_writer(tiny_model_dir):
