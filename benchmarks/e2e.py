@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -106,6 +107,38 @@ def tree_cpu(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+async def send_views(
+    producer: AIOKafkaProducer,
+    topic: str,
+    events: Sequence[tuple[str, str, str]],
+    rate: float | None,
+    *,
+    sent_ts: dict[str, int] | None = None,
+    before: Callable[[int], Awaitable[None]] | None = None,
+) -> float:
+    """Produce ``events`` (event_id, user, item) as views at ``rate`` per second (None or
+    0: as fast as possible), each stamped ``ts`` = its send time (recorded in ``sent_ts``),
+    keyed by user; ``before(n)`` runs before the n-th. Returns when all are flushed, with
+    the ``time.perf_counter()`` at which sending began."""
+    t0 = time.perf_counter()
+    for n, (event_id, user, item) in enumerate(events):
+        if before is not None:
+            await before(n)
+        if rate:
+            delay = t0 + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        ts = time.time_ns() // 1_000_000
+        if sent_ts is not None:
+            sent_ts[event_id] = ts
+        body = json.dumps(
+            {"event_id": event_id, "user_id": user, "item_id": item, "type": "view", "ts": ts}
+        ).encode()
+        await producer.send(topic, body, key=user.encode())
+    await producer.flush()
+    return t0
+
+
 async def phase(
     settings: Settings, events: list[tuple[str, str, str]], rate: float | None, worker_pid: int
 ) -> dict[str, float]:
@@ -138,19 +171,7 @@ async def phase(
     cpu0, _ = proc_stats(worker_pid)
     busy0, ticks0 = machine_ticks()
     reader = asyncio.create_task(consume())
-    t0 = time.perf_counter()
-    for n, (event_id, user, item) in enumerate(events):
-        if rate:
-            delay = t0 + n / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        ts = time.time_ns() // 1_000_000
-        sent_ts[event_id] = ts
-        body = json.dumps(
-            {"event_id": event_id, "user_id": user, "item_id": item, "type": "view", "ts": ts}
-        ).encode()
-        await producer.send(settings.topic_events, body, key=user.encode())
-    await producer.flush()
+    t0 = await send_views(producer, settings.topic_events, events, rate, sent_ts=sent_ts)
     send_s = time.perf_counter() - t0
     await asyncio.wait_for(done.wait(), timeout=600)
     total_s = time.perf_counter() - t0

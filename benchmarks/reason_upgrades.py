@@ -55,7 +55,7 @@ from aiokafka.errors import KafkaError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.e2e import machine_ticks, publish_catalog, tree_cpu  # noqa: E402
+from benchmarks.e2e import machine_ticks, publish_catalog, send_views, tree_cpu  # noqa: E402
 from benchmarks.machine import machine, missing_model, write_report  # noqa: E402
 from benchmarks.scale_out import free_port, group_members  # noqa: E402
 from streamrec.engine.offline.datasets import load_movielens_100k  # noqa: E402
@@ -206,17 +206,7 @@ async def produce_phase(
     reader = asyncio.create_task(consume())
     t0 = time.perf_counter()
     try:
-        for n, (event_id, user, item) in enumerate(events):
-            wait = t0 + n / rate - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            ts = time.time_ns() // 1_000_000
-            sent[event_id] = ts
-            body = json.dumps(
-                {"event_id": event_id, "user_id": user, "item_id": item, "type": "view", "ts": ts}
-            ).encode()
-            await producer.send(settings.topic_events, body, key=user.encode())
-        await producer.flush()
+        t0 = await send_views(producer, settings.topic_events, events, rate, sent_ts=sent)
         send_s = time.perf_counter() - t0
         try:
             await asyncio.wait_for(all_in.wait(), timeout=timeout_s)

@@ -56,7 +56,7 @@ from aiokafka.errors import KafkaError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.e2e import publish_catalog, tree_cpu  # noqa: E402
+from benchmarks.e2e import publish_catalog, send_views, tree_cpu  # noqa: E402
 from benchmarks.machine import machine, missing_model, write_report  # noqa: E402
 from streamrec.engine.offline.datasets import load_movielens_100k  # noqa: E402
 from streamrec.engine.serving.catalog import catalog_items  # noqa: E402
@@ -269,21 +269,14 @@ async def run_events(
 
     reader = asyncio.create_task(consume())
     todo = sorted((at or {}).items())
+
+    async def changes(n: int) -> None:  # workers added or killed at their share of events
+        while todo and n >= todo[0][0] * len(events):
+            await asyncio.to_thread(todo.pop(0)[1])
+
     t0 = time.perf_counter()
     try:
-        for n, (event_id, user, item) in enumerate(events):
-            while todo and n >= todo[0][0] * len(events):
-                await asyncio.to_thread(todo.pop(0)[1])
-            if rate:
-                delay = t0 + n / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            ts = time.time_ns() // 1_000_000
-            body = json.dumps(
-                {"event_id": event_id, "user_id": user, "item_id": item, "type": "view", "ts": ts}
-            ).encode()
-            await producer.send(settings.topic_events, body, key=user.encode())
-        await producer.flush()
+        t0 = await send_views(producer, settings.topic_events, events, rate, before=changes)
         send_s = time.perf_counter() - t0
         try:
             await asyncio.wait_for(all_in.wait(), timeout=timeout_s)
