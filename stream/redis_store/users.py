@@ -77,13 +77,17 @@ class UserStateStore(RedisConnection):
         if not events:
             return []
         flush_id = uuid.uuid4().hex[:16] if self.cluster else ""
+        # On a cluster each event's statistics plan waits in its user's slot; on one node
+        # the script updates the trend set (and the co-occurrence sets) itself.
+        stats_keys = [
+            self._key(e.user_id, f"st:{e.event_id}") if flush_id else TREND for e in events
+        ]
         stale_plans = list(self._stale_plans)
 
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
-                for e in events:
+                for e, stats_key in zip(events, stats_keys, strict=True):
                     entry = encode_json([e.item_id, e.type, e.ts])
-                    stats_key = self._key(e.user_id, f"st:{e.event_id}") if flush_id else TREND
                     await self.run_script(
                         "apply",
                         [
@@ -122,7 +126,7 @@ class UserStateStore(RedisConnection):
         if self.cluster:
             # The previous flush's plans are deleted now, so its markers may go next.
             self._stale_plans, settled = [], self._stale_markers
-            failed += await self._flush_stats(events, replies, settled)
+            failed += await self._flush_stats(events, replies, stats_keys, settled)
         if failed:
             log.warning("item statistics were not updated for %d event(s)", failed)
             if self._on_stats_error is not None:
@@ -136,20 +140,25 @@ class UserStateStore(RedisConnection):
         ]
 
     async def _flush_stats(
-        self, events: Sequence[Event], replies: Sequence[Any], settled: Sequence[str]
+        self,
+        events: Sequence[Event],
+        replies: Sequence[Any],
+        plan_keys: Sequence[str],
+        settled: Sequence[str],
     ) -> int:
         """Count the plans the apply script returned (new events, and replayed ones whose
         plan was never flushed) in the item statistics, one call per slot; returns how
         many events' statistics were not updated (a non-connection error, reported).
 
-        ``settled``: marker sets of the previous flush, whose plans are deleted; they are
-        given :data:`MARKER_GRACE_S` to live (a worker that read one of those plans just
-        before it went may still be flushing it), unless this flush uses them again."""
+        ``plan_keys``: where each event's plan is stored. ``settled``: marker sets of the
+        previous flush, whose plans are deleted; they are given :data:`MARKER_GRACE_S` to
+        live (a worker that read one of those plans just before it went may still be
+        flushing it), unless this flush uses them again."""
         plans = []
-        for e, reply in zip(events, replies, strict=True):
+        for e, reply, plan_key in zip(events, replies, plan_keys, strict=True):
             if len(reply) > 6 and reply[6]:
                 member = event_member(self._stored_id(e.user_id), e.event_id)
-                plans.append(parse_plan(reply[6], member, self._key(e.user_id, f"st:{e.event_id}")))
+                plans.append(parse_plan(reply[6], member, plan_key))
         calls = flush_calls(plans, self.keys, self._stats_limits())
         used = set(markers(calls))
         expiring = [key for key in settled if key not in used]

@@ -78,7 +78,7 @@ def test_replayed_events_count_exactly_once_on_a_cluster(redis_cluster_url):
 def test_a_worker_stopped_between_apply_and_flush_counts_on_replay(redis_cluster_url):
     crashed = store_for(redis_cluster_url)
 
-    async def no_flush(events: Any, replies: Any, settled: Any) -> int:
+    async def no_flush(events: Any, replies: Any, plan_keys: Any, settled: Any) -> int:
         return 0  # the process died before the statistics flush
 
     crashed._flush_stats = no_flush  # type: ignore[method-assign]
