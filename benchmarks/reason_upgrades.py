@@ -204,7 +204,6 @@ async def produce_phase(
                 all_in.set()
 
     reader = asyncio.create_task(consume())
-    t0 = time.perf_counter()
     try:
         t0 = await send_views(producer, settings.topic_events, events, rate, sent_ts=sent)
         send_s = time.perf_counter() - t0

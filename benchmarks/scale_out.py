@@ -274,7 +274,6 @@ async def run_events(
         while todo and n >= todo[0][0] * len(events):
             await asyncio.to_thread(todo.pop(0)[1])
 
-    t0 = time.perf_counter()
     try:
         t0 = await send_views(producer, settings.topic_events, events, rate, before=changes)
         send_s = time.perf_counter() - t0
