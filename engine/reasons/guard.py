@@ -16,6 +16,7 @@ Checks, in order (each failure is one violation ``"kind: detail"``):
     ungrounded             the sentence states none of the evidence's facts (no evidence
                            value or number, no wording of the reason's own code), e.g. a
                            model's "I'm ready to assist you"; off with require_grounding
+    uncited                a reason resting on items names none of them ("Similar to this")
 
 Evidence values (titles, categories, tags) are masked out before the number, catalog and
 keyword checks, so "Trail Runner 3" or a category called "New Releases" do not trip them.
@@ -177,6 +178,8 @@ class Guard:
                 grounded = True
         if self.require_grounding and not grounded:
             violations.append("ungrounded: the sentence states none of the evidence's facts")
+        if self.require_grounding and not _names_a_cited_item(text, evidence, codes):
+            violations.append("uncited: the sentence names none of the items it rests on")
         return GuardResult(not violations, violations)
 
 
@@ -273,6 +276,24 @@ def _cited(evidence: Evidence) -> list[Mapping[str, Any]]:
     entries = list(evidence.get("items") or []) + list(evidence.get("similar_items") or [])
     entries += [evidence.get("bought_with"), evidence.get("viewed_with")]
     return [e for e in entries if isinstance(e, Mapping)]
+
+
+_CITING_CODES: Final = frozenset({"similar_to_recent", "bought_together", "viewed_together"})
+
+
+def _names_a_cited_item(text: str, evidence: Evidence, codes: set[Any]) -> bool:
+    """Whether a reason resting on items names one (its title, or less a "(1977)" tail)."""
+    titles = [str(e["title"]).strip().casefold() for e in _cited(evidence) if e.get("title")]
+    if not _CITING_CODES & codes or not titles:
+        return True
+    folded, spans = text.casefold(), _quoted(text)
+    for title in titles:
+        short = re.sub(r"\s*\(.*\)\s*$", "", title)
+        if any(_same_name(span, title) for span in spans):
+            return True
+        if _has_word(folded, title) or (len(short) >= 2 and _has_word(folded, short)):
+            return True
+    return False
 
 
 def _quoted(text: str) -> list[str]:

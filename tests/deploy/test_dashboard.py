@@ -1,7 +1,8 @@
 """Specification of the Grafana dashboard deploy/grafana/dashboards/streamrec.json.
 
-Every PromQL expression may only use metrics the worker exports, every panel queries the
-provisioned Prometheus datasource, and every exported metric is charted somewhere.
+Every PromQL expression may only use metrics the worker or the reason writer (``streamrec
+reasons upgrade``) exports, every panel queries the provisioned Prometheus datasource, and
+every exported metric is charted somewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from streamrec.stream.worker.metrics import Metrics
+from streamrec.stream.worker.reason_writer import WriterMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_FILE = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "streamrec.json"
@@ -28,10 +30,12 @@ DATASOURCE_UID = "prometheus"
 
 
 def exported_families() -> tuple[frozenset[str], frozenset[str]]:
-    """(every family, the histogram families) the worker's Metrics object registers, as
-    prometheus_client names them in `# TYPE` lines (counters end in _total)."""
+    """(every family, the histogram families) the worker's Metrics and the reason writer's
+    WriterMetrics register, as prometheus_client names them in `# TYPE` lines (counters end
+    in _total)."""
     registry = CollectorRegistry()
     Metrics(registry)
+    WriterMetrics(registry)
     names, histograms = set(), set()
     for family in registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
@@ -192,7 +196,7 @@ def test_every_expression_references_a_streamrec_metric(
     assert without_metric == []
 
 
-def test_every_queried_metric_is_exported_by_the_worker(
+def test_every_queried_metric_is_exported_by_the_worker_or_the_reason_writer(
     query_panels: list[dict[str, Any]],
 ) -> None:
     unknown = sorted(
@@ -220,13 +224,21 @@ def test_histograms_are_queried_through_their_series_not_their_base_name(
     assert bare == []
 
 
-def test_histogram_buckets_are_only_used_inside_histogram_quantile(
+BUCKET_SELECTOR = re.compile(r"streamrec_[a-z_]+_bucket(\{[^}]*\})?")
+
+
+def test_histogram_buckets_are_read_by_quantile_or_as_one_named_bucket(
     query_panels: list[dict[str, Any]],
 ) -> None:
+    """Buckets are cumulative: summed over ``le`` they mean nothing. A panel reads them
+    through histogram_quantile, or one bucket by its bound (e.g. the share within 5 s,
+    ``le="5.0"`` as prometheus_client writes the bound)."""
     misused = [
         (title, expr)
         for title, expr in _expressions(query_panels)
-        if "_bucket" in expr and "histogram_quantile(" not in expr
+        for match in BUCKET_SELECTOR.finditer(expr)
+        if "histogram_quantile(" not in expr
+        and not re.search(r'le="\d+\.\d+"', match.group(1) or "")
     ]
     assert misused == []
 

@@ -115,6 +115,21 @@ def test_pods_listen_on_their_interfaces_for_probes_prometheus_and_the_service(v
             assert "--host" not in container["args"]  # the setting decides, not a flag
 
 
+def test_the_reason_writer_serves_its_metrics_on_the_port_it_declares():
+    writer = next(
+        d for d in _by_kind("Deployment") if d["metadata"]["name"] == "streamrec-reason-writer"
+    )
+    [container] = writer["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["reasons", "upgrade"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    known = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
+    assert {name for name in env if name.startswith("STREAMREC_")} <= known
+    port = int(env["STREAMREC_REASON_WRITER_METRICS_PORT"])
+    assert {"name": "metrics", "containerPort": port} in container["ports"]
+    annotations = writer["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+
+
 # --- autoscaling on consumer lag (deploy/k8s/autoscaling.yaml) ---------------------------
 
 AUTOSCALING = MANIFESTS.parent / "autoscaling.yaml"

@@ -99,7 +99,7 @@ def test_answer_metrics_judge_raw_answers_against_their_own_evidence():
     metrics = ft.answer_metrics(cases, answers, guard(), 2.0)
     assert metrics["guard_pass"] == 0.5
     assert metrics["copies_example"] == 0.5
-    assert metrics["rejections"] == {"ungrounded": 1}
+    assert metrics["rejections"] == {"ungrounded": 1, "uncited": 1}
     assert metrics["seconds_per_sentence"] == 1.0
     assert ft.answer_metrics(cases, [None, None], guard(), 1.0)["rejections"] == {"empty": 2}
     from streamrec.stream.cli.reasons_finetune import metrics_table

@@ -87,12 +87,40 @@ def test_crafted_hallucinations_are_rejected(text, evidence, kind):
 
 def test_a_sentence_that_states_no_fact_is_rejected_unless_allowed():
     text = "You're ready to begin. I'm ready to assist you."
-    assert GUARD.check(text, SIMILAR).kinds == {"ungrounded"}
+    assert GUARD.check(text, SIMILAR).kinds == {"ungrounded", "uncited"}
     assert Guard(TITLES, CATEGORIES, require_grounding=False).check(text, SIMILAR).ok
     assert check("Another pick for you", CATEGORY, TITLES, CATEGORIES, require_grounding=False).ok
     # Wording of the reason's own code grounds it, as does any evidence value or number.
     assert GUARD.check("A popular pick", POPULAR).ok
     assert GUARD.check("Just arrived", NEW).ok
+    assert GUARD.check("Three of your last five", CATEGORY).ok
+
+
+BOUGHT_WITH = {"bought_with": {"item_id": "p1", "title": "Cast Pan", "event": "purchase"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "evidence"),
+    [
+        ("Similar to this", SIMILAR),
+        ("You viewed something just like it, so you may like this one", SIMILAR),
+        ("Often bought together with what you bought", BOUGHT_WITH),
+    ],
+)
+def test_a_reason_resting_on_items_must_name_one(text, evidence):
+    """A sentence may be true to the letter and still tell the user nothing they can
+    check: a similarity or together reason names at least one of its items."""
+    result = GUARD.check(text, evidence)
+    assert "uncited" in result.kinds, result.violations
+    assert Guard(TITLES, CATEGORIES, require_grounding=False).check(text, evidence).ok
+
+
+def test_naming_one_cited_item_is_enough_and_a_title_may_drop_its_year():
+    assert GUARD.check("Similar to Road Racer 2, which you bought", SIMILAR).ok
+    assert GUARD.check("Often bought together with Cast Pan", BOUGHT_WITH).ok
+    star_wars = {"items": [{"item_id": "50", "title": "Star Wars (1977)", "event": "view"}]}
+    assert GUARD.check("Because you viewed Star Wars", star_wars).ok
+    # Other codes rest on facts, not items: nothing to name.
     assert GUARD.check("Three of your last five", CATEGORY).ok
 
 
@@ -212,4 +240,8 @@ def test_a_model_that_copies_a_fact_of_its_prompt_is_not_rejected_for_it(code, e
     for line in build_prompt(code, evidence).user.splitlines():
         if line.startswith("- "):
             result = GUARD.check(line[2:], evidence, code=code, user_id=USER)
-            assert not result.kinds - {"ungrounded"}, (line, result.violations)
+            # A fact alone may state too little (no fact, or no cited item's name), never
+            # something false.
+            assert not result.kinds - {"ungrounded", "uncited"}, (line, result.violations)
+            if "Trail Runner 3" in line:
+                assert result.ok, (line, result.violations)
