@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     reason_upgrade_batch: int = Field(
         4, ge=1, le=256, description="Most prompts per language-model call of the reason writer."
     )
+    reason_upgrade_frames: bool = Field(
+        True,
+        description=(
+            "The reason writer asks for one sentence per shape of facts (titles and numbers "
+            "as placeholders, filled in per list, then guarded); false: one per distinct facts."
+        ),
+    )
     reason_upgrade_queue: int = Field(
         1000,
         ge=1,

@@ -88,7 +88,7 @@ class Guard:
         >>> guard.check("Because you viewed Trail Runner 3", evidence).ok
         True
         >>> sorted(guard.check("Because you bought Ridge Jacket", evidence).kinds)
-        ['event', 'title', 'ungrounded']
+        ['event', 'title', 'uncited', 'ungrounded']
     """
 
     def __init__(

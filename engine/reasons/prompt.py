@@ -48,7 +48,12 @@ class Prompt:
 
 
 def build_prompt(
-    code: str, evidence: Evidence, language: Language = "en", *, max_chars: int = 160
+    code: str,
+    evidence: Evidence,
+    language: Language = "en",
+    *,
+    max_chars: int = 160,
+    variant: int = 0,
 ) -> Prompt:
     """The instruction for one reason, built from its evidence only.
 
@@ -57,6 +62,8 @@ def build_prompt(
         evidence: the facts the sentence may use.
         language: "en" or "zh".
         max_chars: the longest acceptable answer.
+        variant: which of the template's best phrasings is the example (0: the canonical
+            one); other examples lead a model to other wordings of the same facts.
 
     Returns:
         The prompt; its ``user`` part lists the facts and a template sentence.
@@ -76,7 +83,8 @@ def build_prompt(
         "bought together unless a fact says so. Reply with the sentence only."
     )
     facts = "\n".join(f"- {fact}" for fact in _facts(code, evidence))
-    example = TemplateGenerator(language).canonical(code, evidence)
+    best = TemplateGenerator(language).phrasings(code, evidence)[0]
+    example = best[variant % len(best)]
     user = f"Facts:\n{facts}\nExample of an acceptable sentence: {example}\nSentence:"
     return Prompt(system, user, language, max_chars)
 

@@ -11,6 +11,12 @@ ignore updates keep the template sentences, which are true too.
   language), so equal facts share one sentence: the cache is keyed by
   :func:`prompt_key`, not by the raw evidence (whose shares and scores differ per list).
   Rejections are cached too, so a prompt the model fails is not asked again.
+* **Frames** (:mod:`~streamrec.engine.reasons.frames`, on by default). The model writes
+  one sentence per shape of facts, titles and numbers as placeholders, and each list's
+  values are put back before the guard checks it: a few hundred frames per language
+  instead of a prompt per list, so a CPU model's cache fills in minutes. Items of one list
+  with the same frame get the template's different phrasings as examples
+  (``build_prompt(variant=...)``), so they get different sentences.
 * **Bounded work.** :class:`WorkQueue` keeps at most ``capacity`` lists and drops the
   oldest first (a late upgrade is worth less than a fresh one), counting what it drops;
   the writer takes the newest lists first.
@@ -19,7 +25,8 @@ Outcomes per item (:data:`UPGRADE_OUTCOMES`)::
 
     upgraded    the model's sentence, written for this list, accepted by the guard
     cached      a sentence accepted earlier for the same prompt
-    rejected    the guard rejected the answer (now, or earlier for the same prompt)
+    rejected    the guard rejected the answer (now, or earlier for the same prompt), or
+                the answer has a placeholder its frame does not fill (rule ``placeholder``)
     error       the backend failed or gave nothing usable
     timeout     the backend ran out of time
     repeated    the sentence equals another of the list's sentences: left as it was
@@ -35,7 +42,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from streamrec.engine.reasons._types import GenerationTimeoutError, Language
+from streamrec.engine.reasons._types import Evidence, GenerationTimeoutError, Language
+from streamrec.engine.reasons.frames import delexicalise, relexicalise
 from streamrec.engine.reasons.generator import clean
 from streamrec.engine.reasons.guard import Guard
 from streamrec.engine.reasons.prompt import Prompt, build_prompt
@@ -88,6 +96,8 @@ class UpgradeStats:
 
 
 T = TypeVar("T")
+Wanted = tuple[int, str, dict[str, str] | None]
+"""An item of a list to upgrade: its index, its prompt key and its frame's slots."""
 
 
 class WorkQueue(Generic[T]):
@@ -129,6 +139,8 @@ class ReasonUpgrader:
         call_timeout_s: the most one backend call may take.
         cache_size: prompts remembered (sentences and rejections), least recently used
             dropped first.
+        frames: ask for sentence frames (placeholders for titles and numbers, filled in
+            per list) rather than one sentence per distinct set of facts.
     """
 
     def __init__(
@@ -141,6 +153,7 @@ class ReasonUpgrader:
         batch_size: int = 4,
         call_timeout_s: float = 60.0,
         cache_size: int = 50_000,
+        frames: bool = True,
     ) -> None:
         if top_n < 1 or batch_size < 1:
             msg = f"top_n and batch_size must be at least 1, got {top_n} and {batch_size}"
@@ -152,6 +165,7 @@ class ReasonUpgrader:
         self.batch_size = batch_size
         self.call_timeout_s = call_timeout_s
         self.cache_size = cache_size
+        self.frames = frames
         self._cache: OrderedDict[str, str | None] = OrderedDict()
 
     def upgrade(self, lists: Sequence[Recommendation]) -> tuple[list[ReasonUpgrade], UpgradeStats]:
@@ -159,15 +173,14 @@ class ReasonUpgrader:
         outcomes. Prompts are asked once however many items share them."""
         stats = UpgradeStats()
         prompts: dict[str, Prompt] = {}
-        wanted: list[list[tuple[int, str]]] = []  # per list: (item index, prompt key)
+        wanted: list[list[Wanted]] = []
         for rec in lists:
-            keys = []
+            keys: list[Wanted] = []
+            variants: Counter[str] = Counter()  # items of this list per frame so far
             for n, item in enumerate(rec.items[: self.top_n]):
-                prompt = build_prompt(
-                    item.reason_code, item.evidence, self.language, max_chars=self.guard.max_chars
-                )
+                prompt, slots = self._prompt(item.reason_code, item.evidence, variants)
                 key = prompt_key(prompt)
-                keys.append((n, key))
+                keys.append((n, key, slots))
                 if key not in self._cache:
                     prompts.setdefault(key, prompt)
             wanted.append(keys)
@@ -178,6 +191,21 @@ class ReasonUpgrader:
             if upgrade is not None:
                 upgrades.append(upgrade)
         return upgrades, stats
+
+    def _prompt(
+        self, code: str, evidence: Evidence, variants: Counter[str]
+    ) -> tuple[Prompt, dict[str, str] | None]:
+        """The prompt for one item, and its frame's slots (None without frames)."""
+        limit = self.guard.max_chars
+        if not self.frames:
+            return build_prompt(code, evidence, self.language, max_chars=limit), None
+        frame, slots = delexicalise(evidence)
+        prompt = build_prompt(code, frame, self.language, max_chars=limit)
+        variant = variants[prompt_key(prompt)]
+        variants[prompt_key(prompt)] += 1
+        if variant:
+            prompt = build_prompt(code, frame, self.language, max_chars=limit, variant=variant)
+        return prompt, slots
 
     def _ask(self, prompts: dict[str, Prompt], stats: UpgradeStats) -> dict[str, str]:
         """Ask the backend for every prompt, in batches; returns the outcome per key
@@ -208,23 +236,29 @@ class ReasonUpgrader:
     def _assemble(
         self,
         rec: Recommendation,
-        keys: Iterable[tuple[int, str]],
+        keys: Iterable[Wanted],
         fresh: dict[str, str],
         stats: UpgradeStats,
     ) -> ReasonUpgrade | None:
         texts = [item.reason for item in rec.items]
         upgraded: list[UpgradedItem] = []
-        for n, key in keys:
+        for n, key, slots in keys:
             item = rec.items[n]
             outcome = fresh.get(key, "cached")
             if outcome in ("error", "timeout"):
                 stats.outcomes[outcome] += 1
                 continue
-            text = self._cache.get(key)
-            if text is None:
+            answer = self._cache.get(key)
+            if answer is None:
                 stats.outcomes["rejected"] += 1
                 continue
             self._cache.move_to_end(key)
+            text = answer if slots is None else relexicalise(answer, slots)
+            if text is None:  # a placeholder the frame does not fill: never usable
+                stats.rejections["placeholder"] += 1
+                stats.outcomes["rejected"] += 1
+                self._cache[key] = None
+                continue
             # The sentence is checked against this item's evidence and user, even when
             # cached: equal prompts mean equal facts, but not the same user.
             result = self.guard.check(
@@ -233,8 +267,9 @@ class ReasonUpgrader:
             if not result.ok:
                 stats.rejections.update(result.kinds)
                 stats.outcomes["rejected"] += 1
-                if outcome == "upgraded":
-                    self._cache[key] = None  # the same answer would fail again
+                if outcome == "upgraded" and result.kinds - {"too_long"}:
+                    # The same answer would fail again (a frame may fit shorter titles).
+                    self._cache[key] = None
                 continue
             if text in texts[:n] or text in texts[n + 1 :]:
                 stats.outcomes["repeated"] += 1

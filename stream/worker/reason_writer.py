@@ -240,6 +240,7 @@ def build_writer(
         language=settings.reason_language,
         top_n=settings.reason_upgrade_top_n,
         batch_size=settings.reason_upgrade_batch,
+        frames=settings.reason_upgrade_frames,
     )
     return ReasonWriter(
         settings, upgrader, RedisStore.from_settings(settings), WriterMetrics(registry)

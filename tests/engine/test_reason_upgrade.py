@@ -128,7 +128,7 @@ def test_a_failing_model_costs_the_upgrade_never_the_list(error, outcome):
 def test_prompts_go_to_the_model_in_batches():
     model = FirstFact()
     lists = [a_list(f"u{n}", f"e{n}", item(1, cited(TITLES[n]))) for n in range(4)]
-    _, stats = ReasonUpgrader(model, GUARD, top_n=1, batch_size=3).upgrade(lists)
+    _, stats = ReasonUpgrader(model, GUARD, top_n=1, batch_size=3, frames=False).upgrade(lists)
     assert [len(call) for call in model.calls] == [3, 1]
     assert stats.model_calls == 2
 
@@ -151,3 +151,74 @@ def test_the_work_queue_serves_the_newest_first_and_drops_the_oldest_when_full()
     assert queue.take(10) == [2]
     with pytest.raises(ValueError, match="at least 1"):
         WorkQueue(0)
+
+
+# --- frames: one sentence per shape of facts ----------------------------------------------
+
+
+def test_lists_whose_facts_differ_only_in_their_values_share_one_frame():
+    model = FirstFact()
+    events = ["view", "view", "view", "purchase"]
+    lists = [a_list(f"u{n}", f"e{n}", item(1, cited(TITLES[n], events[n]))) for n in range(4)]
+    upgrades, stats = ReasonUpgrader(model, GUARD, top_n=1).upgrade(lists)
+    assert stats.prompts_asked == 2  # viewed [ITEM 1]; bought [ITEM 1]
+    assert all("Trail Runner" not in p and "[ITEM 1]" in p for c in model.calls for p in c)
+    assert [u.items[0].reason for u in upgrades] == [
+        'You viewed "Trail Runner 3", so this one may suit you.',
+        'You viewed "Ridge Jacket", so this one may suit you.',
+        'You viewed "Summit Tent 2", so this one may suit you.',
+        'You bought "Cast Pan", so this one may suit you.',
+    ]
+    assert stats.outcomes == {"upgraded": 2, "cached": 2}
+
+
+class EchoExample:
+    """A model that answers with its prompt's example sentence."""
+
+    def __call__(self, prompts: Sequence[Prompt], timeout_s: float) -> list[str | None]:
+        return [p.user.splitlines()[-2].split(": ", 1)[1] for p in prompts]
+
+
+def test_items_of_one_list_sharing_a_frame_get_different_wordings():
+    rec = a_list(
+        "ann",
+        "e1",
+        item(1, cited("Trail Runner 3")),
+        item(2, cited("Trail Runner 3")),
+        item(3, cited("Trail Runner 3")),
+    )
+    [upgrade], stats = ReasonUpgrader(EchoExample(), GUARD, top_n=3).upgrade([rec])
+    reasons = [i.reason for i in upgrade.items]
+    assert len(set(reasons)) == 3
+    assert all("Trail Runner 3" in r for r in reasons)
+    assert stats.outcomes == {"upgraded": 3}
+
+
+def test_an_answer_with_a_placeholder_its_frame_does_not_fill_is_never_used():
+    model_calls = []
+
+    def confused(prompts: Sequence[Prompt], timeout_s: float) -> list[str | None]:
+        model_calls.append(len(prompts))
+        return ["Because you viewed [ITEM 1] and [ITEM 2]" for _ in prompts]
+
+    upgrader = ReasonUpgrader(confused, GUARD, top_n=1)
+    upgrades, stats = upgrader.upgrade([a_list("ann", "e1", item(1, cited("Trail Runner 3")))])
+    assert upgrades == []
+    assert stats.rejections == {"placeholder": 1}
+    _, again = upgrader.upgrade([a_list("bob", "e2", item(1, cited("Ridge Jacket")))])
+    assert model_calls == [1]
+    assert again.outcomes == {"rejected": 1}
+
+
+def test_a_frame_too_long_for_a_long_title_still_serves_short_ones():
+    def wordy(prompts: Sequence[Prompt], timeout_s: float) -> list[str | None]:
+        return ["You viewed [ITEM 1], which is why this one is here for you today" for _ in prompts]
+
+    long_title = "Trail Runner 3 " + "Ultra " * 20
+    guard = Guard([*TITLES, long_title], ["running"])
+    upgrader = ReasonUpgrader(wordy, guard, top_n=1)
+    _, stats = upgrader.upgrade([a_list("ann", "e1", item(1, cited(long_title.strip())))])
+    assert stats.rejections == {"too_long": 1}
+    [upgrade], stats = upgrader.upgrade([a_list("bob", "e2", item(1, cited("Cast Pan")))])
+    assert upgrade.items[0].reason.startswith("You viewed Cast Pan")
+    assert stats.outcomes == {"cached": 1}

@@ -74,6 +74,15 @@ def _some(collector: Collector) -> list[dict[str, object]]:
         return []
 
 
+def _titles(evidence: object) -> list[str]:
+    if isinstance(evidence, dict):
+        own = [evidence["title"]] if isinstance(evidence.get("title"), str) else []
+        return own + [t for k, v in evidence.items() if k != "title" for t in _titles(v)]
+    if isinstance(evidence, list):
+        return [t for v in evidence for t in _titles(v)]
+    return []
+
+
 def _metric(port: int, name: str, **labels: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
         text = resp.read().decode()
@@ -139,6 +148,10 @@ def test_a_list_then_its_model_written_upgrade_reach_a_plain_consumer_and_the_st
             assert upgraded["reason_code"] == original["reason_code"]
             assert upgraded["reason"] != original["reason"]
             assert upgraded["reason"].endswith(", so this one may suit you.")
+            # Written as a frame ([ITEM 1]), delivered with this list's own titles.
+            assert "[ITEM" not in upgraded["reason"]
+            titles = _titles(original["evidence"])
+            assert not titles or any(t in upgraded["reason"] for t in titles), upgraded
 
         # The stored list, which the API and `streamrec explain` serve, carries them too.
         async def stored() -> bytes | None:
