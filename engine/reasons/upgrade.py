@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -167,6 +167,21 @@ class ReasonUpgrader:
         self.cache_size = cache_size
         self.frames = frames
         self._cache: OrderedDict[str, str | None] = OrderedDict()
+        self._learned: dict[str, str | None] = {}  # since the last take_learned()
+
+    def preload(self, answers: Mapping[str, str | None]) -> None:
+        """Put answers kept from earlier (prompt key -> answer, None: rejected) into the
+        cache, e.g. the frames a previous writer stored."""
+        for key, answer in answers.items():
+            self._cache[key] = answer
+            self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def take_learned(self) -> dict[str, str | None]:
+        """The answers and rejections learned since the last call (to store them)."""
+        learned, self._learned = self._learned, {}
+        return learned
 
     def upgrade(self, lists: Sequence[Recommendation]) -> tuple[list[ReasonUpgrade], UpgradeStats]:
         """The upgrades of ``lists`` (a list with no upgraded item gets none) and the
@@ -257,7 +272,7 @@ class ReasonUpgrader:
             if text is None:  # a placeholder the frame does not fill: never usable
                 stats.rejections["placeholder"] += 1
                 stats.outcomes["rejected"] += 1
-                self._cache[key] = None
+                self._forget(key)
                 continue
             # The sentence is checked against this item's evidence and user, even when
             # cached: equal prompts mean equal facts, but not the same user.
@@ -269,7 +284,7 @@ class ReasonUpgrader:
                 stats.outcomes["rejected"] += 1
                 if outcome == "upgraded" and result.kinds - {"too_long"}:
                     # The same answer would fail again (a frame may fit shorter titles).
-                    self._cache[key] = None
+                    self._forget(key)
                 continue
             if text in texts[:n] or text in texts[n + 1 :]:
                 stats.outcomes["repeated"] += 1
@@ -289,7 +304,13 @@ class ReasonUpgrader:
             tuple(upgraded),
         )
 
+    def _forget(self, key: str) -> None:
+        """Mark a prompt's answer unusable: it is not asked again."""
+        self._cache[key] = None
+        self._learned[key] = None
+
     def _remember(self, key: str, text: str | None) -> None:
+        self._learned[key] = text
         self._cache[key] = text
         self._cache.move_to_end(key)
         while len(self._cache) > self.cache_size:

@@ -10,6 +10,7 @@ One store per concern, all on one connection (:class:`RedisConnection`, with ret
 :mod:`.item_stats`     trending items and co-occurrence counts
 :mod:`.catalog`        the item catalog and its change log
 :mod:`.experiments`    experiment counters and attribution marks
+:mod:`.reason_frames`  the reason writer's sentence frames
 :mod:`.replies`        decoding raw replies into plain values
 =====================  =========================================================
 
@@ -36,13 +37,14 @@ from streamrec.stream.redis_store.keys import (
     key_part,
     user_key,
 )
+from streamrec.stream.redis_store.reason_frames import ReasonFrameStore
 from streamrec.stream.redis_store.users import UserStateStore
 
 
-class RedisStore(UserStateStore, ItemStatsStore, CatalogStore, ExperimentStore):
+class RedisStore(UserStateStore, ItemStatsStore, CatalogStore, ExperimentStore, ReasonFrameStore):
     """Async Redis-backed user store (implements
-    :class:`streamrec.engine.serving.state.UserStore`), item statistics, catalog and
-    experiment counters."""
+    :class:`streamrec.engine.serving.state.UserStore`), item statistics, catalog,
+    experiment counters and the reason writer's frames."""
 
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "ExperimentRecord",
     "ExperimentStore",
     "ItemStatsStore",
+    "ReasonFrameStore",
     "RedisConnection",
     "RedisStore",
     "UserStateStore",

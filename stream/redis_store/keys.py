@@ -31,6 +31,9 @@ Keys (``{u:USER}`` is a Redis Cluster hash tag, so one user's keys share a slot)
 ``sr:exp:EXP:VARIANT:items``          HyperLogLog of the items the arm recommended
 ``sr:{u:USER}:rec_at``                hash item_id -> "TS|EXP": when it was last recommended
                                       to the user (expires after the attribution window)
+``sr:reason-frames:MODEL:LANG``       hash prompt key -> the reason writer's answer for a
+                                      sentence frame ("" when the guard rejected it), per
+                                      model and language; no user data (frames hold none)
 ====================================  =============================================
 
 Every user-state update is one Lua script (dedupe + append + trim + purchase + item
@@ -116,6 +119,12 @@ def experiment_key(experiment: str, variant: str, what: str) -> str:
     """``sr:exp:EXPERIMENT:VARIANT:WHAT``: a per-user hash (:data:`EXPERIMENT_PER_USER`),
     the arm's ``series`` hash or its ``items`` HyperLogLog."""
     return f"sr:exp:{experiment}:{variant}:{what}"
+
+
+def reason_frames_key(model: str, language: str) -> str:
+    """``sr:reason-frames:MODEL:LANG``: the reason writer's frame sentences (one key: one
+    hash slot on a cluster too)."""
+    return f"sr:reason-frames:{model}:{language}"
 
 
 def cooccurrence_key(kind: str, item_id: str) -> str:

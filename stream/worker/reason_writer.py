@@ -10,6 +10,10 @@ guarded). For every list with an upgraded item it publishes a
 puts the new sentences into the user's stored list, which ``streamrec api`` and
 ``streamrec explain`` serve, unless a newer list replaced it meanwhile.
 
+With frames (``STREAMREC_REASON_UPGRADE_FRAMES``, the default) the frame sentences the
+model wrote are kept in Redis per model and language (:func:`model_tag`), so a restarted
+or added writer starts with them instead of minutes of generation.
+
 Upgrades are best effort: offsets are committed automatically, so a writer that stops
 may skip the lists in flight, which keep their template reasons. Nothing here is on the
 event path; a slow model delays upgrades, never lists.
@@ -18,6 +22,7 @@ event path; a slow model delays upgrades, never lists.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -100,6 +105,15 @@ class WriterMetrics:
         self.model_calls.inc(stats.model_calls)
 
 
+def model_tag(settings: Settings) -> str:
+    """A short name for the model the settings choose (server URL and model name, or the
+    local model's path), under which its frame sentences are stored: another model
+    writes its own. A model changed in place under the same name is not noticed: its
+    old sentences still pass the guard, which checks every use."""
+    source = f"{settings.reason_lm_url or 'local'}|{settings.reason_lm_model or 'smollm2'}"
+    return hashlib.blake2b(source.encode(), digest_size=6).hexdigest()
+
+
 def update_message(upgrade: ReasonUpgrade, upgraded_at: int) -> ReasonUpdateMessage:
     """The contract message of one upgrade."""
     return ReasonUpdateMessage(
@@ -126,10 +140,15 @@ class ReasonWriter:
     def __post_init__(self) -> None:
         self.queue: WorkQueue[Recommendation] = WorkQueue(self.settings.reason_upgrade_queue)
         self._catalog_position = "0-0"
+        self._model = model_tag(self.settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set."""
         await self._load_catalog()
+        if self.upgrader.frames:
+            frames = await self.store.load_reason_frames(self._model, self.upgrader.language)
+            self.upgrader.preload(frames)
+            log.info("reason writer: %d stored sentence frames loaded", len(frames))
         options = client_options(self.settings)
         consumer = AIOKafkaConsumer(
             self.settings.topic_recommendations,
@@ -196,6 +215,9 @@ class ReasonWriter:
                 continue
             upgrades, stats = await asyncio.to_thread(self.upgrader.upgrade, lists)
             self.metrics.record(stats)
+            learned = self.upgrader.take_learned()
+            if self.upgrader.frames and learned:
+                await self.store.save_reason_frames(self._model, self.upgrader.language, learned)
             for upgrade in upgrades:
                 await self._deliver(producer, upgrade)
 

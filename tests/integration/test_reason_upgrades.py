@@ -25,6 +25,7 @@ import jsonschema
 import pytest
 
 from streamrec.stream.redis_store import RedisStore
+from streamrec.stream.worker.reason_writer import model_tag
 from tests.conftest import ROOT, free_port, settings_env
 from tests.integration.kafka_helpers import Collector, event, produce
 
@@ -160,6 +161,16 @@ def test_a_list_then_its_model_written_upgrade_reach_a_plain_consumer_and_the_st
                 return await store.latest_recommendation(str(update["user_id"]))
             finally:
                 await store.close()
+
+        async def frames() -> dict[str, str | None]:
+            store = RedisStore.from_settings(settings)
+            try:
+                return await store.load_reason_frames(model_tag(settings), "en")
+            finally:
+                await store.close()
+
+        # The frames it wrote are kept for the next writer of this model.
+        assert any(answer and "[ITEM 1]" in answer for answer in asyncio.run(frames()).values())
 
         served = json.loads(asyncio.run(stored()) or b"{}")
         assert served["trigger_event_id"] == update["trigger_event_id"]
