@@ -10,6 +10,9 @@ Starts its own Kafka (KRaft) and redis-server through deploy/local, one `streamr
    on the CPU), waited for until it follows the lists, given ``--join-seconds`` to join its
    group, then the same number of events at the same rate; afterwards up to
    ``--late-seconds`` more for late updates; the writer is stopped after the phase;
+   with ``--rounds N`` each language runs N such phases (``with-<lang>``,
+   ``with-<lang>-2``, ...), the writer restarted for each: the first starts with no
+   stored sentence frames, the later ones load what the earlier ones stored in Redis;
 3. ``without-after`` (unless ``--no-after``): no writer again, to tell drift from the
    writer's effect.
 
@@ -59,7 +62,9 @@ from benchmarks.e2e import machine_ticks, publish_catalog, send_views, tree_cpu 
 from benchmarks.machine import machine, missing_model, write_report  # noqa: E402
 from benchmarks.scale_out import free_port, group_members  # noqa: E402
 from streamrec.engine.offline.datasets import load_movielens_100k  # noqa: E402
+from streamrec.engine.reasons._types import Language  # noqa: E402
 from streamrec.engine.reasons.guard import Guard  # noqa: E402
+from streamrec.engine.reasons.templates import TemplateGenerator  # noqa: E402
 from streamrec.engine.serving.catalog import catalog_items  # noqa: E402
 from streamrec.engine.types import Recommendation  # noqa: E402
 from streamrec.stream.cli.local_infra import start_kafka, start_redis  # noqa: E402
@@ -307,7 +312,9 @@ class Bench:
         }
         return row, events
 
-    def start_writer(self, language: str) -> tuple[subprocess.Popen[bytes], int, float, str]:
+    def start_writer(
+        self, language: str, name: str
+    ) -> tuple[subprocess.Popen[bytes], int, float, str]:
         port = free_port()
         env = {
             **self.env,
@@ -316,7 +323,7 @@ class Bench:
             "STREAMREC_REASON_UPGRADE_BATCH": str(self.args.batch),
             "STREAMREC_LOG_LEVEL": "INFO",
         }
-        log = self.state / f"writer-{language}.log"
+        log = self.state / f"writer-{name}.log"
         proc = start_process([sys.executable, "-m", "streamrec", "reasons", "upgrade"], env, log)
         try:
             ready_s, signal_seen = wait_writer(
@@ -352,8 +359,11 @@ def writer_phase_stats(
     events: list[Event],
     guard: Guard,
     top_n: int,
+    language: Language = "en",
 ) -> dict[str, Any]:
-    """Upgrade shares, latency and the independent guard re-check of one phase."""
+    """Upgrade shares, latency, the independent guard re-check of one phase, and how many
+    upgraded sentences equal one of the item's template phrasings (a model that copies)."""
+    templates = TemplateGenerator(language)
     order = {e[0]: n for n, e in enumerate(events)}
     half = len(events) // 2
     by_rec: dict[str, Recommendation] = {}
@@ -384,7 +394,7 @@ def writer_phase_stats(
     half_delays: list[float | None] = []
     all_delays: list[float | None] = []
     guard_failures: list[dict[str, Any]] = []
-    checked = passed = 0
+    checked = passed = copies = 0
     per_code: Counter[str] = Counter()
     per_code_up: Counter[str] = Counter()
     for rec_id, rec in by_rec.items():
@@ -401,6 +411,8 @@ def writer_phase_stats(
             delays.append(cast(float, d))
             per_code_up[item.reason_code] += 1
             text = str(hit[1]["reason"])
+            phrasings = templates.phrasings(item.reason_code, item.evidence)
+            copies += any(text in tier for tier in phrasings)
             result = guard.check(text, item.evidence, code=item.reason_code, user_id=rec.user_id)
             checked += 1
             if result.ok and hit[1]["reason_code"] == item.reason_code:
@@ -436,6 +448,7 @@ def writer_phase_stats(
         "guard_passed": passed,
         "guard_pass_share": round(passed / checked, 4) if checked else None,
         "guard_failures": guard_failures,
+        "template_copies": copies,
         "top_items_by_code": dict(per_code),
         "upgraded_by_code": dict(per_code_up),
     }
@@ -492,16 +505,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"the end. One `streamrec worker` (template reasons, model {report['model_dir']}, "
         f"{report['catalog_items']:,} items); each phase {a['events']} ML-100K events at "
         f"{a['rate']:g}/s; the writer (`streamrec reasons upgrade`, {report['backend']}, "
-        f"batch {a['batch']}, top {report['top_n']}) runs only in the `with-*` phases, "
-        f"started (cold cache) before the phase, stopped after it.",
+        f"batch {a['batch']}, top {report['top_n']}, sentence frames "
+        f"{'on' if report.get('frames', True) else 'off'}) runs only in the `with-*` "
+        f"phases, started before the phase (the first of a language with no stored frames, "
+        f"`-2`, `-3` with those the earlier writers stored), stopped after it.",
         "",
         f"Command: `{report['command']}`",
         "",
         "| phase | writer | worker CPU us/event | worker CPU % | writer CPU % | machine busy % "
         "| event-to-list p50 / p99 ms (consumed) | p99 ms (generated_at) | top-3 items "
         "| model reason <= 5 s | <= 30 s | ever | 2nd half <= 5 s / <= 30 s / ever "
-        "| upgrade p50 / p95 ms | guard re-check |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| upgrade p50 / p95 ms | guard re-check | equal to a template phrasing |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def pct(v: float | None) -> str:
@@ -509,7 +524,7 @@ def markdown(report: dict[str, Any]) -> str:
 
     for r in report["phases"]:
         u = r.get("upgrades")
-        cells = ["-"] * 7
+        cells = ["-"] * 8
         if u:
             s, h = u["all"], u["second_half"]
             guard = (
@@ -525,6 +540,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{pct(h['within_5s'])} / {pct(h['within_30s'])} / {pct(h['ever'])}",
                 f"{u['upgrade_p50_ms']} / {u['upgrade_p95_ms']}",
                 guard,
+                f"{u.get('template_copies', 0)}/{u['guard_checked']}",
             ]
         lines.append(
             f"| {r['phase']} | {'yes' if r['writer'] else 'no'} | {r['worker_cpu_us_per_event']} "
@@ -539,7 +555,9 @@ def markdown(report: dict[str, Any]) -> str:
         "generated_at within that time; ever: by the end of the phase plus the late wait. "
         "2nd half: the lists of the phase's second half of events (warmer cache). Guard "
         "re-check: update sentences that pass an independent Guard(catalog titles, "
-        "categories).check(text, the item's evidence in the list, code, user).",
+        "categories).check(text, the item's evidence in the list, code, user). Equal to a "
+        "template phrasing: update sentences that are word for word one of the item's "
+        "template sentences in the writer's language (the model copied its example).",
     ]
     for r in report["phases"]:
         w = r.get("writer_metrics")
@@ -581,6 +599,9 @@ def main() -> int:
     parser.add_argument("--late-seconds", type=float, default=30.0)
     parser.add_argument("--writer-timeout", type=float, default=300.0)
     parser.add_argument("--no-after", action="store_true", help="skip the without-after phase")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="writer phases per language (restarted each time)"
+    )
     args = parser.parse_args()
     args.model_dir = args.model_dir.resolve()
     problem = missing_model(args.model_dir)
@@ -633,7 +654,11 @@ def main() -> int:
             "STREAMREC_TOPIC_CONTROL": settings.topic_control,
             "STREAMREC_TOPIC_REASON_UPDATES": settings.topic_reason_updates,
         }
-        for name in ("STREAMREC_REASON_LM_URL", "STREAMREC_REASON_LM_MODEL"):
+        for name in (
+            "STREAMREC_REASON_LM_URL",
+            "STREAMREC_REASON_LM_MODEL",
+            "STREAMREC_REASON_UPGRADE_FRAMES",
+        ):
             if name in os.environ:
                 env[name] = os.environ[name]
         asyncio.run(ensure_topics(settings))
@@ -653,10 +678,15 @@ def main() -> int:
         row, phase_events["without"] = bench.run_phase("without")
         phases.append(row)
         print({k: v for k, v in row.items() if k != "_sent"}, flush=True)
-        for language in [x for x in args.languages.split(",") if x]:
-            name = f"with-{language}"
-            writer, port, ready_s, ready_by = bench.start_writer(language)
-            print(f"writer {language} ready after {ready_s:.1f} s ({ready_by})", flush=True)
+        runs = [
+            (language, f"with-{language}" + (f"-{n}" if n > 1 else ""))
+            for language in args.languages.split(",")
+            if language
+            for n in range(1, args.rounds + 1)
+        ]
+        for language, name in runs:
+            writer, port, ready_s, ready_by = bench.start_writer(language, name)
+            print(f"writer {name} ready after {ready_s:.1f} s ({ready_by})", flush=True)
             time.sleep(args.join_seconds)
             before = scrape(port)
             row, phase_events[name] = bench.run_phase(name, writer)
@@ -687,7 +717,7 @@ def main() -> int:
             row.update(list_latencies(lists, row["_sent"]))
             if row["writer"]:
                 row["upgrades"] = writer_phase_stats(
-                    lists, updates, phase_events[row["phase"]], guard, top_n
+                    lists, updates, phase_events[row["phase"]], guard, top_n, row["language"]
                 )
     finally:
         stop_process(writer)
@@ -714,6 +744,8 @@ def main() -> int:
             else "local SmolLM2-135M-Instruct (CPU)"
         ),
         "top_n": top_n,
+        "frames": os.environ.get("STREAMREC_REASON_UPGRADE_FRAMES", "true").lower()
+        not in ("0", "false", "no", "off"),
         "phases": phases,
         "log_problems": problems(state),
         "state_dir": str(state),

@@ -7,6 +7,7 @@ is still checked by :mod:`streamrec.engine.reasons.guard` before anyone sees it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ _EVENTS = {
     "purchase": 'You bought "{title}".',
 }
 _OTHER_EVENT = 'You interacted with "{title}".'
+_BEGIN = {"en": "Begin the sentence with: ", "zh": "句子开头："}
 
 
 @dataclass(frozen=True)
@@ -35,16 +37,22 @@ class Prompt:
         user: the facts and the example.
         language: the language the answer must be in.
         max_chars: the longest acceptable answer.
+        prefix: words the answer starts with ("" for none): a local model continues
+            them, a server is asked to begin with them.
     """
 
     system: str
     user: str
     language: Language
     max_chars: int
+    prefix: str = ""
 
     def messages(self) -> list[dict[str, str]]:
         """OpenAI-style chat messages."""
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+        user = self.user
+        if self.prefix:
+            user += f"\n{_BEGIN[self.language]}{self.prefix}"
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
 
 def build_prompt(
@@ -86,7 +94,19 @@ def build_prompt(
     best = TemplateGenerator(language).phrasings(code, evidence)[0]
     example = best[variant % len(best)]
     user = f"Facts:\n{facts}\nExample of an acceptable sentence: {example}\nSentence:"
-    return Prompt(system, user, language, max_chars)
+    # Another phrasing's first words make a model that copies the facts word for word
+    # (SmolLM2 does, whatever the example) write another sentence for the same facts.
+    prefix = opening(example, language) if variant % len(best) else ""
+    return Prompt(system, user, language, max_chars, prefix)
+
+
+def opening(sentence: str, language: Language) -> str:
+    """The first words of a template sentence, before any value: two words in English,
+    up to four characters in Chinese ("" when it starts with a value)."""
+    head = re.split(r"[\[《「“\"(（，,:：0-9]", sentence, maxsplit=1)[0]
+    if language == "zh":
+        return head[:4]
+    return " ".join(head.split()[:2])
 
 
 def _facts(code: str, evidence: Evidence) -> list[str]:

@@ -57,9 +57,9 @@ UPGRADE_OUTCOMES = ("upgraded", "cached", "rejected", "error", "timeout", "repea
 
 
 def prompt_key(prompt: Prompt) -> str:
-    """The cache key of a prompt: its facts, example and language (the system message is
-    the same for every prompt of one language and length limit)."""
-    payload = f"{prompt.language}\x1f{prompt.max_chars}\x1f{prompt.user}"
+    """The cache key of a prompt: its facts, example, prefix and language (the system
+    message is the same for every prompt of one language and length limit)."""
+    payload = f"{prompt.language}\x1f{prompt.max_chars}\x1f{prompt.user}\x1f{prompt.prefix}"
     return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
 
@@ -96,8 +96,16 @@ class UpgradeStats:
 
 
 T = TypeVar("T")
-Wanted = tuple[int, str, dict[str, str] | None]
-"""An item of a list to upgrade: its index, its prompt key and its frame's slots."""
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """An item of a list to upgrade: its index, prompt, prompt key and frame's slots."""
+
+    n: int
+    prompt: Prompt
+    key: str
+    slots: dict[str, str] | None
 
 
 class WorkQueue(Generic[T]):
@@ -185,27 +193,31 @@ class ReasonUpgrader:
 
     def upgrade(self, lists: Sequence[Recommendation]) -> tuple[list[ReasonUpgrade], UpgradeStats]:
         """The upgrades of ``lists`` (a list with no upgraded item gets none) and the
-        outcomes. Prompts are asked once however many items share them."""
+        outcomes, asking the model for what is not cached first. Prompts are asked once
+        however many items share them."""
         stats = UpgradeStats()
-        prompts: dict[str, Prompt] = {}
-        wanted: list[list[Wanted]] = []
-        for rec in lists:
-            keys: list[Wanted] = []
-            variants: Counter[str] = Counter()  # items of this list per frame so far
-            for n, item in enumerate(rec.items[: self.top_n]):
-                prompt, slots = self._prompt(item.reason_code, item.evidence, variants)
-                key = prompt_key(prompt)
-                keys.append((n, key, slots))
-                if key not in self._cache:
-                    prompts.setdefault(key, prompt)
-            wanted.append(keys)
-        fresh = self._ask(prompts, stats)
+        wanted = [self.plan(rec) for rec in lists]
+        prompts = {w.key: w.prompt for keys in wanted for w in keys if not self.known(w.key)}
+        fresh: dict[str, str] = {}
+        chunks = list(prompts.items())
+        for start in range(0, len(chunks), self.batch_size):
+            answers = self.generate(chunks[start : start + self.batch_size], stats)
+            self.learn(answers, fresh)
         upgrades = []
         for rec, keys in zip(lists, wanted, strict=True):
-            upgrade = self._assemble(rec, keys, fresh, stats)
+            upgrade = self.assemble(rec, keys, fresh, stats)
             if upgrade is not None:
                 upgrades.append(upgrade)
         return upgrades, stats
+
+    def plan(self, rec: Recommendation) -> list[Wanted]:
+        """The prompts of a list's top items."""
+        keys: list[Wanted] = []
+        variants: Counter[str] = Counter()  # items of this list per frame so far
+        for n, item in enumerate(rec.items[: self.top_n]):
+            prompt, slots = self._prompt(item.reason_code, item.evidence, variants)
+            keys.append(Wanted(n, prompt, prompt_key(prompt), slots))
+        return keys
 
     def _prompt(
         self, code: str, evidence: Evidence, variants: Counter[str]
@@ -222,45 +234,54 @@ class ReasonUpgrader:
             prompt = build_prompt(code, frame, self.language, max_chars=limit, variant=variant)
         return prompt, slots
 
-    def _ask(self, prompts: dict[str, Prompt], stats: UpgradeStats) -> dict[str, str]:
-        """Ask the backend for every prompt, in batches; returns the outcome per key
-        (``upgraded``, ``error`` or ``timeout``; answers go to the cache raw)."""
-        outcome: dict[str, str] = {}
-        keys = list(prompts)
-        for start in range(0, len(keys), self.batch_size):
-            chunk = keys[start : start + self.batch_size]
-            stats.model_calls += 1
-            stats.prompts_asked += len(chunk)
-            try:
-                answers = self.complete([prompts[k] for k in chunk], self.call_timeout_s)
-            except GenerationTimeoutError:
-                outcome.update(dict.fromkeys(chunk, "timeout"))
-                continue
-            except Exception:  # a failing backend costs the upgrade, never the list
-                outcome.update(dict.fromkeys(chunk, "error"))
-                continue
-            for key, raw in zip(chunk, answers, strict=True):
-                text = clean(raw) if isinstance(raw, str) else ""
-                if not text:
-                    outcome[key] = "error"
-                    continue
-                self._remember(key, text)
-                outcome[key] = "upgraded"
-        return outcome
+    def known(self, key: str) -> bool:
+        """Whether the prompt has an answer (or a rejection) already."""
+        return key in self._cache
 
-    def _assemble(
+    def generate(
+        self, prompts: Sequence[tuple[str, Prompt]], stats: UpgradeStats
+    ) -> dict[str, tuple[str, str | None]]:
+        """One backend call for ``prompts`` (key, prompt): the outcome per key
+        (``upgraded`` with the cleaned answer, ``error`` or ``timeout``). Touches no
+        state of the upgrader but ``stats``: safe to run in another thread."""
+        stats.model_calls += 1
+        stats.prompts_asked += len(prompts)
+        try:
+            answers = self.complete([p for _, p in prompts], self.call_timeout_s)
+        except GenerationTimeoutError:
+            return {key: ("timeout", None) for key, _ in prompts}
+        except Exception:  # a failing backend costs the upgrade, never the list
+            return {key: ("error", None) for key, _ in prompts}
+        out: dict[str, tuple[str, str | None]] = {}
+        for (key, _), raw in zip(prompts, answers, strict=True):
+            text = clean(raw) if isinstance(raw, str) else ""
+            out[key] = ("upgraded", text) if text else ("error", None)
+        return out
+
+    def learn(self, answers: Mapping[str, tuple[str, str | None]], fresh: dict[str, str]) -> None:
+        """Cache the answers of :meth:`generate`; ``fresh`` gets each key's outcome, which
+        :meth:`assemble` counts at the first use."""
+        for key, (outcome, text) in answers.items():
+            if text is not None:
+                self._remember(key, text)
+            fresh[key] = outcome
+
+    def assemble(
         self,
         rec: Recommendation,
         keys: Iterable[Wanted],
         fresh: dict[str, str],
         stats: UpgradeStats,
     ) -> ReasonUpgrade | None:
+        """The upgrade of one list from the cache (None when no item got a sentence);
+        every sentence guarded for this list's item and user. Outcomes go to ``stats``."""
         texts = [item.reason for item in rec.items]
         upgraded: list[UpgradedItem] = []
-        for n, key, slots in keys:
+        for want in keys:
+            n, key, slots = want.n, want.key, want.slots
             item = rec.items[n]
             outcome = fresh.get(key, "cached")
-            if outcome in ("error", "timeout"):
+            if outcome in ("error", "timeout", "dropped"):
                 stats.outcomes[outcome] += 1
                 continue
             answer = self._cache.get(key)

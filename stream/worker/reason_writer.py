@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamrec.engine.reasons.guard import Guard
+from streamrec.engine.reasons.scheduling import Planned, UpgradeScheduler
 from streamrec.engine.reasons.upgrade import (
     UPGRADE_OUTCOMES,
     CompleteBatch,
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 #: (a message on the recommendations topic that is not a list).
 WRITER_OUTCOMES = (*UPGRADE_OUTCOMES, "dropped", "stale", "unreadable")
 CATALOG_REFRESH_S = 30.0
+LISTS_PER_ROUND = 64
 
 
 class WriterMetrics:
@@ -139,7 +141,9 @@ class ReasonWriter:
 
     def __post_init__(self) -> None:
         self.queue: WorkQueue[Recommendation] = WorkQueue(self.settings.reason_upgrade_queue)
+        self.scheduler = UpgradeScheduler(self.upgrader, self.settings.reason_upgrade_queue)
         self._catalog_position = "0-0"
+        self._pending_answers: list[dict[str, tuple[str, str | None]]] = []
         self._model = model_tag(self.settings)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -202,24 +206,64 @@ class ReasonWriter:
             self.metrics.queue.set(len(self.queue))
 
     async def _work(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
-        lists_per_round = max(1, -(-self.upgrader.batch_size // self.upgrader.top_n))
+        """Upgrade the lists whose sentences are known at once; the others wait for the
+        model, which a task of its own asks (:class:`UpgradeScheduler`)."""
+        asking = asyncio.create_task(self._ask_model(stop))
         refreshed = time.monotonic()
+        try:
+            while not stop.is_set():
+                if asking.done():  # the model task failed: stop loudly
+                    asking.result()
+                if time.monotonic() - refreshed > CATALOG_REFRESH_S:
+                    await self._refresh_catalog()
+                    refreshed = time.monotonic()
+                lists = self.queue.take(LISTS_PER_ROUND)
+                ready = self.scheduler.add(lists) + self._answered()
+                self.metrics.queue.set(len(self.queue) + self.scheduler.waiting)
+                if not ready:
+                    await asyncio.sleep(0.02)
+                    continue
+                stats = UpgradeStats()
+                upgrades = [
+                    self.upgrader.assemble(r, w, self.scheduler.fresh, stats) for r, w in ready
+                ]
+                self.scheduler.tidy()
+                self.metrics.record(stats)
+                for upgrade in upgrades:
+                    if upgrade is not None:
+                        await self._deliver(producer, upgrade)
+                await self._save_frames()
+        finally:
+            asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)
+
+    async def _ask_model(self, stop: asyncio.Event) -> None:
+        """Ask the model for the waiting lists' prompts, newest first, in batches."""
         while not stop.is_set():
-            if time.monotonic() - refreshed > CATALOG_REFRESH_S:
-                await self._refresh_catalog()
-                refreshed = time.monotonic()
-            lists = self.queue.take(lists_per_round)
-            self.metrics.queue.set(len(self.queue))
-            if not lists:
-                await asyncio.sleep(0.05)
+            prompts = self.scheduler.next_prompts(self.upgrader.batch_size)
+            if not prompts:
+                await asyncio.sleep(0.02)
                 continue
-            upgrades, stats = await asyncio.to_thread(self.upgrader.upgrade, lists)
-            self.metrics.record(stats)
-            learned = self.upgrader.take_learned()
-            if self.upgrader.frames and learned:
-                await self.store.save_reason_frames(self._model, self.upgrader.language, learned)
-            for upgrade in upgrades:
-                await self._deliver(producer, upgrade)
+            stats = UpgradeStats()
+            answers = await asyncio.to_thread(self.upgrader.generate, prompts, stats)
+            self.metrics.model_calls.inc(stats.model_calls)
+            self._pending_answers.append(answers)
+
+    def _answered(self) -> list[Planned]:
+        """The waiting lists the model's latest answers made ready (answers are taken in
+        the loop's own turn, so the cache is only touched there)."""
+        ready: list[Planned] = []
+        while self._pending_answers:
+            ready += self.scheduler.answered(self._pending_answers.pop(0))
+        dropped, self.scheduler.dropped_items = self.scheduler.dropped_items, 0
+        if dropped:
+            self.metrics.upgrades.labels(outcome="dropped").inc(dropped)
+        return ready
+
+    async def _save_frames(self) -> None:
+        learned = self.upgrader.take_learned()
+        if self.upgrader.frames and learned:
+            await self.store.save_reason_frames(self._model, self.upgrader.language, learned)
 
     async def _deliver(self, producer: AIOKafkaProducer, upgrade: ReasonUpgrade) -> None:
         now = self.clock_ms()

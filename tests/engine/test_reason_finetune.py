@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from streamrec.engine.offline import reason_data as rd
 from streamrec.engine.offline import reason_finetune as ft
 from streamrec.engine.reasons import Guard, TemplateGenerator, build_prompt
 from streamrec.engine.types import Event
@@ -20,7 +21,7 @@ TENT = {"item_id": "t1", "title": "Alpine Tent", "event": "purchase", "share": 0
 
 
 def case(user: str, item: str = "x", items: tuple[dict[str, object], ...] = (SHOE,)):
-    return ft.ReasonCase(user, item, "similar_to_recent", {"items": list(items)})
+    return rd.ReasonCase(user, item, "similar_to_recent", {"items": list(items)})
 
 
 def guard() -> Guard:
@@ -32,7 +33,9 @@ def test_pairs_keep_only_guard_passing_targets_and_skip_excluded_prompts():
     good = (build_prompt(*_code_ev(cases[0])).user, "en", "You viewed Trail Runner 3")
     bad = (build_prompt(*_code_ev(cases[0])).user, "en", "Trending: you bought Ridge Jacket")
     other = ("Facts:\n- nothing we know", "en", "You viewed Trail Runner 3")
-    pairs, report = ft.training_pairs(cases, guard(), "en", variants=3, accepted=[good, bad, other])
+    pairs, report = rd.training_pairs(
+        cases, guard(), "en", variants=3, accepted=[good, bad, other], frames=False
+    )
     assert report.prompts == 2
     assert report.accepted_unmatched == 1
     assert report.rejected  # the hallucinated answer
@@ -46,36 +49,36 @@ def test_pairs_keep_only_guard_passing_targets_and_skip_excluded_prompts():
     ]
     assert max(per_prompt) >= 2  # several template variants per prompt
     held = {build_prompt(*_code_ev(cases[1])).user}
-    kept, _ = ft.training_pairs(cases, guard(), "en", exclude=held)
+    kept, _ = rd.training_pairs(cases, guard(), "en", exclude=held, frames=False)
     assert kept
     assert all(p.prompt.user not in held for p in kept)
 
 
 def test_a_target_the_guard_rejects_is_dropped(monkeypatch):
     monkeypatch.setattr(
-        ft,
+        rd,
         "template_targets",
         lambda *a, **k: ["You bought Ridge Jacket", "You viewed Trail Runner 3"],
     )
-    pairs, report = ft.training_pairs([case("u1")], guard(), "en")
+    pairs, report = rd.training_pairs([case("u1")], guard(), "en", frames=False)
     assert [p.target for p in pairs] == ["You viewed Trail Runner 3"]
     assert report.rejected["title"] == 1
 
 
-def _code_ev(c: ft.ReasonCase) -> tuple[str, dict[str, object]]:
+def _code_ev(c: rd.ReasonCase) -> tuple[str, dict[str, object]]:
     return c.code, dict(c.evidence)
 
 
 def test_held_out_users_are_disjoint_from_training_users():
     users = [f"u{n}" for n in range(50)]
-    train, held = ft.split_users(users, 0.2, seed=3)
+    train, held = rd.split_users(users, 0.2, seed=3)
     assert train.isdisjoint(held)
     assert train | held == set(users)
     assert len(held) == 10
-    assert ft.split_users(users, 0.2, seed=3) == (train, held)
-    assert ft.split_users(["a", "b"], 0.01)[1]  # at least one held out
+    assert rd.split_users(users, 0.2, seed=3) == (train, held)
+    assert rd.split_users(["a", "b"], 0.01)[1]  # at least one held out
     cases = [case(u, items=({**SHOE, "title": TITLES[n % 3]},)) for n, u in enumerate(users)]
-    evals = ft.eval_cases([c for c in cases if c.user_id in held], "en", 5)
+    evals = rd.eval_cases([c for c in cases if c.user_id in held], "en", 5, frames=False)
     assert evals
     assert {e.case.user_id for e in evals} <= held
     assert all(
@@ -83,9 +86,32 @@ def test_held_out_users_are_disjoint_from_training_users():
     )
 
 
+def test_with_frames_pairs_and_held_out_prompts_are_sentence_frames():
+    """As the reason writer asks: titles as placeholders in the prompt and the target, the
+    target checked by the guard with the case's own titles put back."""
+    cases = [case("u1"), case("u2", items=({**SHOE, "title": "Ridge Jacket"},))]
+    pairs, report = rd.training_pairs(cases, guard(), "en", variants=2)
+    assert report.prompts == 1  # one frame: viewed [ITEM 1]
+    assert pairs
+    assert all("[ITEM 1]" in p.prompt.user and "[ITEM 1]" in p.target for p in pairs)
+    assert all("Trail Runner 3" not in p.prompt.user + p.target for p in pairs)
+    [held] = rd.eval_cases(cases, "en", 5)
+    assert held.slots == {"[ITEM 1]": "Trail Runner 3"}
+    assert held.example == "Because you viewed [ITEM 1]"
+    metrics = rd.answer_metrics(
+        [held, held],
+        ["Since you viewed [ITEM 1], here it is", "You viewed [ITEM 1] and [ITEM 2]"],
+        guard(),
+        1.0,
+    )
+    assert metrics["guard_pass"] == 0.5
+    assert metrics["rejections"] == {"placeholder": 1}
+    assert metrics["answers"][0]["text"] == "Since you viewed Trail Runner 3, here it is"
+
+
 def test_user_states_cut_each_users_events_part_way():
     events = [Event(f"e{n}", f"u{n % 2}", f"i{n}", "view", n) for n in range(20)]
-    states = ft.user_states(events, ["u0", "u1", "nobody"], history_length=4, seed=1)
+    states = rd.user_states(events, ["u0", "u1", "nobody"], history_length=4, seed=1)
     assert [s.user_id for s in states] == ["u0", "u1"]
     for state in states:
         assert 1 <= len(state.history) <= 4
@@ -94,14 +120,14 @@ def test_user_states_cut_each_users_events_part_way():
 
 
 def test_answer_metrics_judge_raw_answers_against_their_own_evidence():
-    cases = ft.eval_cases([case("u1"), case("u2", items=(TENT,))], "en", 2)
+    cases = rd.eval_cases([case("u1"), case("u2", items=(TENT,))], "en", 2)
     answers = [cases[0].example, "I'm here to help you with anything!"]
-    metrics = ft.answer_metrics(cases, answers, guard(), 2.0)
+    metrics = rd.answer_metrics(cases, answers, guard(), 2.0)
     assert metrics["guard_pass"] == 0.5
     assert metrics["copies_example"] == 0.5
     assert metrics["rejections"] == {"ungrounded": 1, "uncited": 1}
     assert metrics["seconds_per_sentence"] == 1.0
-    assert ft.answer_metrics(cases, [None, None], guard(), 1.0)["rejections"] == {"empty": 2}
+    assert rd.answer_metrics(cases, [None, None], guard(), 1.0)["rejections"] == {"empty": 2}
     from streamrec.stream.cli.reasons_finetune import metrics_table
 
     assert "| base | 2 | 50.0% |" in metrics_table({"base": metrics})
@@ -167,7 +193,7 @@ def test_a_two_step_finetune_saves_a_model_the_backend_loads_and_answers_from(
     torch = pytest.importorskip("torch")
     backend = _load(tiny_model_dir)
     model, tok = backend.model, backend.tokenizer
-    pairs, _ = ft.training_pairs([case("u1"), case("u2", items=(SHOE, TENT))], guard(), "en")
+    pairs, _ = rd.training_pairs([case("u1"), case("u2", items=(SHOE, TENT))], guard(), "en")
     seqs = [ft.encode_pair(tok, p.prompt, p.target, 2) for p in pairs]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen: list[tuple[str, int, int]] = []

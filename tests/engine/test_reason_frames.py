@@ -80,3 +80,16 @@ def test_an_answer_with_a_placeholder_the_slots_do_not_fill_has_no_sentence():
     assert relexicalise("Because you viewed [ITEM 2]", slots) is None
     assert relexicalise("More from [CATEGORY]", slots) is None
     assert relexicalise("Because you viewed [item]", slots) == "Because you viewed [item]"
+
+
+def test_other_variants_of_a_frame_begin_with_another_phrasings_first_words():
+    frame, _ = delexicalise({"items": [entry("Heat", "purchase")]})
+    first, second, third = (build_prompt("similar_to_recent", frame, variant=v) for v in range(3))
+    assert first.prefix == ""
+    assert (second.prefix, third.prefix) == ("Recommended because", "Picked for")
+    assert "Begin the sentence with: Recommended because" in second.messages()[1]["content"]
+    assert len({prompt_key(p) for p in (first, second, third)}) == 3
+    zh = build_prompt("similar_to_recent", frame, "zh", variant=1)
+    assert zh.prefix
+    assert "《" not in zh.prefix
+    assert "句子开头" in zh.messages()[1]["content"]

@@ -456,3 +456,14 @@ def test_the_recommendation_schema_allows_every_reason_code():
     schema = json.loads(schema_path.read_text())
     item = schema["properties"]["items"]["items"]["properties"]
     assert set(item["reason_code"]["enum"]) == set(REASON_CODES)
+
+
+def test_a_local_model_continues_a_prompts_prefix(tiny_model_dir):
+    backend = TransformersBackend(tiny_model_dir, max_new_tokens=4)
+    variant = build_prompt("similar_to_recent", SHOE, "en", variant=1)
+    assert variant.prefix == "Recommended because"
+    assert backend._chat_text(variant).endswith("Recommended because")
+    answers = backend.complete_batch([variant, build_prompt("similar_to_recent", SHOE, "en")], 30.0)
+    assert answers[0] is not None
+    assert answers[0].startswith("Recommended because")
+    assert backend.complete(variant, 30.0) == answers[0]
