@@ -131,6 +131,7 @@ def cmd_reasons_finetune(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from streamrec.engine.offline import reason_data as rd
+    from streamrec.stream.cli.evaluate import machine_description
     from streamrec.stream.worker.local_model import LMUnavailableError, TransformersBackend
 
     settings = load_settings()
@@ -145,16 +146,10 @@ def cmd_reasons_finetune(args: argparse.Namespace) -> int:
     codes = dict(Counter(c.code for c in cases))
     _say(f"{len(cases):,} reasons of {len(users)} users ({len(held)} held out); codes {codes}")
     base_path = args.base or settings.reason_lm_model
-    try:
-        from benchmarks.machine import machine  # in a checkout
-
-        machine_line = machine()
-    except ImportError:
-        machine_line = "unknown machine"
     result: dict[str, Any] = {
         "stamp": stamp,
         "command": " ".join(["streamrec", *sys.argv[1:]]),
-        "machine": machine_line,
+        "machine": machine_description(),
         "language": args.language,
         "frames": frames,
         "model_dir": str(args.model_dir),
