@@ -94,12 +94,11 @@ class UpgradeScheduler:
         return ready
 
     def tidy(self) -> None:
-        """Forget outcomes nothing needs any more: answers already used (the cache has
-        them) and failures no waiting list wants."""
+        """Forget the outcomes no waiting list wants (call it after upgrading the ready
+        lists): answers stay in the upgrader's cache, and a failed prompt is asked again
+        by the next list that wants it."""
         wanted = {w.key for _, ws in self._waiting for w in ws}
-        self.fresh = {
-            k: v for k, v in self.fresh.items() if v == "upgraded" or (v in FAILED and k in wanted)
-        }
+        self.fresh = {k: v for k, v in self.fresh.items() if k in wanted}
 
     @property
     def waiting(self) -> int:

@@ -106,3 +106,14 @@ def test_a_failed_prompt_releases_its_lists_and_is_asked_again_later():
     s.tidy()
     assert s.add([a_list("bob")]) == []  # asked again, not failed for good
     assert len(s.next_prompts(10)) == 1
+
+
+def test_outcomes_are_kept_only_while_a_waiting_list_wants_them():
+    s = scheduler(capacity=1)
+    s.add([a_list("ann", "view")])
+    prompts = s.next_prompts(10)
+    s.add([a_list("bob", "purchase")])  # ann's list is dropped while its prompt is asked
+    assert s.answered(s.upgrader.generate(prompts, UpgradeStats())) == []
+    s.tidy()
+    assert s.fresh == {}  # the answer is in the cache; nothing waits for its outcome
+    assert s.upgrader.known(prompts[0][0])
