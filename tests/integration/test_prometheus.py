@@ -88,9 +88,11 @@ def test_prometheus_scrapes_the_worker_and_answers_every_dashboard_query(
             produce(settings, settings.topic_events, messages)
             Collector(settings, settings.topic_recommendations).by_trigger(*ids, timeout=90)
             _wait_for_count(base, proc, tmp_path, 30 * (wave + 1))
-        [target] = httpx.get(f"{base}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
-        assert target["health"] == "up"
-        assert target["labels"]["job"] == "streamrec-worker"
+        targets = httpx.get(f"{base}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        jobs = {t["labels"]["job"]: t for t in targets}
+        assert jobs["streamrec-worker"]["health"] == "up"
+        # The reason writer's job is in the config too; no writer runs here, so it is down.
+        assert set(jobs) == {"streamrec-worker", "streamrec-reason-writer"}
         time.sleep(3)  # a few more scrapes, for rate() windows
         # Throughput and latency, as the dashboard asks for them.
         assert _query(base, "sum(rate(streamrec_events_consumed_total[1m]))")
