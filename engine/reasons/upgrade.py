@@ -284,32 +284,15 @@ class ReasonUpgrader:
             if outcome in ("error", "timeout", "dropped"):
                 stats.outcomes[outcome] += 1
                 continue
-            answer = self._cache.get(key)
-            if answer is None:
-                stats.outcomes["rejected"] += 1
-                continue
-            self._cache.move_to_end(key)
-            text = answer if slots is None else relexicalise(answer, slots)
-            if text is None:  # a placeholder the frame does not fill: never usable
-                stats.rejections["placeholder"] += 1
-                stats.outcomes["rejected"] += 1
-                self._forget(key)
-                continue
-            # The sentence is checked against this item's evidence and user, even when
-            # cached: equal prompts mean equal facts, but not the same user.
-            result = self.guard.check(
-                text, item.evidence, code=item.reason_code, user_id=rec.user_id
-            )
-            if not result.ok:
-                stats.rejections.update(result.kinds)
-                stats.outcomes["rejected"] += 1
-                if outcome == "upgraded" and result.kinds - {"too_long"}:
-                    # The same answer would fail again (a frame may fit shorter titles).
-                    self._forget(key)
-                continue
-            if text in texts[:n] or text in texts[n + 1 :]:
-                stats.outcomes["repeated"] += 1
-                continue
+            text, failed = self._checked(rec, want, outcome, texts, stats)
+            if failed is not None:
+                # Rejected, too long with these titles, or said already: another wording
+                # of the frame, written for another item, may fit.
+                other = self._other_wording(rec, n, key, slots, texts)
+                if other is None:
+                    stats.outcomes[failed] += 1
+                    continue
+                text, outcome = other, "cached"
             texts[n] = text
             stats.outcomes[outcome] += 1
             fresh[key] = "cached"  # other items with this prompt reuse the sentence
@@ -324,6 +307,72 @@ class ReasonUpgrader:
             self.language,
             tuple(upgraded),
         )
+
+    def _checked(
+        self,
+        rec: Recommendation,
+        want: Wanted,
+        outcome: str,
+        texts: Sequence[str],
+        stats: UpgradeStats,
+    ) -> tuple[str, str | None]:
+        """The item's own cached sentence, filled in, and None; or "" and why it cannot
+        be used (``rejected``, ``repeated``)."""
+        answer = self._cache.get(want.key)
+        if answer is None:
+            return "", "rejected"
+        self._cache.move_to_end(want.key)
+        text = answer if want.slots is None else relexicalise(answer, want.slots)
+        if text is None:  # a placeholder the frame does not fill: never usable
+            stats.rejections["placeholder"] += 1
+            self._forget(want.key)
+            return "", "rejected"
+        # The sentence is checked against this item's evidence and user, even when
+        # cached: equal prompts mean equal facts, but not the same user.
+        item = rec.items[want.n]
+        result = self.guard.check(text, item.evidence, code=item.reason_code, user_id=rec.user_id)
+        if not result.ok:
+            stats.rejections.update(result.kinds)
+            if outcome == "upgraded" and result.kinds - {"too_long"}:
+                # The same answer would fail again (a frame may fit shorter titles).
+                self._forget(want.key)
+            return "", "rejected"
+        if text in texts[: want.n] or text in texts[want.n + 1 :]:
+            return "", "repeated"
+        return text, None
+
+    def _other_wording(
+        self,
+        rec: Recommendation,
+        n: int,
+        key: str,
+        slots: dict[str, str] | None,
+        texts: Sequence[str],
+    ) -> str | None:
+        """A cached answer to another variant of item ``n``'s frame that, filled in,
+        passes the guard and repeats no sentence of the list (None without frames)."""
+        if slots is None:
+            return None
+        item = rec.items[n]
+        frame, _ = delexicalise(item.evidence)
+        for variant in range(self.top_n):
+            prompt = build_prompt(
+                item.reason_code,
+                frame,
+                self.language,
+                max_chars=self.guard.max_chars,
+                variant=variant,
+            )
+            answer = self._cache.get(other := prompt_key(prompt))
+            text = None if other == key or answer is None else relexicalise(answer, slots)
+            if text is None or text in texts:
+                continue
+            result = self.guard.check(
+                text, item.evidence, code=item.reason_code, user_id=rec.user_id
+            )
+            if result.ok:
+                return text
+        return None
 
     def _forget(self, key: str) -> None:
         """Mark a prompt's answer unusable: it is not asked again."""

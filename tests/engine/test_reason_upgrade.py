@@ -222,3 +222,26 @@ def test_a_frame_too_long_for_a_long_title_still_serves_short_ones():
     [upgrade], stats = upgrader.upgrade([a_list("bob", "e2", item(1, cited("Cast Pan")))])
     assert upgrade.items[0].reason.startswith("You viewed Cast Pan")
     assert stats.outcomes == {"cached": 1}
+
+
+def test_an_item_whose_own_wording_fails_gets_another_cached_wording_of_its_frame():
+    def by_variant(prompts: Sequence[Prompt], timeout_s: float) -> list[str | None]:
+        return [
+            f"{p.prefix} you viewed [ITEM 1]"
+            if p.prefix
+            else "Because you viewed [ITEM 1], which is why we picked this one for you"
+            for p in prompts
+        ]
+
+    long_title = "Trail Runner 3 Ultra Extra Wide Edition"
+    guard = Guard([*TITLES, long_title], max_chars=80)
+    upgrader = ReasonUpgrader(by_variant, guard, top_n=2)
+    # Two items of one frame: both wordings are written and cached.
+    first = a_list("ann", "e1", item(1, cited("Cast Pan")), item(2, cited("Cast Pan")))
+    [upgrade], _ = upgrader.upgrade([first])
+    assert len(upgrade.items) == 2
+    # Too long with a long title in its own wording; the other wording fits.
+    [upgrade], stats = upgrader.upgrade([a_list("bob", "e2", item(1, cited(long_title)))])
+    assert upgrade.items[0].reason == f"Recommended because you viewed {long_title}"
+    assert stats.outcomes == {"cached": 1}
+    assert stats.rejections == {"too_long": 1}
