@@ -45,6 +45,13 @@ def exported_families() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(names), frozenset(histograms)
 
 
+def writer_families() -> frozenset[str]:
+    """The families only the reason writer exports (counters named as in `# TYPE`)."""
+    registry = CollectorRegistry()
+    WriterMetrics(registry)
+    return frozenset(f.name + ("_total" if f.type == "counter" else "") for f in registry.collect())
+
+
 # The integration suite checks the same names against a running worker's /metrics.
 EXPECTED_METRICS, HISTOGRAM_METRICS = exported_families()
 HISTOGRAM_SERIES_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -27,6 +27,7 @@ import pytest
 from streamrec.stream.redis_store import RedisStore
 from streamrec.stream.worker.reason_writer import model_tag
 from tests.conftest import ROOT, free_port, settings_env
+from tests.deploy.test_dashboard import writer_families
 from tests.integration.kafka_helpers import Collector, event, produce
 
 pytestmark = pytest.mark.integration
@@ -182,6 +183,14 @@ def test_a_list_then_its_model_written_upgrade_reach_a_plain_consumer_and_the_st
 
         port = settings.reason_writer_metrics_port
         assert _metric(port, "streamrec_reason_upgrades_total", outcome="upgraded") >= 1
+        # Every reason-writer metric the dashboard charts is exported by this writer.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
+            exported = {
+                line.split()[2]
+                for line in resp.read().decode().splitlines()
+                if line.startswith("# TYPE ")
+            }
+        assert writer_families() <= exported
         assert _metric(port, "streamrec_reason_upgrade_seconds_count") >= 1
         writer_log = log_path.read_text()
         assert "reason writer: following" in writer_log  # it says what it does
