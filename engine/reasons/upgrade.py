@@ -100,12 +100,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Wanted:
-    """An item of a list to upgrade: its index, prompt, prompt key and frame's slots."""
+    """An item of a list to upgrade: its index, prompt and prompt key, and its frame's
+    evidence and slots (None without frames)."""
 
     n: int
     prompt: Prompt
     key: str
-    slots: dict[str, str] | None
+    frame: Evidence | None = None
+    slots: dict[str, str] | None = None
 
 
 class WorkQueue(Generic[T]):
@@ -183,8 +185,7 @@ class ReasonUpgrader:
         for key, answer in answers.items():
             self._cache[key] = answer
             self._cache.move_to_end(key)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._trim()
 
     def take_learned(self) -> dict[str, str | None]:
         """The answers and rejections learned since the last call (to store them)."""
@@ -215,24 +216,24 @@ class ReasonUpgrader:
         keys: list[Wanted] = []
         variants: Counter[str] = Counter()  # items of this list per frame so far
         for n, item in enumerate(rec.items[: self.top_n]):
-            prompt, slots = self._prompt(item.reason_code, item.evidence, variants)
-            keys.append(Wanted(n, prompt, prompt_key(prompt), slots))
+            if not self.frames:
+                prompt = self._prompt(item.reason_code, item.evidence)
+                keys.append(Wanted(n, prompt, prompt_key(prompt)))
+                continue
+            frame, slots = delexicalise(item.evidence)
+            prompt = self._prompt(item.reason_code, frame)
+            key = prompt_key(prompt)
+            variant = variants[key]
+            variants[key] += 1
+            if variant:  # another item of this list has this frame: another wording
+                prompt = self._prompt(item.reason_code, frame, variant)
+                key = prompt_key(prompt)
+            keys.append(Wanted(n, prompt, key, frame, slots))
         return keys
 
-    def _prompt(
-        self, code: str, evidence: Evidence, variants: Counter[str]
-    ) -> tuple[Prompt, dict[str, str] | None]:
-        """The prompt for one item, and its frame's slots (None without frames)."""
+    def _prompt(self, code: str, evidence: Evidence, variant: int = 0) -> Prompt:
         limit = self.guard.max_chars
-        if not self.frames:
-            return build_prompt(code, evidence, self.language, max_chars=limit), None
-        frame, slots = delexicalise(evidence)
-        prompt = build_prompt(code, frame, self.language, max_chars=limit)
-        variant = variants[prompt_key(prompt)]
-        variants[prompt_key(prompt)] += 1
-        if variant:
-            prompt = build_prompt(code, frame, self.language, max_chars=limit, variant=variant)
-        return prompt, slots
+        return build_prompt(code, evidence, self.language, max_chars=limit, variant=variant)
 
     def known(self, key: str) -> bool:
         """Whether the prompt has an answer (or a rejection) already."""
@@ -278,7 +279,7 @@ class ReasonUpgrader:
         texts = [item.reason for item in rec.items]
         upgraded: list[UpgradedItem] = []
         for want in keys:
-            n, key, slots = want.n, want.key, want.slots
+            n, key = want.n, want.key
             item = rec.items[n]
             outcome = fresh.get(key, "cached")
             if outcome in ("error", "timeout", "dropped"):
@@ -288,7 +289,7 @@ class ReasonUpgrader:
             if failed is not None:
                 # Rejected, too long with these titles, or said already: another wording
                 # of the frame, written for another item, may fit.
-                other = self._other_wording(rec, n, key, slots, texts)
+                other = self._other_wording(rec, want, texts)
                 if other is None:
                     stats.outcomes[failed] += 1
                     continue
@@ -341,30 +342,16 @@ class ReasonUpgrader:
             return "", "repeated"
         return text, None
 
-    def _other_wording(
-        self,
-        rec: Recommendation,
-        n: int,
-        key: str,
-        slots: dict[str, str] | None,
-        texts: Sequence[str],
-    ) -> str | None:
-        """A cached answer to another variant of item ``n``'s frame that, filled in,
+    def _other_wording(self, rec: Recommendation, want: Wanted, texts: Sequence[str]) -> str | None:
+        """A cached answer to another variant of the item's frame that, filled in,
         passes the guard and repeats no sentence of the list (None without frames)."""
-        if slots is None:
+        if want.frame is None or want.slots is None:
             return None
-        item = rec.items[n]
-        frame, _ = delexicalise(item.evidence)
+        item = rec.items[want.n]
         for variant in range(self.top_n):
-            prompt = build_prompt(
-                item.reason_code,
-                frame,
-                self.language,
-                max_chars=self.guard.max_chars,
-                variant=variant,
-            )
-            answer = self._cache.get(other := prompt_key(prompt))
-            text = None if other == key or answer is None else relexicalise(answer, slots)
+            other = prompt_key(self._prompt(item.reason_code, want.frame, variant))
+            answer = self._cache.get(other)
+            text = None if other == want.key or answer is None else relexicalise(answer, want.slots)
             if text is None or text in texts:
                 continue
             result = self.guard.check(
@@ -383,5 +370,9 @@ class ReasonUpgrader:
         self._learned[key] = text
         self._cache[key] = text
         self._cache.move_to_end(key)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the least recently used prompts beyond ``cache_size``."""
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

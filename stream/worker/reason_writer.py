@@ -143,7 +143,7 @@ class ReasonWriter:
         self.queue: WorkQueue[Recommendation] = WorkQueue(self.settings.reason_upgrade_queue)
         self.scheduler = UpgradeScheduler(self.upgrader, self.settings.reason_upgrade_queue)
         self._catalog_position = "0-0"
-        self._pending_answers: list[dict[str, tuple[str, str | None]]] = []
+        self._answered: list[Planned] = []  # waiting lists the model's answers made ready
         self._model = model_tag(self.settings)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -218,7 +218,10 @@ class ReasonWriter:
                     await self._refresh_catalog()
                     refreshed = time.monotonic()
                 lists = self.queue.take(LISTS_PER_ROUND)
-                ready = self.scheduler.add(lists) + self._answered()
+                ready, self._answered = self.scheduler.add(lists) + self._answered, []
+                dropped, self.scheduler.dropped_items = self.scheduler.dropped_items, 0
+                if dropped:  # waiting lists dropped when full: their items get no upgrade
+                    self.metrics.upgrades.labels(outcome="dropped").inc(dropped)
                 self.metrics.queue.set(len(self.queue) + self.scheduler.waiting)
                 if not ready:
                     await asyncio.sleep(0.02)
@@ -245,20 +248,10 @@ class ReasonWriter:
                 await asyncio.sleep(0.02)
                 continue
             stats = UpgradeStats()
+            # The model runs in a thread; its answers reach the cache back on the loop.
             answers = await asyncio.to_thread(self.upgrader.generate, prompts, stats)
             self.metrics.model_calls.inc(stats.model_calls)
-            self._pending_answers.append(answers)
-
-    def _answered(self) -> list[Planned]:
-        """The waiting lists the model's latest answers made ready (answers are taken in
-        the loop's own turn, so the cache is only touched there)."""
-        ready: list[Planned] = []
-        while self._pending_answers:
-            ready += self.scheduler.answered(self._pending_answers.pop(0))
-        dropped, self.scheduler.dropped_items = self.scheduler.dropped_items, 0
-        if dropped:
-            self.metrics.upgrades.labels(outcome="dropped").inc(dropped)
-        return ready
+            self._answered += self.scheduler.answered(answers)
 
     async def _save_frames(self) -> None:
         learned = self.upgrader.take_learned()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,14 @@ DATASOURCES_FILE = (
 DATASOURCE_UID = "prometheus"
 
 
-def exported_families() -> tuple[frozenset[str], frozenset[str]]:
-    """(every family, the histogram families) the worker's Metrics and the reason writer's
-    WriterMetrics register, as prometheus_client names them in `# TYPE` lines (counters end
-    in _total)."""
+def exported_families(
+    *builders: Callable[[CollectorRegistry], object],
+) -> tuple[frozenset[str], frozenset[str]]:
+    """(every family, the histogram families) the metric classes register, as
+    prometheus_client names them in `# TYPE` lines (counters end in _total)."""
     registry = CollectorRegistry()
-    Metrics(registry)
-    WriterMetrics(registry)
+    for build in builders:
+        build(registry)
     names, histograms = set(), set()
     for family in registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
@@ -47,13 +48,12 @@ def exported_families() -> tuple[frozenset[str], frozenset[str]]:
 
 def writer_families() -> frozenset[str]:
     """The families only the reason writer exports (counters named as in `# TYPE`)."""
-    registry = CollectorRegistry()
-    WriterMetrics(registry)
-    return frozenset(f.name + ("_total" if f.type == "counter" else "") for f in registry.collect())
+    return exported_families(WriterMetrics)[0]
 
 
-# The integration suite checks the same names against a running worker's /metrics.
-EXPECTED_METRICS, HISTOGRAM_METRICS = exported_families()
+# The integration suite checks the same names against a running worker's /metrics and a
+# running reason writer's.
+EXPECTED_METRICS, HISTOGRAM_METRICS = exported_families(Metrics, WriterMetrics)
 HISTOGRAM_SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
 METRIC_NAME = re.compile(r"\bstreamrec_[a-z_]+")
 
