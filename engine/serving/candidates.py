@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Iterable, Sequence, Set
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -116,7 +116,7 @@ def embed_histories(
 def gather_candidates(
     ann: Iterable[K],
     session_rows: Sequence[int],
-    excluded_rows: Set[int],
+    excluded_rows: Container[int],
     trending: Iterable[K],
     fresh: Iterable[K],
     key_of_row: Callable[[int], K],

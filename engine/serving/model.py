@@ -38,6 +38,7 @@ from streamrec.engine.serving.candidates import (
     history_window,
 )
 from streamrec.engine.serving.content import HASHING, HASHING_FEATURES, ContentEncoder
+from streamrec.engine.serving.features import candidate_features
 from streamrec.engine.serving.model_files import (
     ARRAYS_FILE,
     FORMAT_VERSION,
@@ -58,7 +59,6 @@ from streamrec.engine.serving.ranker import (
     CoTable,
     LinearRanker,
     RankerSettings,
-    candidate_features,
 )
 from streamrec.engine.serving.scoring import (
     ScoringParams,
@@ -380,11 +380,10 @@ class ItemModel:
         table: CoTable | None = None,
         settings: RankerSettings | None = None,
     ) -> npt.NDArray[np.float64]:
-        """:func:`streamrec.engine.serving.ranker.candidate_features` with this model's popularity,
-        and its
-        co-occurrence table and ranker settings unless ``table`` / ``settings`` are given
-        (training, before the model has a ranker). Candidate rows -1: items the model has
-        no row for."""
+        """:func:`streamrec.engine.serving.features.candidate_features` with this model's
+        popularity, and its co-occurrence table and ranker settings unless ``table`` /
+        ``settings`` are given (training, before the model has a ranker). Candidate rows
+        -1: items the model has no row for."""
         if table is None:
             table = self.cotable
         if settings is None and self.ranker is not None:

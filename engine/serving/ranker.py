@@ -43,9 +43,8 @@ model's own order on users it was not trained on.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Hashable, Mapping, Sequence, Set
+from collections.abc import Container, Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -69,9 +68,9 @@ __all__ = [
     "LinearRanker",
     "RankerReport",
     "RankerSettings",
-    "candidate_features",
     "merge_sources",
     "rerank_scores",
+    "tie_broken",
     "train_ranker",
 ]
 
@@ -187,7 +186,7 @@ class CoTable:
         return out
 
     def partners_of(
-        self, history: Sequence[int], limit: int, excluded: Set[int] = frozenset()
+        self, history: Sequence[int], limit: int, excluded: Container[int] = frozenset()
     ) -> list[int]:
         """The ``limit`` rows not in ``excluded`` most often viewed together with the
         ``history`` rows, by summed count (ties: the smaller row first); history rows -1
@@ -248,67 +247,6 @@ class CandidateContext:
     rows: Sequence[int]
     categories: Sequence[str]
     prices: Sequence[float]
-
-
-def candidate_features(
-    scores: npt.NDArray[np.floating],
-    candidates: npt.NDArray[np.intp],
-    sources: npt.NDArray[np.bool_],
-    categories: Sequence[str],
-    prices: npt.NDArray[np.floating],
-    popularity: npt.NDArray[np.floating],
-    user: CandidateContext,
-    table: CoTable,
-    *,
-    session: int = SESSION,
-    category_window: int = CATEGORY_WINDOW,
-) -> FloatArray:
-    """(c, len(FEATURES)) features of one user's candidates; the same call offline and
-    online.
-
-    Args:
-        scores: (c,) the model's scores of the candidates, best first.
-        candidates: (c,) their model rows (-1 for items indexed from their text).
-        sources: (c, len(SOURCES)) which sources proposed each (:func:`merge_sources`).
-        categories: (c,) their categories ("" for none).
-        prices: (c,) their prices (NaN when unknown).
-        popularity: (c,) their normalised log popularity.
-        user: The user's recent items.
-        table: The co-occurrence table.
-        session: How many of the last history items the co-occurrence features use.
-        category_window: How many of the last history items the category features count.
-    """
-    c = len(candidates)
-    out = np.zeros((c, len(FEATURES)), dtype=np.float64)
-    out[:, 0] = scores
-    out[:, 1] = np.log1p(np.arange(c))
-    out[:, 2] = popularity
-    last = list(user.rows[-session:])
-    if last and c:
-        per_item = table.counts_between(last, candidates)
-        out[:, 3] = np.log1p(per_item.max(axis=0))
-        out[:, 4] = np.log1p(per_item[-1])
-        out[:, 5] = np.log1p(per_item.sum(axis=0))
-    recent = list(user.categories[-category_window:])
-    if recent and c:
-        counts: dict[str, int] = {}
-        ago: dict[str, int] = {}
-        for k, cat in enumerate(reversed(recent)):
-            counts[cat] = counts.get(cat, 0) + 1
-            ago.setdefault(cat, k)
-        share = {cat: n / len(recent) for cat, n in counts.items() if cat}
-        near = {cat: 1.0 / (1 + k) for cat, k in ago.items() if cat}
-        out[:, 6] = np.fromiter(map(share.get, categories, itertools.repeat(0.0)), float, c)
-        out[:, 7] = np.fromiter(map(near.get, categories, itertools.repeat(0.0)), float, c)
-    known = [p for p in user.prices[-category_window:] if math.isfinite(p) and p > 0]
-    if known and c:
-        centre = float(np.median(np.log(known)))
-        price = np.asarray(prices, dtype=np.float64)
-        ok = np.isfinite(price) & (price > 0)
-        gap = np.abs(np.log(np.where(ok, price, 1.0)) - centre)
-        out[:, 8] = np.where(ok, np.exp(-gap), 0.0)
-    out[:, 9 : 9 + len(SOURCES)] = sources
-    return out
 
 
 @dataclass(frozen=True)
@@ -404,9 +342,14 @@ class LinearRanker:
 
 def rerank_scores(ranker: LinearRanker, features: FloatArray) -> FloatArray:
     """The order the ranker gives: (c,) scores, ties kept in candidate order."""
-    scores = ranker.score(features)
-    # A tiny rank-based tie-break keeps equal scores in the model's order, deterministically.
-    return scores - 1e-9 * np.arange(len(scores))
+    return tie_broken(ranker.score(features))
+
+
+def tie_broken(scores: FloatArray) -> FloatArray:
+    """``scores`` (c,) with a tiny rank-based tie-break that keeps equal scores in
+    candidate order, deterministically."""
+    out: FloatArray = scores - 1e-9 * np.arange(len(scores))
+    return out
 
 
 @dataclass(frozen=True)

@@ -44,20 +44,16 @@ from streamrec.engine.reasons import (
 from streamrec.engine.serving.candidates import (
     embed_histories,
     gather_candidates,
-    history_context,
     history_window,
     score_order,
 )
 from streamrec.engine.serving.catalog import Catalog, CatalogChange, same_product, title_key
 from streamrec.engine.serving.content import has_text
 from streamrec.engine.serving.diversity import mmr_order
+from streamrec.engine.serving.features import CandidateBlock, CategoryCodes, batch_features
 from streamrec.engine.serving.item_stats import ItemStats
 from streamrec.engine.serving.model import ItemModel
-from streamrec.engine.serving.ranker import (
-    FEATURES,
-    SOURCES,
-    rerank_scores,
-)
+from streamrec.engine.serving.ranker import FEATURES, SOURCES, tie_broken
 from streamrec.engine.serving.scoring import (
     augment_items,
     augment_user,
@@ -174,6 +170,8 @@ class Recommender:
         self._templates = TemplateGenerator(self.params.reason_language)
         self._row = model.index
         self._content_vectors: dict[str, FloatArray] = {}
+        self._categories = CategoryCodes()
+        self._row_category = self._categories.codes(model.item_categories)
         self._log_popularity = normalised_log_popularity(model.popularity)
         self._by_popularity = [
             model.item_ids[i] for i in np.argsort(-model.popularity, kind="stable")
@@ -368,16 +366,20 @@ class Recommender:
         vectors = list(self._embed_all(states, histories))
         excluded = [self._excluded(state) for state in states]
         personal = [i for i, v in enumerate(vectors) if np.any(v)]
-        hits = self._search(personal, vectors, excluded)
+        searched = self._search(personal, vectors, excluded)
+        hits = [searched.get(i, Hits((), ())) for i in range(len(states))]
+        if self.model.ranker is not None:
+            hits = self._reranked(states, hits, excluded, vectors, stats)
         out = []
         for i, state in enumerate(states):
-            found = hits.get(i, Hits((), ()))
             rec = Recommendation(
                 user_id=state.user_id,
                 trigger_event_id=trigger_event_ids[i],
                 generated_at=now_ms,
                 model_version=self.model.version,
-                items=tuple(self._rank(state, histories[i], vectors[i], found, excluded[i], stats)),
+                items=tuple(
+                    self._rank(state, histories[i], vectors[i], hits[i], excluded[i], stats)
+                ),
             )
             out.append(Ranked(rec, vectors[i]))
         return out
@@ -445,8 +447,6 @@ class Recommender:
         stats: ItemStats | None = None,
     ) -> list[RecommendedItem]:
         ranked = self.model.ranker is not None
-        if ranked:
-            hits = self._reranked(state, hits, excluded, user_vec, stats)
         chosen: list[tuple[str, float]] = []
         chosen_items: list[Item] = []
         titles: set[str] = set()
@@ -589,35 +589,41 @@ class Recommender:
             items.append((item_id, score, reason))
         return items
 
-    def _ranker_features(
+    def _block(
         self,
         state: UserState,
         item_ids: Sequence[str],
         scores: npt.NDArray[np.floating],
         sources: npt.NDArray[np.bool_],
-    ) -> npt.NDArray[np.float64]:
+    ) -> CandidateBlock:
+        """One user's candidates as the ranker's features read them (model rows, category
+        codes, prices and popularity by gathers; the catalog's for items without a row)."""
         assert self.model.ranker is not None  # noqa: S101 - checked by the caller
-        user = history_context(
-            [i.item_id for i in state.history],
-            lambda i: self._row.get(i, -1),
-            self._category,
-            self._price,
-            self.model.ranker.settings,
-        )
-        row_list = [self._row.get(i, -1) for i in item_ids]
-        rows = np.asarray(row_list, dtype=np.intp)
+        settings = self.model.ranker.settings
+        rows = np.fromiter(map(self._row.get, item_ids, itertools.repeat(-1)), np.intp)
         known = rows >= 0
+        at = np.where(known, rows, 0)
+        categories = np.where(known, self._row_category[at], -1)
         prices = np.full(len(rows), math.nan, dtype=np.float64)
         if self.model.item_prices is not None:
             prices[known] = self.model.item_prices[rows[known]]
         for j in np.flatnonzero(~known).tolist():
             prices[j] = self._price(item_ids[j])
-        categories = (
-            list(map(self.model.item_categories.__getitem__, row_list))
-            if known.all()
-            else [self._category(i) for i in item_ids]
+            categories[j] = self._categories.code(self._category(item_ids[j]))
+        recent = [
+            i.item_id for i in state.history[-max(settings.session, settings.category_window) :]
+        ]
+        return CandidateBlock(
+            scores=scores,
+            rows=rows,
+            sources=sources,
+            categories=categories,
+            prices=prices,
+            popularity=np.where(known, self.model.log_popularity[at], 0.0),
+            recent_rows=[self._row.get(i, -1) for i in recent],
+            recent_categories=self._categories.codes(map(self._category, recent)),
+            recent_prices=[self._price(i) for i in recent],
         )
-        return self.model.ranker_features(scores, rows, sources, categories, prices, user)
 
     def _category(self, item_id: str) -> str:
         """The model's category for items it knows (as offline), else the catalog's."""
@@ -637,23 +643,61 @@ class Recommender:
 
     def _reranked(
         self,
+        states: Sequence[UserState],
+        hits: Sequence[Hits],
+        excluded: Sequence[set[str]],
+        vectors: Sequence[FloatArray],
+        stats: ItemStats | None,
+    ) -> list[Hits]:
+        """The ranker's order of each user's candidates from every source (the items the
+        offline :meth:`ItemModel.reranked` puts on top), with its scores: the
+        ``candidates`` best unseen hits, the user's co-occurrence partners, trending
+        items and the newest items indexed from their text. The features of the whole
+        batch are one matrix, scored at once."""
+        ranker, table = self.model.ranker, self.model.cotable
+        assert ranker is not None  # noqa: S101 - checked by the caller
+        assert table is not None  # noqa: S101 - comes with the ranker
+        settings = ranker.settings
+        candidates: list[list[str]] = []
+        blocks: list[CandidateBlock] = []
+        for state, found, banned, user_vec in zip(states, hits, excluded, vectors, strict=True):
+            ids, scores, flags = self._candidates(state, found, banned, user_vec, stats)
+            candidates.append(ids)
+            blocks.append(self._block(state, ids, scores, flags))
+        learned = ranker.score(
+            batch_features(
+                blocks, table, session=settings.session, category_window=settings.category_window
+            )
+        )
+        out, start = [], 0
+        for ids in candidates:
+            mine = tie_broken(learned[start : start + len(ids)])
+            start += len(ids)
+            order = np.argsort(-mine, kind="stable")
+            out.append(
+                Hits(tuple(map(ids.__getitem__, order.tolist())), tuple(mine[order].tolist()))
+            )
+        return out
+
+    def _candidates(
+        self,
         state: UserState,
         hits: Hits,
         excluded: set[str],
         user_vec: FloatArray,
         stats: ItemStats | None,
-    ) -> Hits:
-        """The ranker's order of the candidates from every source (the items the offline
-        :meth:`ItemModel.reranked` puts on top), with its scores: the
-        ``candidates`` best unseen hits, the user's co-occurrence partners, trending
-        items and the newest items indexed from their text."""
+    ) -> tuple[list[str], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """One user's candidates from every source, best model score first: their ids,
+        scores and source flags (items no longer indexed are dropped)."""
         ranker, table = self.model.ranker, self.model.cotable
         assert ranker is not None  # noqa: S101 - checked by the caller
         assert table is not None  # noqa: S101 - comes with the ranker
         keys, flags = gather_candidates(
             ann=hits.item_ids,
-            session_rows=[self._row.get(i.item_id, -1) for i in state.history],
-            excluded_rows={r for r in map(self._row.get, excluded) if r is not None},
+            session_rows=[
+                self._row.get(i.item_id, -1) for i in state.history[-ranker.settings.session :]
+            ],
+            excluded_rows=_RowsIn(excluded, self.model.item_ids),
             trending=() if stats is None else stats.ranked_trending,
             # The newest first: a catalog may hold 100,000 items indexed from their text,
             # and the source stops at the number it needs.
@@ -675,14 +719,10 @@ class Recommender:
                     found[k] = None if indexed is None else float(indexed @ query)
         kept = np.asarray([k for k, score in enumerate(found) if score is not None], dtype=np.intp)
         if not len(kept):
-            return Hits((), ())
+            return [], np.zeros(0), np.zeros((0, len(SOURCES)), dtype=bool)
         scores = np.asarray([found[k] for k in kept.tolist()], dtype=np.float64)
         by_score = score_order(scores)
-        ids = [keys[k] for k in kept[by_score].tolist()]
-        features = self._ranker_features(state, ids, scores[by_score], flags[kept[by_score]])
-        learned = rerank_scores(ranker, features)
-        order = np.argsort(-learned, kind="stable")
-        return Hits(tuple(map(ids.__getitem__, order.tolist())), tuple(learned[order].tolist()))
+        return [keys[k] for k in kept[by_score].tolist()], scores[by_score], flags[kept[by_score]]
 
     def _rescored_filler(
         self, state: UserState, filler: list[tuple[str, float, Reason]], after: int
@@ -690,13 +730,20 @@ class Recommender:
         """Popular fill-up items scored by the ranker too (as candidates ranked after the
         ``after`` re-ranked ones, proposed by no source), so one list carries one kind of
         score."""
-        assert self.model.ranker is not None  # noqa: S101 - checked by the caller
+        ranker, table = self.model.ranker, self.model.cotable
+        assert ranker is not None  # noqa: S101 - checked by the caller
+        assert table is not None  # noqa: S101 - comes with the ranker
         ids = [i for i, _, _ in filler]
         base = np.asarray([s for _, s, _ in filler], dtype=np.float64)
         none = np.zeros((len(ids), len(SOURCES)), dtype=bool)
-        features = self._ranker_features(state, ids, base, none)
+        features = batch_features(
+            [self._block(state, ids, base, none)],
+            table,
+            session=ranker.settings.session,
+            category_window=ranker.settings.category_window,
+        )
         features[:, 1] = np.log1p(after + np.arange(len(ids)))
-        learned = self.model.ranker.score(features)
+        learned = ranker.score(features)
         return [
             (item_id, float(score), reason)
             for (item_id, _, reason), score in zip(filler, learned, strict=True)
@@ -712,6 +759,20 @@ class Recommender:
     def _popularity(self, item_id: str) -> int:
         row = self._row.get(item_id)
         return 0 if row is None else int(self.model.popularity[row])
+
+
+class _RowsIn:
+    """Model rows whose item id is in a set of ids (``row in rows_in``), checked row by
+    row: the co-occurrence source asks about a few dozen rows, not about every item a
+    heavy user has seen."""
+
+    __slots__ = ("_ids", "_item_ids")
+
+    def __init__(self, ids: set[str], item_ids: Sequence[str]) -> None:
+        self._ids, self._item_ids = ids, item_ids
+
+    def __contains__(self, row: object) -> bool:
+        return isinstance(row, int) and self._item_ids[row] in self._ids
 
 
 def _trend(stats: ItemStats | None, item_id: str) -> dict[str, object] | None:

@@ -13,6 +13,7 @@ import pytest
 from streamrec.engine.offline.hybrid_training import _version_of
 from streamrec.engine.serving.candidates import ranker_inputs, reranked_scores
 from streamrec.engine.serving.catalog import Catalog, catalog_items
+from streamrec.engine.serving.features import candidate_features
 from streamrec.engine.serving.item_stats import ItemStats, ItemStatsCounter, TrendingItem
 from streamrec.engine.serving.model import ItemModel, ModelFormatError
 from streamrec.engine.serving.ranker import (
@@ -22,7 +23,6 @@ from streamrec.engine.serving.ranker import (
     CoTable,
     LinearRanker,
     RankerSettings,
-    candidate_features,
     merge_sources,
     train_ranker,
 )
@@ -442,3 +442,44 @@ def test_the_popular_fill_never_outranks_the_rankers_candidates(
     assert 0 < len(cands) < k
     assert len(online) == k
     assert online[: len(cands)] == offline[: len(cands)]
+
+
+def test_a_batch_ranks_every_user_as_if_they_were_alone(trained: shop.TrainedShop) -> None:
+    """The worker scores a whole batch's candidates at once: the lists must be those of
+    each user ranked on their own (random histories, purchases, trending and
+    co-occurrence statistics, near-duplicate filtering on)."""
+    weights = _weights(
+        score=0.3, popularity=-0.5, co_max=1.0, co_last=1.5, category_share=1.0,
+        category_recency=0.5, price_match=0.5, from_trending=0.4,
+    )  # fmt: skip
+    model = _ranked_model(trained.model, weights)
+    index = ExactIndex(model.query_dim + 1)
+    index.upsert(*index_entries(model))
+    rec = Recommender(model, index, Catalog(catalog_items(shop.catalog())), RankingParams(k=8))
+    rng = np.random.default_rng(7)
+    counter = ItemStatsCounter()
+    states = []
+    for u in range(24):
+        history = [
+            Interaction(str(model.item_ids[r]), str(rng.choice(["view", "purchase"])), n)  # type: ignore[arg-type]
+            for n, r in enumerate(rng.integers(0, model.n_items, size=int(rng.integers(0, 15))))
+        ]
+        for n, i in enumerate(history):
+            counter.add(i.item_id, i.type, shop.T0 + n, history[:n])
+        bought = frozenset(i.item_id for i in history if i.type == "purchase")
+        seen = frozenset(i.item_id for i in history)
+        states.append(UserState(f"u{u}", tuple(history), bought, seen))
+    stats = counter.stats([i.item_id for s in states for i in s.history], shop.T0 + 100)
+    triggers = [f"e{n}" for n in range(len(states))]
+    together = rec.recommend(states, triggers, now_ms=shop.T0, stats=stats)
+    alone = [
+        rec.recommend([s], [t], now_ms=shop.T0, stats=stats)[0]
+        for s, t in zip(states, triggers, strict=True)
+    ]
+    for batched, single in zip(together, alone, strict=True):
+        got, expected = batched.recommendation.items, single.recommendation.items
+        assert len(got) == 8
+        # Everything alike; scores to float32 rounding (a batch's index search is one
+        # matrix product, a single user's a vector product).
+        assert [replace(i, score=0.0) for i in got] == [replace(i, score=0.0) for i in expected]
+        assert [i.score for i in got] == pytest.approx([i.score for i in expected], rel=1e-6)
