@@ -11,12 +11,19 @@ without Kafka), and feeds it MovieLens-100K events in time order in micro-batche
 * item stats: read trending and co-occurrence for the batch;
 * embed: the users' query vectors (co-occurrence part, adaptation, sequential encoder);
 * search: the FAISS search for the batch;
-* rank: filters, second-stage ranker, diversity, evidence and reasons per user;
+* candidates: each user's candidates from every source (ANN hits, co-occurrence
+  partners, trending, fresh) with their scores;
+* features: the learned ranker's features of the whole batch and its scores;
+* filters: exclusions, availability, same titles, near duplicates, diversity;
+* reasons: citations, evidence, reason codes, the popular fill and the sentences;
+* rank (rest): the rest of ``Recommender.recommend`` (histories, exclusions, glue);
 * save: write the lists and user vectors to Redis;
 * encode: the recommendation messages to JSON.
 
 Publishing to Kafka is not in this harness: ``benchmarks/e2e.py`` measures the whole path
-through a broker. Each stage is reported in ms per event and as a share of the total.
+through a broker. Each stage is reported in wall ms per event with its share of the
+total, and in CPU us per event of the thread that ran it (``time.thread_time``: for the
+Redis stages the client's own work, not the wait for the server).
 
     python benchmarks/stage_profile.py --model-dir models/current
     python benchmarks/stage_profile.py --events 5000 --batch-sizes 1,16,64
@@ -44,34 +51,56 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.machine import machine, missing_model, write_report  # noqa: E402
 
-STAGES = ("decode", "state", "item stats", "embed", "search", "rank", "save", "encode")
+STAGES = (
+    "decode",
+    "state",
+    "item stats",
+    "embed",
+    "search",
+    "candidates",
+    "features",
+    "filters",
+    "reasons",
+    "rank (rest)",
+    "save",
+    "encode",
+)
+#: The stages inside ``Recommender.recommend``; its rest is "rank (rest)".
+IN_RANKING = ("embed", "search", "candidates", "features", "filters", "reasons")
 
 
 class Timers:
-    """Seconds spent in each stage."""
+    """Wall and CPU (of the calling thread) seconds spent in each stage."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+
+    def clear(self) -> None:
+        self.seconds.clear()
+        self.cpu.clear()
 
     def wrap_sync(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[stage] += time.perf_counter() - start
+                self.cpu[stage] += time.thread_time() - cpu
 
         return timed
 
     def wrap_async(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return await fn(*args, **kwargs)
             finally:
                 self.seconds[stage] += time.perf_counter() - start
+                self.cpu[stage] += time.thread_time() - cpu
 
         return timed
 
@@ -91,11 +120,16 @@ async def _profile(settings: Any, rows: list[dict[str, Any]], batch: int) -> dic
     store.save_results = timers.wrap_async("save", store.save_results)  # type: ignore[method-assign]
     rec._embed_all = timers.wrap_sync("embed", rec._embed_all)  # type: ignore[method-assign]
     rec.index.search = timers.wrap_sync("search", rec.index.search)  # type: ignore[method-assign]
-    rec._rank = timers.wrap_sync("rank", rec._rank)  # type: ignore[method-assign]
+    rec._candidates = timers.wrap_sync("candidates", rec._candidates)  # type: ignore[method-assign]
+    rec._block = timers.wrap_sync("features", rec._block)  # type: ignore[method-assign]
+    rec._learned = timers.wrap_sync("features", rec._learned)  # type: ignore[method-assign]
+    rec._choose = timers.wrap_sync("filters", rec._choose)  # type: ignore[method-assign]
+    rec._explain = timers.wrap_sync("reasons", rec._explain)  # type: ignore[method-assign]
+    rec.recommend = timers.wrap_sync("recommend", rec.recommend)  # type: ignore[method-assign]
     try:
         # Warm-up batch (imports, first Redis script load), not counted.
         await pipeline.handle_events(event_messages(rows[:batch], 0))
-        timers.seconds.clear()
+        timers.clear()
         measured = rows[batch:]
         started = time.perf_counter()
         for start in range(0, len(measured), batch):
@@ -108,6 +142,8 @@ async def _profile(settings: Any, rows: list[dict[str, Any]], batch: int) -> dic
         await pipeline.close()
         await store.close()
     n = len(measured)
+    for clock in (timers.seconds, timers.cpu):
+        clock["rank (rest)"] = clock["recommend"] - sum(clock[s] for s in IN_RANKING)
     stages = {s: 1000.0 * timers.seconds.get(s, 0.0) / n for s in STAGES}
     return {
         "batch_size": batch,
@@ -115,6 +151,8 @@ async def _profile(settings: Any, rows: list[dict[str, Any]], batch: int) -> dic
         "wall_ms_per_event": 1000.0 * wall / n,
         "events_per_s": n / wall,
         "stages_ms_per_event": stages,
+        "stages_cpu_us_per_event": {s: 1e6 * timers.cpu.get(s, 0.0) / n for s in STAGES},
+        "ranking_cpu_us_per_event": 1e6 * timers.cpu["recommend"] / n,
         "other_ms_per_event": 1000.0 * wall / n - sum(stages.values()),
     }
 
@@ -146,7 +184,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"Model: `{result['model_dir']}`, version {result['model_version']}, "
         f"{result['index']} index, {result['faiss_threads']} FAISS thread(s)",
         "",
-        "ms per event (share of the wall time) by stage; the pipeline without Kafka.",
+        "Wall ms per event (share of the wall time) by stage; the pipeline without Kafka.",
         "",
         "| batch | events/s | wall ms/event | "
         + " | ".join(STAGES)
@@ -161,6 +199,21 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"| {r['batch_size']} | {r['events_per_s']:,.0f} | {wall:.3f} | "
             + " | ".join(cells)
             + f" | {other:.3f} ({100 * other / wall:.0f}%) |"
+        )
+    lines += [
+        "",
+        "CPU us per event of the thread that ran each stage (ranking: all of "
+        "`Recommender.recommend`).",
+        "",
+        "| batch | ranking | " + " | ".join(STAGES) + " |",
+        "|---:|---:|" + "---:|" * len(STAGES),
+    ]
+    for r in result["runs"]:
+        cpu = r["stages_cpu_us_per_event"]
+        lines.append(
+            f"| {r['batch_size']} | {r['ranking_cpu_us_per_event']:.0f} | "
+            + " | ".join(f"{cpu[s]:.0f}" for s in STAGES)
+            + " |"
         )
     return "\n".join(lines) + "\n"
 

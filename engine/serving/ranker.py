@@ -226,11 +226,11 @@ def merge_sources(
     for source in sources:
         first.update(dict.fromkeys(source))
     keys = [key for key in first if key not in excluded] if excluded else list(first)
+    at = {key: n for n, key in enumerate(keys)}
     flags = np.zeros((len(keys), len(SOURCES)), dtype=bool)
     for s, source in enumerate(sources):
         if source:
-            proposed = set(source)
-            flags[:, s] = [key in proposed for key in keys]
+            flags[[at[k] for k in source if k in at], s] = True
     return keys, flags
 
 

@@ -446,7 +446,13 @@ class Recommender:
         excluded: set[str],
         stats: ItemStats | None = None,
     ) -> list[RecommendedItem]:
-        ranked = self.model.ranker is not None
+        chosen, vectors = self._choose(hits, excluded)
+        return self._explain(state, history, user_vec, chosen, vectors, hits, excluded, stats)
+
+    def _choose(self, hits: Hits, excluded: set[str]) -> tuple[list[tuple[str, float]], FloatArray]:
+        """The list's items and scores, in order, with their (n, d) vectors: the hits
+        left after the filters (excluded, unavailable, unknown, same title, near
+        duplicates), then the diversity order when it is on."""
         chosen: list[tuple[str, float]] = []
         chosen_items: list[Item] = []
         titles: set[str] = set()
@@ -482,7 +488,22 @@ class Recommender:
             )
             chosen = [chosen[i] for i in order]
             vectors = vectors[order]
+        return chosen, vectors
 
+    def _explain(
+        self,
+        state: UserState,
+        history: _History,
+        user_vec: FloatArray,
+        chosen: list[tuple[str, float]],
+        vectors: FloatArray,
+        hits: Hits,
+        excluded: set[str],
+        stats: ItemStats | None,
+    ) -> list[RecommendedItem]:
+        """The chosen items with their reasons and sentences, followed by the popular
+        fill-up when the list is short."""
+        ranked = self.model.ranker is not None
         usable, hist_vectors, weights = history
         hist_items = [self.catalog.get(i.item_id) for i in usable]
         # Habits count items, not actions: a view and a purchase of one item are one item.
@@ -536,6 +557,9 @@ class Recommender:
         ``near_duplicate_cosine`` alike *and* the same product by its metadata
         (:func:`~streamrec.engine.serving.catalog.same_product`). Close vectors alone are
         not enough: on sparse logs many unrelated items have nearly identical ones."""
+        category = item.category
+        if not category or all(other.category != category for other in chosen):
+            return False  # the same product needs the same category
         close = np.flatnonzero(vectors @ vector >= self.params.near_duplicate_cosine)
         return any(same_product(item, chosen[int(j)]) for j in close)
 
@@ -654,21 +678,13 @@ class Recommender:
         ``candidates`` best unseen hits, the user's co-occurrence partners, trending
         items and the newest items indexed from their text. The features of the whole
         batch are one matrix, scored at once."""
-        ranker, table = self.model.ranker, self.model.cotable
-        assert ranker is not None  # noqa: S101 - checked by the caller
-        assert table is not None  # noqa: S101 - comes with the ranker
-        settings = ranker.settings
         candidates: list[list[str]] = []
         blocks: list[CandidateBlock] = []
         for state, found, banned, user_vec in zip(states, hits, excluded, vectors, strict=True):
             ids, scores, flags = self._candidates(state, found, banned, user_vec, stats)
             candidates.append(ids)
             blocks.append(self._block(state, ids, scores, flags))
-        learned = ranker.score(
-            batch_features(
-                blocks, table, session=settings.session, category_window=settings.category_window
-            )
-        )
+        learned = self._learned(blocks)
         out, start = [], 0
         for ids in candidates:
             mine = tie_broken(learned[start : start + len(ids)])
@@ -678,6 +694,18 @@ class Recommender:
                 Hits(tuple(map(ids.__getitem__, order.tolist())), tuple(mine[order].tolist()))
             )
         return out
+
+    def _learned(self, blocks: Sequence[CandidateBlock]) -> npt.NDArray[np.float64]:
+        """The ranker's scores of every block's candidates, block after block."""
+        ranker, table = self.model.ranker, self.model.cotable
+        assert ranker is not None  # noqa: S101 - checked by the caller
+        assert table is not None  # noqa: S101 - comes with the ranker
+        settings = ranker.settings
+        features = batch_features(
+            blocks, table, session=settings.session, category_window=settings.category_window
+        )
+        learned: npt.NDArray[np.float64] = ranker.score(features)
+        return learned
 
     def _candidates(
         self,
