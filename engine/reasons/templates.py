@@ -40,6 +40,8 @@ _KEYS = set(REASON_CODES)
 
 #: Most distinct (reason, field names) combinations whose phrasings a generator memoises.
 TIER_CACHE_SIZE = 4096
+#: Most (item, reason) phrasing hashes a generator memoises (the same items recur).
+HASH_CACHE_SIZE = 1 << 16
 
 
 class TemplateGenerator:
@@ -72,6 +74,7 @@ class TemplateGenerator:
         self._table = phrases.EN if language == "en" else phrases.ZH
         self._tier_cache: dict[tuple[str, frozenset[str]], list[list[str]]] = {}
         self._habit_cache: dict[frozenset[tuple[str, type, Any]], str | None] = {}
+        self._hash_cache: dict[tuple[str, str], int] = {}
 
     def phrasings(self, code: str, evidence: Evidence) -> list[list[str]]:
         """Every sentence the evidence supports, in tiers, best first; the last tier is
@@ -180,8 +183,13 @@ class TemplateGenerator:
         return found
 
     def _hash(self, key: str, code: str) -> int:
-        digest = hashlib.blake2b(f"{self.salt}\x1f{key}\x1f{code}".encode(), digest_size=8)
-        return int.from_bytes(digest.digest(), "big")
+        found = self._hash_cache.get((key, code))
+        if found is None:
+            digest = hashlib.blake2b(f"{self.salt}\x1f{key}\x1f{code}".encode(), digest_size=8)
+            found = int.from_bytes(digest.digest(), "big")
+            if len(self._hash_cache) < HASH_CACHE_SIZE:
+                self._hash_cache[(key, code)] = found
+        return found
 
     def _fields(self, evidence: Evidence) -> dict[str, str]:
         # On the hot path (every recommended item): plain dicts skip the ABC check.
