@@ -124,6 +124,7 @@ def gather_candidates(
     settings: RankerSettings,
     excluded: Callable[[K], bool] | None = None,
     use: Collection[str] = SOURCES,
+    partners: Sequence[int] | None = None,
 ) -> tuple[list[K], npt.NDArray[np.bool_]]:
     """The ranker's candidates from every source, first proposal first.
 
@@ -136,6 +137,8 @@ def gather_candidates(
     Sources not in ``use`` propose nothing. ``excluded(key)`` (default: the key's row is in
     ``excluded_rows``, for row keys) says what must not be proposed; every source stops
     at the number it needs, so long inputs (a catalog's fresh items) cost nothing.
+    ``partners``: the co-occurrence source's rows when the caller found them already
+    (:meth:`CoTable.partners_batch` for a whole batch).
 
     Returns:
         ``(keys, flags)`` as :func:`~streamrec.engine.serving.ranker.merge_sources`.
@@ -148,8 +151,9 @@ def gather_candidates(
     def first(keys: Iterable[K], n: int) -> list[K]:
         return list(itertools.islice((k for k in keys if not excluded(k)), n))
 
-    recent = list(session_rows)[-settings.session :]
-    partners = table.partners_of(recent, settings.co_candidates, excluded_rows)
+    if partners is None:
+        recent = list(session_rows)[-settings.session :]
+        partners = table.partners_of(recent, settings.co_candidates, excluded_rows)
     found = (
         first(ann, settings.candidates),
         [key_of_row(r) for r in partners],

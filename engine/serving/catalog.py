@@ -35,6 +35,12 @@ def title_key(title: str) -> str:
     return _TITLE_NOISE.sub(" ", title.casefold()).strip()
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _words(title: str) -> frozenset[str]:
+    """The distinct words of a title as lists compare it (memoised like :func:`title_key`)."""
+    return frozenset(title_key(title).split())
+
+
 def same_product(a: Item, b: Item) -> bool:
     """Whether two listings look like one product to a shopper: the same non-empty
     category and titles sharing at least :data:`SAME_PRODUCT_TITLE_OVERLAP` of their words.
@@ -52,8 +58,8 @@ def same_product(a: Item, b: Item) -> bool:
     """
     if not a.category or a.category != b.category:
         return False
-    words_a, words_b = set(title_key(a.title).split()), set(title_key(b.title).split())
-    bare_a, bare_b = set(title_key(a.item_id).split()), set(title_key(b.item_id).split())
+    words_a, words_b = _words(a.title), _words(b.title)
+    bare_a, bare_b = _words(a.item_id), _words(b.item_id)
     if not words_a or not words_b or words_a == bare_a or words_b == bare_b:
         return False  # no title, or a title that is only the id
     return len(words_a & words_b) >= SAME_PRODUCT_TITLE_OVERLAP * len(words_a | words_b)

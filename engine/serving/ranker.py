@@ -43,6 +43,7 @@ model's own order on users it was not trained on.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Container, Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -191,21 +192,41 @@ class CoTable:
         """The ``limit`` rows not in ``excluded`` most often viewed together with the
         ``history`` rows, by summed count (ties: the smaller row first); history rows -1
         are skipped."""
-        rows = np.asarray(history, dtype=np.intp).reshape(-1)
-        rows = rows[(rows >= 0) & (rows < len(self.partners))]
-        if not len(rows) or limit <= 0:
-            return []
-        partners, counts = self.partners[rows].ravel(), self.counts[rows].ravel()
+        return self.partners_batch([history], limit, [excluded])[0]
+
+    def partners_batch(
+        self,
+        histories: Sequence[Sequence[int]],
+        limit: int,
+        excluded: Sequence[Container[int]],
+    ) -> list[list[int]]:
+        """:meth:`partners_of` of every history (with its own ``excluded``) in one pass:
+        the counts of all (history, partner) pairs are summed and ordered together."""
+        out: list[list[int]] = [[] for _ in histories]
+        n = len(self.partners)
+        lengths = [len(h) for h in histories]
+        if limit <= 0 or not sum(lengths):
+            return out
+        rows = np.fromiter(itertools.chain.from_iterable(histories), np.int64, sum(lengths))
+        owner = np.repeat(np.arange(len(histories), dtype=np.int64), lengths)
+        valid = (rows >= 0) & (rows < n)
+        rows, owner = rows[valid], owner[valid]
+        partners, counts = self.partners[rows], self.counts[rows]
         kept = partners >= 0
-        found, where = np.unique(partners[kept], return_inverse=True)
+        keys = (owner[:, None] * n + partners)[kept]
+        found, where = np.unique(keys, return_inverse=True)
         summed = np.bincount(where, weights=counts[kept], minlength=len(found))
-        ranked = found[np.lexsort((found, -summed))].tolist()
-        out: list[int] = []
-        for row in ranked:
-            if row not in excluded:
-                out.append(row)
-                if len(out) == limit:
-                    break
+        user, partner = found // n, found % n
+        order = np.lexsort((partner, -summed, user))
+        user, partner = user[order], partner[order]
+        bounds = np.searchsorted(user, np.arange(len(histories) + 1)).tolist()
+        for u, banned in enumerate(excluded):
+            mine = out[u]
+            for row in partner[bounds[u] : bounds[u + 1]].tolist():
+                if row not in banned:
+                    mine.append(row)
+                    if len(mine) == limit:
+                        break
         return out
 
 

@@ -60,10 +60,7 @@ from streamrec.engine.serving.scoring import (
     normalised_log_popularity,
     score_items,
 )
-from streamrec.engine.serving.user_embedding import (
-    contribution_rows,
-    cosine_rows,
-)
+from streamrec.engine.serving.user_embedding import explanation_rows
 from streamrec.engine.types import Interaction, Item, Recommendation, RecommendedItem, UserState
 
 # (interactions with a vector, their (h, d) vectors, their (h,) weights)
@@ -172,6 +169,7 @@ class Recommender:
         self._content_vectors: dict[str, FloatArray] = {}
         self._categories = CategoryCodes()
         self._row_category = self._categories.codes(model.item_categories)
+        self._has_vector: npt.NDArray[np.bool_] = np.asarray(model.vectors.any(axis=1))
         self._log_popularity = normalised_log_popularity(model.popularity)
         self._by_popularity = [
             model.item_ids[i] for i in np.argsort(-model.popularity, kind="stable")
@@ -464,9 +462,15 @@ class Recommender:
                 break
             if item_id in excluded or not self.catalog.is_available(item_id):
                 continue
-            vector = self.item_vector(item_id)
-            if vector is None or not vector.any():
-                continue  # nothing known of the item: no interactions, no text
+            row = self._row.get(item_id)
+            if row is not None:  # the usual case: a model row, known to be non-zero or not
+                if not self._has_vector[row]:
+                    continue
+                vector = self.model.vectors[row]
+            else:
+                vector = self.item_vector(item_id)
+                if vector is None or not vector.any():
+                    continue  # nothing known of the item: no interactions, no text
             item = self._item(item_id)
             title = title_key(item.title)
             if title and title in titles:
@@ -513,11 +517,8 @@ class Recommender:
         citable = CitableHistory(usable, hist_items)
         partners = SessionPartners(state.history, self.catalog.get, stats, self.params.reasons)
         picked: list[tuple[str, float, Reason]] = []
-        cited = citable.cite_rows(
-            contribution_rows(hist_vectors, weights, vectors),
-            self.params.reasons,
-            cosine_rows(hist_vectors, vectors),
-        )
+        parts, cosines = explanation_rows(hist_vectors, weights, vectors)
+        cited = citable.cite_rows(parts, self.params.reasons, cosines)
         for (item_id, score), item_cited in zip(chosen, cited, strict=True):
             reason = build_reason(
                 self._item(item_id),
@@ -557,11 +558,13 @@ class Recommender:
         ``near_duplicate_cosine`` alike *and* the same product by its metadata
         (:func:`~streamrec.engine.serving.catalog.same_product`). Close vectors alone are
         not enough: on sparse logs many unrelated items have nearly identical ones."""
-        category = item.category
-        if not category or all(other.category != category for other in chosen):
-            return False  # the same product needs the same category
-        close = np.flatnonzero(vectors @ vector >= self.params.near_duplicate_cosine)
-        return any(same_product(item, chosen[int(j)]) for j in close)
+        # The metadata first (memoised title words): most items are no other's product,
+        # and then no vector product is needed.
+        same = [j for j, other in enumerate(chosen) if same_product(item, other)]
+        if not same:
+            return False
+        close = vectors @ vector >= self.params.near_duplicate_cosine
+        return bool(close[same].any())
 
     def _popular(
         self,
@@ -624,19 +627,13 @@ class Recommender:
         codes, prices and popularity by gathers; the catalog's for items without a row)."""
         assert self.model.ranker is not None  # noqa: S101 - checked by the caller
         settings = self.model.ranker.settings
-        rows = np.fromiter(map(self._row.get, item_ids, itertools.repeat(-1)), np.intp)
+        rows, categories, prices = self._attributes(item_ids)
         known = rows >= 0
         at = np.where(known, rows, 0)
-        categories = np.where(known, self._row_category[at], -1)
-        prices = np.full(len(rows), math.nan, dtype=np.float64)
-        if self.model.item_prices is not None:
-            prices[known] = self.model.item_prices[rows[known]]
-        for j in np.flatnonzero(~known).tolist():
-            prices[j] = self._price(item_ids[j])
-            categories[j] = self._categories.code(self._category(item_ids[j]))
-        recent = [
-            i.item_id for i in state.history[-max(settings.session, settings.category_window) :]
-        ]
+        window = max(settings.session, settings.category_window)
+        recent_rows, recent_categories, recent_prices = self._attributes(
+            [i.item_id for i in state.history[-window:]]
+        )
         return CandidateBlock(
             scores=scores,
             rows=rows,
@@ -644,10 +641,26 @@ class Recommender:
             categories=categories,
             prices=prices,
             popularity=np.where(known, self.model.log_popularity[at], 0.0),
-            recent_rows=[self._row.get(i, -1) for i in recent],
-            recent_categories=self._categories.codes(map(self._category, recent)),
-            recent_prices=[self._price(i) for i in recent],
+            recent_rows=recent_rows.tolist(),
+            recent_categories=recent_categories,
+            recent_prices=recent_prices.tolist(),
         )
+
+    def _attributes(
+        self, item_ids: Sequence[str]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The items' model rows (-1 for none), category codes and prices by gathers: the
+        model's for the items it knows (as offline), the catalog's for the others."""
+        rows = np.fromiter(map(self._row.get, item_ids, itertools.repeat(-1)), np.intp)
+        known = rows >= 0
+        categories = np.where(known, self._row_category[np.where(known, rows, 0)], -1)
+        prices = np.full(len(rows), math.nan, dtype=np.float64)
+        if self.model.item_prices is not None:
+            prices[known] = self.model.item_prices[rows[known]]
+        for j in np.flatnonzero(~known).tolist():
+            prices[j] = self._price(item_ids[j])
+            categories[j] = self._categories.code(self._category(item_ids[j]))
+        return rows, categories, prices
 
     def _category(self, item_id: str) -> str:
         """The model's category for items it knows (as offline), else the catalog's."""
@@ -678,10 +691,21 @@ class Recommender:
         ``candidates`` best unseen hits, the user's co-occurrence partners, trending
         items and the newest items indexed from their text. The features of the whole
         batch are one matrix, scored at once."""
+        ranker, table = self.model.ranker, self.model.cotable
+        assert ranker is not None  # noqa: S101 - checked by the caller
+        assert table is not None  # noqa: S101 - comes with the ranker
+        session = ranker.settings.session
+        partners = table.partners_batch(
+            [[self._row.get(i.item_id, -1) for i in s.history[-session:]] for s in states],
+            ranker.settings.co_candidates,
+            [_RowsIn(banned, self.model.item_ids) for banned in excluded],
+        )
         candidates: list[list[str]] = []
         blocks: list[CandidateBlock] = []
-        for state, found, banned, user_vec in zip(states, hits, excluded, vectors, strict=True):
-            ids, scores, flags = self._candidates(state, found, banned, user_vec, stats)
+        for state, found, banned, user_vec, co in zip(
+            states, hits, excluded, vectors, partners, strict=True
+        ):
+            ids, scores, flags = self._candidates(state, found, banned, user_vec, co, stats)
             candidates.append(ids)
             blocks.append(self._block(state, ids, scores, flags))
         learned = self._learned(blocks)
@@ -713,18 +737,18 @@ class Recommender:
         hits: Hits,
         excluded: set[str],
         user_vec: FloatArray,
+        partners: Sequence[int],
         stats: ItemStats | None,
     ) -> tuple[list[str], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         """One user's candidates from every source, best model score first: their ids,
-        scores and source flags (items no longer indexed are dropped)."""
+        scores and source flags (items no longer indexed are dropped). ``partners``: the
+        co-occurrence source's rows, found for the whole batch."""
         ranker, table = self.model.ranker, self.model.cotable
         assert ranker is not None  # noqa: S101 - checked by the caller
         assert table is not None  # noqa: S101 - comes with the ranker
         keys, flags = gather_candidates(
             ann=hits.item_ids,
-            session_rows=[
-                self._row.get(i.item_id, -1) for i in state.history[-ranker.settings.session :]
-            ],
+            session_rows=(),
             excluded_rows=_RowsIn(excluded, self.model.item_ids),
             trending=() if stats is None else stats.ranked_trending,
             # The newest first: a catalog may hold 100,000 items indexed from their text,
@@ -735,6 +759,7 @@ class Recommender:
             settings=ranker.settings,
             excluded=excluded.__contains__,
             use=self.params.sources,
+            partners=partners,
         )
         hit_score = dict(zip(hits.item_ids, hits.scores, strict=True))
         found = list(map(hit_score.get, keys))

@@ -39,6 +39,7 @@ __all__ = [
     "contribution_rows",
     "contributions",
     "cosine_rows",
+    "explanation_rows",
     "history_weights",
     "user_embedding",
 ]
@@ -224,19 +225,7 @@ def contribution_rows(
     Raises:
         ValueError: The shapes do not match.
     """
-    total = _weighted_sum(history_vectors, weights)
-    items = np.asarray(item_vectors, dtype=np.float64)
-    if items.ndim != 2 or items.shape[1] != total.shape[0]:
-        msg = f"item vectors must have shape (n, {total.shape[0]}), got {items.shape}"
-        raise ValueError(msg)
-    norm = float(np.linalg.norm(total))
-    if not norm > 0.0:
-        return np.zeros((items.shape[0], len(weights)), dtype=np.float64)
-    vectors = np.asarray(history_vectors, dtype=np.float64)
-    result: npt.NDArray[np.float64] = (
-        (items @ vectors.T) * np.asarray(weights, dtype=np.float64)[None, :] / norm
-    )
-    return result
+    return explanation_rows(history_vectors, weights, item_vectors)[0]
 
 
 def cosine_rows(
@@ -260,9 +249,39 @@ def cosine_rows(
     if history.ndim != 2 or items.ndim != 2 or history.shape[1] != items.shape[1]:
         msg = f"vectors must be (h, d) and (n, d), got {history.shape} and {items.shape}"
         raise ValueError(msg)
-    h_norms = np.linalg.norm(history, axis=1)
-    i_norms = np.linalg.norm(items, axis=1)
-    scale = np.outer(i_norms, h_norms)
+    return _cosines(items @ history.T, history, items)
+
+
+def explanation_rows(
+    history_vectors: npt.NDArray[np.floating],
+    weights: npt.NDArray[np.floating],
+    item_vectors: npt.NDArray[np.floating],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """:func:`contribution_rows` and :func:`cosine_rows` of the same vectors, from one
+    product of the candidates with the history (the same numbers as the two calls).
+
+    Raises:
+        ValueError: The shapes do not match.
+    """
+    total = _weighted_sum(history_vectors, weights)
+    items = np.asarray(item_vectors, dtype=np.float64)
+    if items.ndim != 2 or items.shape[1] != total.shape[0]:
+        msg = f"item vectors must have shape (n, {total.shape[0]}), got {items.shape}"
+        raise ValueError(msg)
+    history = np.asarray(history_vectors, dtype=np.float64)
+    dots = items @ history.T
+    norm = float(np.linalg.norm(total))
+    if not norm > 0.0:
+        parts = np.zeros((items.shape[0], len(weights)), dtype=np.float64)
+    else:
+        parts = dots * np.asarray(weights, dtype=np.float64)[None, :] / norm
+    return parts, _cosines(dots, history, items)
+
+
+def _cosines(
+    dots: npt.NDArray[np.float64], history: npt.NDArray[np.float64], items: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    scale = np.outer(np.linalg.norm(items, axis=1), np.linalg.norm(history, axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        result: npt.NDArray[np.float64] = np.where(scale > 0, (items @ history.T) / scale, 0.0)
+        result: npt.NDArray[np.float64] = np.where(scale > 0, dots / scale, 0.0)
     return result

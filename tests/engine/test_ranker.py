@@ -100,16 +100,22 @@ def test_batched_co_occurrence_lookups_match_counting_pair_by_pair() -> None:
     np.testing.assert_array_equal(table.counts_with(7, candidates), got[2])
     assert table.counts_between([], candidates).shape == (0, len(candidates))
 
-    for history in ([1, 2, 3], [5, 5, -1], [n + 1]):
-        excluded = {int(r) for r in rng.choice(n, size=5, replace=False)}
+    histories = [[1, 2, 3], [5, 5, -1], [n + 1], [], *rng.integers(-1, n, (8, 4)).tolist()]
+    exclusions = [{int(r) for r in rng.choice(n, size=5, replace=False)} for _ in histories]
+    expected = []
+    for history, excluded in zip(histories, exclusions, strict=True):
         summed: dict[int, int] = {}
         for item in history:
             for other in range(n):
                 if count(item, other) and other not in excluded:
                     summed[other] = summed.get(other, 0) + count(item, other)
-        expected = [r for r, _ in sorted(summed.items(), key=lambda rc: (-rc[1], rc[0]))]
-        assert table.partners_of(history, limit=7, excluded=excluded) == expected[:7]
+        ranked = [r for r, _ in sorted(summed.items(), key=lambda rc: (-rc[1], rc[0]))]
+        expected.append(ranked[:7])
+        assert table.partners_of(history, limit=7, excluded=excluded) == ranked[:7]
         assert table.partners_of(history, limit=0) == []
+    # A whole batch at once, each history with its own exclusions: the same lists.
+    assert table.partners_batch(histories, 7, exclusions) == expected
+    assert table.partners_batch([], 7, []) == []
 
 
 def test_sources_merge_without_repeats_and_remember_who_proposed_what() -> None:

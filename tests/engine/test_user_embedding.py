@@ -23,6 +23,7 @@ from streamrec.engine.serving.user_embedding import (
     contribution_rows,
     contributions,
     cosine_rows,
+    explanation_rows,
     history_weights,
     user_embedding,
 )
@@ -235,3 +236,16 @@ def test_explain_names_the_history_items_behind_a_candidate() -> None:
     assert sum(v for _, v in reasons) == pytest.approx(
         float(model.embed_user(["a", "b", "a"], ["view"] * 3)[0])
     )
+
+
+def test_explanations_are_the_contributions_and_cosines_from_one_product() -> None:
+    rng = np.random.default_rng(11)
+    history = rng.normal(size=(7, 5)).astype(np.float32)
+    history[2] = 0.0  # a zero vector: cosine 0
+    weights = rng.random(7)
+    items = rng.normal(size=(4, 5)).astype(np.float32)
+    parts, cosines = explanation_rows(history, weights, items)
+    np.testing.assert_array_equal(parts, contribution_rows(history, weights, items))
+    np.testing.assert_array_equal(cosines, cosine_rows(history, items))
+    zero_user, _ = explanation_rows(history, np.zeros(7), items)
+    assert not zero_user.any()
