@@ -58,11 +58,28 @@ def same_product(a: Item, b: Item) -> bool:
     """
     if not a.category or a.category != b.category:
         return False
-    words_a, words_b = _words(a.title), _words(b.title)
-    bare_a, bare_b = _words(a.item_id), _words(b.item_id)
-    if not words_a or not words_b or words_a == bare_a or words_b == bare_b:
-        return False  # no title, or a title that is only the id
-    return len(words_a & words_b) >= SAME_PRODUCT_TITLE_OVERLAP * len(words_a | words_b)
+    words_a, words_b = product_words(a), product_words(b)
+    return words_a is not None and words_b is not None and same_words(words_a, words_b)
+
+
+def product_words(item: Item) -> frozenset[str] | None:
+    """The title words :func:`same_product` compares, or None when the item can be no
+    other's product: no category, no title, or a title that is only its id."""
+    return _product_words(item.item_id, item.title, item.category)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _product_words(item_id: str, title: str, category: str) -> frozenset[str] | None:
+    words = _words(title)
+    if not category or not words or words == _words(item_id):
+        return None
+    return words
+
+
+def same_words(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether two titles' words overlap enough (Jaccard >= :data:`SAME_PRODUCT_TITLE_OVERLAP`)
+    for the items to be one product (in one category)."""
+    return len(a & b) >= SAME_PRODUCT_TITLE_OVERLAP * len(a | b)
 
 
 @dataclass(frozen=True)

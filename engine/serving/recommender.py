@@ -47,7 +47,13 @@ from streamrec.engine.serving.candidates import (
     history_window,
     score_order,
 )
-from streamrec.engine.serving.catalog import Catalog, CatalogChange, same_product, title_key
+from streamrec.engine.serving.catalog import (
+    Catalog,
+    CatalogChange,
+    product_words,
+    same_words,
+    title_key,
+)
 from streamrec.engine.serving.content import has_text
 from streamrec.engine.serving.diversity import mmr_order
 from streamrec.engine.serving.features import CandidateBlock, CategoryCodes, batch_features
@@ -452,7 +458,8 @@ class Recommender:
         left after the filters (excluded, unavailable, unknown, same title, near
         duplicates), then the diversity order when it is on."""
         chosen: list[tuple[str, float]] = []
-        chosen_items: list[Item] = []
+        # The chosen items that can be another's product, by category: (position, words).
+        products: dict[str, list[tuple[int, frozenset[str]]]] = {}
         titles: set[str] = set()
         diversify = self.params.diversity_weight > 0
         pool = self.params.k + self.params.fan_out if diversify else self.params.k
@@ -476,11 +483,13 @@ class Recommender:
             if title and title in titles:
                 continue
             n = len(chosen)
-            if n and self._near_duplicate(item, vector, chosen_items, vectors[:n]):
-                continue
+            words = product_words(item)
+            if words is not None:
+                if self._near_duplicate(words, vector, products.get(item.category), vectors[:n]):
+                    continue
+                products.setdefault(item.category, []).append((n, words))
             vectors[n] = vector
             chosen.append((item_id, score))
-            chosen_items.append(item)
             titles.add(title)
         vectors = vectors[: len(chosen)]
         if diversify and chosen:
@@ -552,15 +561,22 @@ class Recommender:
         ]
 
     def _near_duplicate(
-        self, item: Item, vector: FloatArray, chosen: Sequence[Item], vectors: FloatArray
+        self,
+        words: frozenset[str],
+        vector: FloatArray,
+        same_category: Sequence[tuple[int, frozenset[str]]] | None,
+        vectors: FloatArray,
     ) -> bool:
-        """Whether ``item`` repeats one already chosen: vectors at least
-        ``near_duplicate_cosine`` alike *and* the same product by its metadata
-        (:func:`~streamrec.engine.serving.catalog.same_product`). Close vectors alone are
-        not enough: on sparse logs many unrelated items have nearly identical ones."""
-        # The metadata first (memoised title words): most items are no other's product,
-        # and then no vector product is needed.
-        same = [j for j, other in enumerate(chosen) if same_product(item, other)]
+        """Whether an item repeats one already chosen: the same product by its metadata
+        (:func:`~streamrec.engine.serving.catalog.same_product`: its title ``words``
+        against those of the chosen items in its category, ``same_category``) *and*
+        vectors at least ``near_duplicate_cosine`` alike (``vectors``: the chosen items').
+        Close vectors alone are not enough: on sparse logs many unrelated items have
+        nearly identical ones. The metadata goes first: most items are no chosen item's
+        product, and then no vector product is needed."""
+        if not same_category:
+            return False
+        same = [n for n, other in same_category if same_words(words, other)]
         if not same:
             return False
         close = vectors @ vector >= self.params.near_duplicate_cosine
