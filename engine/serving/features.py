@@ -48,7 +48,11 @@ class CategoryCodes:
         return found
 
     def codes(self, categories: Iterable[str]) -> IntArray:
-        return np.fromiter(map(self.code, categories), dtype=np.int64)
+        names = categories if isinstance(categories, list | tuple) else list(categories)
+        for name in dict.fromkeys(names):  # new names in order of appearance
+            if name not in self._codes:
+                self._codes[name] = len(self._codes) - 1
+        return np.fromiter(map(self._codes.__getitem__, names), dtype=np.int64, count=len(names))
 
 
 @dataclass(frozen=True)
