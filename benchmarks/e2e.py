@@ -17,6 +17,11 @@ genres and tags drawn from the MovieLens catalog's words): a copy of the model d
 gets the grown catalog and ``streamrec index build`` indexes the new items from their
 text (the tuner picks the index for the size), and every item is published to the worker.
 
+The ``latest`` configuration is ``batched`` with ``STREAMREC_PUBLISH=latest_per_user``: one
+list per user per micro-batch. A list answers its trigger event and the user's earlier
+events (it was ranked on a state that holds them), so an event's latency runs to the first
+list of its user that answers it; ``lists/event`` says how many lists were published.
+
 The ``floor`` configuration is the transport floor (benchmarks/floor.py): a Faust worker
 configured like ours that only decodes each event and publishes a fixed list of
 ``--floor-list-bytes``. Every phase reports the worker's CPU per event (utime + stime of
@@ -155,6 +160,13 @@ async def phase(
     latencies: list[float] = []
     list_bytes: list[int] = []
     done = asyncio.Event()
+    # Each user's events not yet answered, in send order. A list answers its trigger and
+    # the user's earlier events (it was ranked on a state that holds them): with
+    # STREAMREC_PUBLISH=latest_per_user one list answers all of a user's events in a batch.
+    user_of = {event_id: user for event_id, user, _ in events}
+    waiting: dict[str, list[str]] = {}
+    for event_id, user, _ in events:
+        waiting.setdefault(user, []).append(event_id)
 
     async def consume() -> None:
         while len(latencies) < len(events):
@@ -163,9 +175,13 @@ async def phase(
             for records in batch.values():
                 for r in records:
                     trigger = json.loads(r.value)["trigger_event_id"]
-                    if trigger in sent_ts:
-                        latencies.append(now - sent_ts.pop(trigger))
-                        list_bytes.append(len(r.value))
+                    if trigger not in sent_ts:
+                        continue  # another phase's list, or an event answered already
+                    queue = waiting[user_of[trigger]]
+                    answered = queue.index(trigger) + 1
+                    latencies.extend(now - sent_ts.pop(e) for e in queue[:answered])
+                    del queue[:answered]
+                    list_bytes.append(len(r.value))
         done.set()
 
     cpu0, _ = proc_stats(worker_pid)
@@ -194,6 +210,7 @@ async def phase(
         # Worker CPU (process and children) over the phase, per event produced.
         "cpu_us_per_event": round(1e6 * (cpu1 - cpu0) / len(events), 1),
         "list_bytes": round(float(np.mean(list_bytes)), 1),
+        "lists_per_event": round(len(list_bytes) / len(events), 3),
         "worker_rss_mb": round(rss / 2**20, 1),
         # Broker, Redis and this load generator share the machine with the worker.
         "machine_busy_percent": round(100 * (busy1 - busy0) / max(ticks1 - ticks0, 1), 1),
@@ -252,6 +269,8 @@ CONFIGS: dict[str, dict[str, str]] = {
     "batched": {},
     # One event at a time: per-event Redis round-trips, one search per event.
     "naive": {"STREAMREC_BATCH_SIZE": "1", "STREAMREC_BATCH_WITHIN_MS": "1"},
+    # Micro-batches publishing one list per user per batch (the freshest), not per event.
+    "latest": {"STREAMREC_PUBLISH": "latest_per_user"},
     # The transport floor: Faust configured like ours, decode + a fixed list (floor.py).
     "floor": {},
 }
@@ -435,7 +454,8 @@ def main() -> int:
         "--configs",
         default="batched,naive",
         help="worker configurations to run side by side: batched (micro-batches of "
-        "--batch-size), naive (one event at a time), floor (the transport floor: a Faust "
+        "--batch-size), naive (one event at a time), latest (batched, one list per user per "
+        "batch: STREAMREC_PUBLISH=latest_per_user), floor (the transport floor: a Faust "
         "worker configured like ours that only decodes and publishes a fixed list)",
     )
     parser.add_argument(
@@ -548,16 +568,16 @@ def main() -> int:
         f"Command: `{report['command']}`",
         "",
         "| config | target rate | events | events/s | p50 ms | p95 ms | p99 ms | worker CPU % "
-        "| worker CPU us/event | list bytes | worker RSS MB | machine busy % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| worker CPU us/event | lists/event | list bytes | worker RSS MB | machine busy % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         target = "max" if not r["target_rate"] else f"{r['target_rate']:g}/s"
         lines.append(
             f"| {r['config']} | {target} | {r['events']} | {r['events_per_s']} | {r['p50_ms']} | "
             f"{r['p95_ms']} | {r['p99_ms']} | {r['worker_cpu_percent']} | "
-            f"{r['cpu_us_per_event']} | {r['list_bytes']} | {r['worker_rss_mb']} | "
-            f"{r['machine_busy_percent']} |"
+            f"{r['cpu_us_per_event']} | {r['lists_per_event']} | {r['list_bytes']} | "
+            f"{r['worker_rss_mb']} | {r['machine_busy_percent']} |"
         )
     lines += ratios
     by = {(r["config"], r["target_rate"]): r for r in results}
