@@ -40,7 +40,8 @@ _KEYS = set(REASON_CODES)
 
 #: Most distinct (reason, field names) combinations whose phrasings a generator memoises.
 TIER_CACHE_SIZE = 4096
-#: Most (item, reason) phrasing hashes a generator memoises (the same items recur).
+#: Most (item, reason) phrasing hashes, and citations' fields, a generator memoises (the
+#: same items recur).
 HASH_CACHE_SIZE = 1 << 16
 
 
@@ -75,6 +76,7 @@ class TemplateGenerator:
         self._tier_cache: dict[tuple[str, frozenset[str]], list[list[str]]] = {}
         self._habit_cache: dict[frozenset[tuple[str, type, Any]], str | None] = {}
         self._hash_cache: dict[tuple[str, str], int] = {}
+        self._cite_cache: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
 
     def phrasings(self, code: str, evidence: Evidence) -> list[list[str]]:
         """Every sentence the evidence supports, in tiers, best first; the last tier is
@@ -225,6 +227,17 @@ class TemplateGenerator:
         return fields
 
     def _cite_fields(self, entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """The citation's fields (read only by the caller), memoised by its (event,
+        title) pairs: a list's items cite the same few history items."""
+        key = tuple((str(e.get("event", "")), str(e["title"])) for e in entries)
+        found = self._cite_cache.get(key)
+        if found is None:
+            found = self._cite_fields_of(entries)
+            if len(self._cite_cache) < HASH_CACHE_SIZE:
+                self._cite_cache[key] = found
+        return found
+
+    def _cite_fields_of(self, entries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         groups: dict[str, list[str]] = {}
         for entry in entries:
             groups.setdefault(str(entry.get("event", "")), []).append(str(entry["title"]))

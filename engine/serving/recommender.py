@@ -786,12 +786,15 @@ class Recommender:
                     indexed = self.index.vector(item_id)
                     # Not indexed (unavailable): never served, dropped below.
                     found[k] = None if indexed is None else float(indexed @ query)
-        kept = np.asarray([k for k, score in enumerate(found) if score is not None], dtype=np.intp)
-        if not len(kept):
+        if None in found:  # some are no longer indexed: drop them
+            kept = [k for k, score in enumerate(found) if score is not None]
+            keys, flags = [keys[k] for k in kept], flags[kept]
+            found = [found[k] for k in kept]
+        if not keys:
             return [], np.zeros(0), np.zeros((0, len(SOURCES)), dtype=bool)
-        scores = np.asarray([found[k] for k in kept.tolist()], dtype=np.float64)
+        scores = np.asarray(found, dtype=np.float64)
         by_score = score_order(scores)
-        return [keys[k] for k in kept[by_score].tolist()], scores[by_score], flags[kept[by_score]]
+        return list(map(keys.__getitem__, by_score.tolist())), scores[by_score], flags[by_score]
 
     def _rescored_filler(
         self, state: UserState, filler: list[tuple[str, float, Reason]], after: int
