@@ -49,9 +49,8 @@ class CategoryCodes:
 
     def codes(self, categories: Iterable[str]) -> IntArray:
         names = categories if isinstance(categories, list | tuple) else list(categories)
-        for name in dict.fromkeys(names):  # new names in order of appearance
-            if name not in self._codes:
-                self._codes[name] = len(self._codes) - 1
+        for name in dict.fromkeys(names):  # new names coded in order of appearance
+            self.code(name)
         return np.fromiter(map(self._codes.__getitem__, names), dtype=np.int64, count=len(names))
 
 
