@@ -360,6 +360,8 @@ def _cache_key(
     if name == "ours":
         params["train"] = _changed(TrainParams() if train_params is None else train_params)
         params["sequence"] = None if sequence_params is None else _changed(sequence_params)
+        if split.kind == "session":
+            params["validation"] = "session"
     return cache_key(name, split, universe, params)
 
 
@@ -525,6 +527,8 @@ def run_evaluation(
                 sequence_params,
                 seed,
                 None if progress is None else lambda s, d, t: progress(f"ours: {s}", d, t),
+                # Sessions as users: validate as tested, on the last sessions by time.
+                validation="session" if protocol == "session" else "leave-last-out",
             )
             if save_model is not None:
                 model.save(save_model)

@@ -3,9 +3,10 @@
 1. :func:`streamrec.engine.offline.training.train_item_model` learns the item vectors (tuned on
    validation,
    refit on all events): the linear part, which also drives reasons and cold start.
-2. The sequential encoder (:mod:`streamrec.engine.serving.sequential`) trains on every user's
-   events but the
-   last, with early stopping on that held-out last event (the same validation split).
+2. The sequential encoder (:mod:`streamrec.engine.serving.sequential`) trains on the
+   validation split's training part (every user's events but the last, or for session
+   logs the sessions before the validation cut), with early stopping on the held-out
+   targets (the same validation split as step 1).
 3. The weight of the encoder's score is chosen on that validation split, against the
    linear part fitted on the validation training events at the chosen settings (the fit
    the linear model's own tuning already made). Weight 0
@@ -45,10 +46,18 @@ from streamrec.engine.offline.sequential_training import (
     ValidationSet,
     heldout_ndcg,
     holdout_last,
+    holdout_split,
     train_sequences,
     user_sequences,
 )
-from streamrec.engine.offline.training import Progress, TrainParams, TrainReport, train_item_model
+from streamrec.engine.offline.training import (
+    Progress,
+    TrainParams,
+    TrainReport,
+    Validation,
+    train_item_model,
+    validation_split,
+)
 from streamrec.engine.serving.adaptation import AdaptationParams, adaptations
 from streamrec.engine.serving.candidates import full_ranking, ranker_inputs
 from streamrec.engine.serving.item_stats import TrendingItem, TrendParams, trending_in_log
@@ -220,6 +229,7 @@ def train_model(
     now: datetime | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sequence_budget_s: float | None = None,
+    validation: Validation = "leave-last-out",
 ) -> tuple[ItemModel, TrainReport, SequenceReport | None]:
     """Train the linear model and, unless ``sequence`` is None, the sequential encoder.
 
@@ -242,6 +252,9 @@ def train_model(
         sequence_budget_s: Seconds the encoder may train, its refit included (None: no
             limit). Past it no epoch starts and the best epoch so far is kept; the refit
             on all events runs only if it fits in what is left.
+        validation: How every step's validation targets are held out: each user's last
+            event, or for session logs the last sessions by time
+            (:data:`streamrec.engine.offline.training.Validation`).
 
     Returns:
         ``(model, linear report, sequence report or None)``.
@@ -252,25 +265,36 @@ def train_model(
     if not weights:
         msg = "weights must list at least one encoder weight, got ()"
         raise ValueError(msg)
-    model, report = train_item_model(events, catalog, params, seed, progress, now=now)
+    model, report = train_item_model(
+        events, catalog, params, seed, progress, now=now, validation=validation
+    )
     started = clock()
     ordered = events.sort_values("ts", kind="stable")
     sequences = user_sequences(ordered, model.index)
-    train_part, validation = holdout_last(sequences)
-    if not len(validation.targets):
-        logger.warning("no user has 2+ events: no sequential encoder and no adaptation")
+    if validation == "leave-last-out":
+        train_part, held = holdout_last(sequences)
+        before_targets = _without_validation_targets(ordered)
+    else:
+        split = validation_split(events, validation)
+        train_part, held = holdout_split(split, model.index)
+        parts = [split.train] if split.context is None else [split.train, split.context]
+        before_targets = pd.concat(parts).sort_values("ts", kind="stable")
+    if not len(held.targets):
+        logger.warning(
+            "no validation targets (%s): no sequential encoder and no adaptation", validation
+        )
         return model, report, None
     linear_val = report.validation_model
     if linear_val is None:  # pragma: no cover - validation targets imply a validation fit
         msg = "the co-occurrence model reported no validation fit"
         raise RuntimeError(msg)
     base = full_ranking(linear_val, model.item_ids)(
-        [[model.item_ids[r] for r in h] for h in validation.history], validation.types
+        [[model.item_ids[r] for r in h] for h in held.history], held.types
     )
     seq_report = None
     if sequence is not None:
         model, seq_report, base = _add_encoder(
-            model, sequences, train_part, validation, base, sequence, seed, progress,
+            model, sequences, train_part, held, base, sequence, seed, progress,
             refit=refit, weights=weights,
             deadline=None if sequence_budget_s is None else clock() + sequence_budget_s,
             clock=clock,
@@ -280,7 +304,7 @@ def train_model(
         linear_val,
         model.item_ids,
         base,
-        validation,
+        held,
         progress=None if progress is None else lambda d, t: progress("adaptation", d, t),
     )
     logger.info(
@@ -302,8 +326,8 @@ def train_model(
     if rank:
         if progress is not None:
             progress("ranker", 0, 1)
-        trend = _trending_rows(_without_validation_targets(ordered), model.index)
-        model = _add_ranker(model, base, validation, train_part, sequences, trend, seed)
+        trend = _trending_rows(before_targets, model.index)
+        model = _add_ranker(model, base, held, train_part, sequences, trend, seed)
         if progress is not None:
             progress("ranker", 1, 1)
     return replace(model, version=_version_of(model)), report, seq_report

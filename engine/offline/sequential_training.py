@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F  # noqa: N812 - torch convention
 
+from streamrec.engine.offline.evaluation import Split
 from streamrec.engine.serving.sequential import (
     SequenceEncoder,
     SequenceParams,
@@ -39,7 +40,15 @@ from streamrec.engine.serving.sequential import (
     type_codes,
 )
 
-__all__ = ["Sequences", "TrainedEncoder", "ValidationSet", "train_sequences", "user_sequences"]
+__all__ = [
+    "Sequences",
+    "TrainedEncoder",
+    "ValidationSet",
+    "holdout_last",
+    "holdout_split",
+    "train_sequences",
+    "user_sequences",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -296,3 +305,22 @@ def holdout_last(sequences: Sequences) -> tuple[Sequences, ValidationSet]:
         Sequences(rows=train_rows, types=train_types),
         ValidationSet(history, hist_types, np.asarray(targets, dtype=np.int64)),
     )
+
+
+def holdout_split(split: Split, index: dict[str, int]) -> tuple[Sequences, ValidationSet]:
+    """The sequences of a split's training part, and its test users as a validation set.
+
+    Each test user's history is what the split gives them (training events, then context
+    events: for a session split, the session's earlier events, never trained on); their
+    target is their test event. Every item must be in ``index``.
+
+    Returns:
+        ``(training sequences, validation set)``, the validation users in test order.
+
+    Raises:
+        KeyError: An item of the split is not in ``index``.
+    """
+    items, types = split.histories()
+    history = [np.asarray([index[i] for i in h], dtype=np.int64) for h in items]
+    targets = np.asarray([index[str(i)] for i in split.test["item_id"]], dtype=np.int64)
+    return user_sequences(split.train, index), ValidationSet(history, types, targets)

@@ -13,8 +13,10 @@
    this is the truncated SVD ``U S**p``; see :func:`factorise` for why not the SVD's ``U``.
 4. The window, shift, eigenvalue power p, the user embedding's recency decay and the scoring
    function's popularity weight are chosen on a validation split: each user's last training
-   event is held out and ranked against all items (never sampled negatives); the grid point
-   with the best validation NDCG@10 wins, then the model is refit on all the events.
+   event is held out (or, for session logs, the last sessions by time are held out and
+   tested on their last event, see :data:`Validation`) and ranked against all items (never
+   sampled negatives); the grid point with the best validation NDCG@10 wins, then the
+   model is refit on all the events.
 5. With a catalog, a :class:`streamrec.engine.serving.content.ContentEncoder` is fitted from the
    items' text to
    their vectors; items with no usable interactions (catalog-only, or never co-occurring) get
@@ -38,6 +40,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +56,7 @@ from streamrec.engine.offline.evaluation import (
     evaluate_full_ranking,
     format_markdown,
     leave_last_out,
+    session_split,
 )
 from streamrec.engine.serving.candidates import full_ranking
 from streamrec.engine.serving.content import (
@@ -79,12 +83,22 @@ __all__ = [
     "factorise",
     "shifted_ppmi",
     "train_item_model",
+    "validation_split",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: ``progress(stage, done, total)``, called as the long steps advance.
 Progress = Callable[[str, int, int], None]
+
+#: How training holds out its validation targets: each user's last event
+#: (``"leave-last-out"``), or, for logs whose users are sessions, the last
+#: :data:`VALIDATION_FRACTION` of sessions by start time, tested on their last event with
+#: their earlier events as history (``"session"``, the evaluation's session protocol).
+Validation = Literal["leave-last-out", "session"]
+VALIDATIONS: tuple[Validation, ...] = ("leave-last-out", "session")
+#: Share of sessions after the cut of a ``"session"`` validation.
+VALIDATION_FRACTION = 0.2
 
 #: Catalogs up to this many items are factorised exactly (dense ``eigh``).
 DENSE_MAX_ITEMS = 256
@@ -229,8 +243,9 @@ class TrainReport:
         content_holdout_cosine: Mean cosine between held-out items' learned vectors and their
             content-encoded vectors (None without a catalog).
         content_holdout_baseline: The same for the mean training vector, a floor to beat.
-        validation_model: The chosen point fitted on the validation training part (each
-            user's last event held out), without content; None without validation.
+        validation_model: The chosen point fitted on the validation training part (the
+            validation targets held out), without content; None without validation.
+        validation_protocol: How the validation targets were held out (:data:`Validation`).
     """
 
     chosen: Hyperparameters
@@ -246,6 +261,7 @@ class TrainReport:
     content_holdout_cosine: float | None = None
     content_holdout_baseline: float | None = None
     validation_model: ItemModel | None = field(default=None, repr=False, compare=False)
+    validation_protocol: Validation = "leave-last-out"
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for ``model.json``: ``validation.<m>``, ``validation_popularity.<m>``."""
@@ -265,7 +281,17 @@ class TrainReport:
 
     def to_markdown(self) -> str:
         """A short Markdown report: validation table, chosen hyperparameters, timings."""
-        lines = ["## Validation (full ranking, seen items excluded)", ""]
+        held_out = (
+            "the last sessions by time, each on its last event"
+            if self.validation_protocol == "session"
+            else "each user's last event"
+        )
+        lines = [
+            "## Validation (full ranking, seen items excluded)",
+            "",
+            f"Held out: {held_out}.",
+            "",
+        ]
         results = {
             name: r
             for name, r in (
@@ -459,6 +485,27 @@ def _candidate(
     )
 
 
+def validation_split(events: pd.DataFrame, validation: Validation) -> Split:
+    """The split training tunes on: ``events`` divided as ``validation`` says.
+
+    Args:
+        events: Training events.
+        validation: One of :data:`VALIDATIONS`.
+
+    Returns:
+        A split of ``events``; its test part holds the validation targets.
+
+    Raises:
+        ValueError: An unknown ``validation``.
+    """
+    if validation == "leave-last-out":
+        return leave_last_out(events)
+    if validation == "session":
+        return session_split(events, VALIDATION_FRACTION)
+    msg = f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}"
+    raise ValueError(msg)
+
+
 def _tune(
     split: Split,
     params: TrainParams,
@@ -578,12 +625,14 @@ def train_item_model(
     *,
     now: datetime | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    validation: Validation = "leave-last-out",
 ) -> tuple[ItemModel, TrainReport]:
     """Learn item vectors from interaction sequences, tuned on a validation split.
 
-    Tuning holds out each user's last event of ``events`` (so pass only training events
-    when you evaluate on a test split), picks the grid point with the best validation
-    ``params.selection_metric``, then refits on all of ``events``.
+    Tuning holds out validation targets from ``events`` as ``validation`` says (each
+    user's last event by default; pass only training events when you evaluate on a test
+    split), picks the grid point with the best validation ``params.selection_metric``,
+    then refits on all of ``events``.
 
     Args:
         events: Training events (event schema; see :mod:`streamrec.engine.offline.datasets`).
@@ -595,12 +644,13 @@ def train_item_model(
         now: Creation time (timezone-aware) for the model version; default the time of the
             last event, which keeps training reproducible.
         clock: Monotonic seconds, for the timings.
+        validation: How the validation targets are held out (:data:`Validation`).
 
     Returns:
         The model and the training report.
 
     Raises:
-        ValueError: No events, an unknown event type, or a naive ``now``.
+        ValueError: No events, an unknown event type or ``validation``, or a naive ``now``.
         streamrec.engine.offline.datasets.DatasetError: The catalog is not in the catalog schema.
     """
     if events.empty:
@@ -618,8 +668,8 @@ def train_item_model(
         raise ValueError(msg)
     timings: dict[str, float] = {}
     t0 = clock()
-    chosen, validation, validation_pop, grid, validation_model = _tune(
-        leave_last_out(events), params, seed, progress
+    chosen, val_result, validation_pop, grid, validation_model = _tune(
+        validation_split(events, validation), params, seed, progress
     )
     timings["validate"] = clock() - t0
 
@@ -673,7 +723,7 @@ def train_item_model(
     scoring = ScoringParams(chosen.popularity_weight)
     report = TrainReport(
         chosen=chosen,
-        validation=validation,
+        validation=val_result,
         validation_popularity=validation_pop,
         grid=grid,
         timings=timings,
@@ -685,6 +735,7 @@ def train_item_model(
         content_holdout_cosine=holdout_cos,
         content_holdout_baseline=baseline_cos,
         validation_model=validation_model,
+        validation_protocol=validation,
     )
     hyper = chosen.as_dict() | {
         "context_smoothing": params.context_smoothing,

@@ -11,9 +11,9 @@ if TYPE_CHECKING:
 
 
 def load_data_files(
-    command: str, events: str | None, catalog: str | None
+    command: str, events: str | None, catalog: str | None, *, sessions: str | None = None
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """The ``--events`` and ``--catalog`` files (None where not given).
+    """The ``--events`` (or ``--sessions``) and ``--catalog`` files (None where not given).
 
     A data error stops the command with its message (``streamrec COMMAND: ...``, no
     traceback); what the data will not serve as expected
@@ -23,7 +23,11 @@ def load_data_files(
     from streamrec.engine.offline import datasets
 
     try:
-        log = datasets.load_event_log(Path(events)) if events else None
+        log: pd.DataFrame | None = None
+        if sessions:
+            log = datasets.load_session_log(Path(sessions))
+        elif events:
+            log = datasets.load_event_log(Path(events))
         items = datasets.load_catalog(Path(catalog)) if catalog else None
         warnings = datasets.training_data_warnings(log, items) if log is not None else []
     except datasets.DatasetError as exc:

@@ -111,7 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", choices=["ml-100k"], help="a ready-made public data set")
     src.add_argument("--events", help="interaction log (CSV/Parquet, event schema)")
+    src.add_argument(
+        "--sessions",
+        help="session log (session_id;user_id;item_id;timeframe;eventdate; a row without "
+        "a user becomes user session-<id>); validates on the last sessions by time",
+    )
     p.add_argument("--catalog", help="catalog (CSV/Parquet, item schema)")
+    p.add_argument(
+        "--validation",
+        choices=["leave-last-out", "session"],
+        default=None,
+        help="how validation targets are held out: each user's last event (leave-last-out), "
+        "or the last 20%% of sessions by start time, each on its last event (session; for "
+        "logs whose users are sessions). Default: session with --sessions, else "
+        "leave-last-out",
+    )
     p.add_argument("--out", default="models/current", help="output model dir")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dim", type=int, default=64, help="embedding dimension")

@@ -244,6 +244,7 @@ def run_replay_evaluation(
                 seed,
                 None if progress is None else lambda s, d, t: progress(f"ours: {s}", d, t),
                 weights=sequence_weights,
+                validation="session" if protocol == "session" else "leave-last-out",
             )
             chosen_params = dict(model.hyperparameters)
         timings["train"] = time.perf_counter() - t0

@@ -95,6 +95,8 @@ class TrainingPlan:
         patience: Early-stopping patience in epochs.
         seed: The seed of every step.
         sequence_minutes: The encoder's time budget (0: none).
+        validation: How validation targets are held out (``"leave-last-out"`` or
+            ``"session"``).
     """
 
     source: str
@@ -106,6 +108,7 @@ class TrainingPlan:
     patience: int
     seed: int
     sequence_minutes: float = 0.0
+    validation: str = "leave-last-out"
 
 
 def plan_text(plan: TrainingPlan) -> str:
@@ -131,6 +134,11 @@ def plan_text(plan: TrainingPlan) -> str:
             )
     else:
         encoder = "off (--sequence-epochs 0): co-occurrence model only"
+    held_out = (
+        "the last 20% of sessions by time, each on its held-out last event"
+        if plan.validation == "session"
+        else "each user's held-out last event"
+    )
     est = estimate_duration(plan.n_events, plan.sequence_epochs)
     if est.max_epochs and budget > 0 and est.base_s + budget < est.most_s:
         duration = (
@@ -151,7 +159,7 @@ def plan_text(plan: TrainingPlan) -> str:
         ("users", f"{plan.n_users:,}"),
         ("items", f"{plan.n_items:,} in the events"),
         ("catalog", catalog),
-        ("co-occurrence model", "item vectors tuned on each user's held-out last event"),
+        ("co-occurrence model", f"item vectors tuned on {held_out}"),
         ("sequential encoder", encoder),
         ("then", "per-user adaptation and the second-stage ranker, tuned on validation"),
         ("seed", str(plan.seed)),
@@ -169,12 +177,12 @@ def _load_training_data(args: argparse.Namespace):  # type: ignore[no-untyped-de
     if args.dataset == "ml-100k":
         data = datasets.load_movielens_100k()
         return data.events, data.catalog
-    if args.events is None:
-        msg = "streamrec: give --events PATH (CSV/Parquet) or --dataset ml-100k"
+    if args.events is None and args.sessions is None:
+        msg = "streamrec: give --events PATH (CSV/Parquet), --sessions PATH or --dataset ml-100k"
         raise SystemExit(msg)
     from streamrec.stream.cli.data_files import load_data_files
 
-    return load_data_files(args.command, args.events, args.catalog)
+    return load_data_files(args.command, args.events, args.catalog, sessions=args.sessions)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -183,15 +191,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from streamrec.engine.offline.hybrid_training import TRAINING_STAGES, train_model
-    from streamrec.engine.offline.training import TrainParams
+    from streamrec.engine.offline.training import TrainParams, Validation
     from streamrec.engine.serving.sequential import SequenceParams
     from streamrec.engine.serving.text_encoders import TextEncoderError
     from streamrec.stream.cli.progress import progress_callback
 
     console = Console(stderr=True, soft_wrap=True)
     events, catalog = _load_training_data(args)
+    validation: Validation = args.validation or ("session" if args.sessions else "leave-last-out")
     plan = TrainingPlan(
-        source="MovieLens-100K" if args.dataset == "ml-100k" else str(args.events),
+        source="MovieLens-100K" if args.dataset == "ml-100k" else str(args.sessions or args.events),
         n_events=len(events),
         n_users=int(events["user_id"].nunique()),
         n_items=int(events["item_id"].nunique()),
@@ -200,6 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         patience=args.patience,
         seed=args.seed,
         sequence_minutes=max(args.sequence_minutes, 0.0),
+        validation=validation,
     )
     console.print(plan_text(plan), markup=False, highlight=False)
     try:
@@ -231,6 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 progress=progress,
                 now=datetime.now(UTC),
                 sequence_budget_s=args.sequence_minutes * 60 if args.sequence_minutes > 0 else None,
+                validation=validation,
             )
     except TextEncoderError as exc:
         msg = f"streamrec train: {exc}"
