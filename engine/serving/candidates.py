@@ -13,9 +13,11 @@ touch keys are generic over them (``K``).
 Example:
     >>> from streamrec.engine.serving.ranker import CoTable, RankerSettings
     >>> table = CoTable.build([([0, 1], ["view", "view"]), ([0, 2], ["view", "view"])], 3)
+    >>> seen = {0}
     >>> keys, flags = gather_candidates(
-    ...     ann=[2, 0, 1], session_rows=[0], excluded_rows={0}, trending=[1], fresh=(),
-    ...     key_of_row=int, table=table, settings=RankerSettings(candidates=2),
+    ...     ann=[2, 0, 1], partners=table.partners_of([0], 50, seen), trending=[1],
+    ...     fresh=(), key_of_row=int, excluded=seen.__contains__,
+    ...     settings=RankerSettings(candidates=2),
     ... )
     >>> keys
     [2, 1]
@@ -24,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -115,45 +117,34 @@ def embed_histories(
 
 def gather_candidates(
     ann: Iterable[K],
-    session_rows: Sequence[int],
-    excluded_rows: Container[int],
+    partners: Sequence[int],
     trending: Iterable[K],
     fresh: Iterable[K],
     key_of_row: Callable[[int], K],
-    table: CoTable,
+    excluded: Callable[[K], bool],
     settings: RankerSettings,
-    excluded: Callable[[K], bool] | None = None,
     use: Collection[str] = SOURCES,
-    partners: Sequence[int] | None = None,
 ) -> tuple[list[K], npt.NDArray[np.bool_]]:
     """The ranker's candidates from every source, first proposal first.
 
     - ann: the first ``settings.candidates`` of ``ann`` (best score first) not excluded;
-    - cooccurrence: the ``settings.co_candidates`` items most often viewed together with
-      the last ``settings.session`` of ``session_rows`` (model rows, -1 for none);
+    - cooccurrence: ``partners``, the rows most often viewed together with the user's last
+      items (:meth:`CoTable.partners_of`, or :meth:`CoTable.partners_batch` for a whole
+      batch; the caller excludes there);
     - trending: the first ``settings.trending_candidates`` of ``trending`` not excluded;
     - fresh: the first ``settings.fresh_candidates`` of ``fresh`` not excluded.
 
-    Sources not in ``use`` propose nothing. ``excluded(key)`` (default: the key's row is in
-    ``excluded_rows``, for row keys) says what must not be proposed; every source stops
-    at the number it needs, so long inputs (a catalog's fresh items) cost nothing.
-    ``partners``: the co-occurrence source's rows when the caller found them already
-    (:meth:`CoTable.partners_batch` for a whole batch).
+    Sources not in ``use`` propose nothing. ``excluded(key)`` says what must not be
+    proposed; every source stops at the number it needs, so long inputs (a catalog's fresh
+    items) cost nothing.
 
     Returns:
         ``(keys, flags)`` as :func:`~streamrec.engine.serving.ranker.merge_sources`.
     """
-    if excluded is None:
-
-        def excluded(key: K) -> bool:
-            return key in excluded_rows
 
     def first(keys: Iterable[K], n: int) -> list[K]:
         return list(itertools.islice((k for k in keys if not excluded(k)), n))
 
-    if partners is None:
-        recent = list(session_rows)[-settings.session :]
-        partners = table.partners_of(recent, settings.co_candidates, excluded_rows)
     found = (
         first(ann, settings.candidates),
         [key_of_row(r) for r in partners],
@@ -264,12 +255,13 @@ def ranker_inputs(
     )
     keys, flags = gather_candidates(
         ann=np.argsort(-masked, kind="stable").tolist(),
-        session_rows=user.rows,
-        excluded_rows=excluded,
+        partners=table.partners_of(
+            list(user.rows)[-settings.session :], settings.co_candidates, excluded
+        ),
         trending=trending,
         fresh=(),
         key_of_row=int,
-        table=table,
+        excluded=excluded.__contains__,
         settings=settings,
     )
     cands = np.asarray(keys, dtype=np.intp)

@@ -153,39 +153,6 @@ class CoTable:
             counts[a, : len(top)] = [c for _, c in top]
         return cls(partners, counts)
 
-    def counts_with(self, item: int, candidates: npt.NDArray[np.intp]) -> npt.NDArray[np.int32]:
-        """(c,) count of each candidate row with ``item`` (0 where not a kept partner)."""
-        out: npt.NDArray[np.int32] = self.counts_between([item], candidates)[0]
-        return out
-
-    def counts_between(
-        self, items: Sequence[int], candidates: npt.NDArray[np.intp]
-    ) -> npt.NDArray[np.int32]:
-        """(len(items), c): row i is :meth:`counts_with` of ``items[i]``, in one lookup.
-
-        Each (item, partner) pair becomes one sorted key, and the candidates are found
-        among the keys by binary search.
-        """
-        rows = np.asarray(items, dtype=np.intp).reshape(-1)
-        cands = np.asarray(candidates, dtype=np.int64).reshape(-1)
-        out = np.zeros((len(rows), len(cands)), dtype=np.int32)
-        n = len(self.partners)
-        valid = np.flatnonzero((rows >= 0) & (rows < n))
-        if not len(valid) or not len(cands):
-            return out
-        # Keys: block * (n + 1) + partner + 1, so padding (-1) is offset 0 of its block and
-        # a candidate -1 (no model row) meets only padding, whose count is 0.
-        span = n + 1
-        blocks = np.arange(len(valid), dtype=np.int64)[:, None] * span
-        keys = (blocks + self.partners[rows[valid]].astype(np.int64) + 1).ravel()
-        order = np.argsort(keys, kind="stable")
-        keys, found_counts = keys[order], self.counts[rows[valid]].ravel()[order]
-        queries = (blocks + cands[None, :] + 1).ravel()
-        at = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
-        hit = keys[at] == queries
-        out[valid] = np.where(hit, found_counts[at], 0).reshape(len(valid), len(cands))
-        return out
-
     def partners_of(
         self, history: Sequence[int], limit: int, excluded: Container[int] = frozenset()
     ) -> list[int]:

@@ -759,23 +759,19 @@ class Recommender:
         """One user's candidates from every source, best model score first: their ids,
         scores and source flags (items no longer indexed are dropped). ``partners``: the
         co-occurrence source's rows, found for the whole batch."""
-        ranker, table = self.model.ranker, self.model.cotable
+        ranker = self.model.ranker
         assert ranker is not None  # noqa: S101 - checked by the caller
-        assert table is not None  # noqa: S101 - comes with the ranker
         keys, flags = gather_candidates(
             ann=hits.item_ids,
-            session_rows=(),
-            excluded_rows=_RowsIn(excluded, self.model.item_ids),
+            partners=partners,
             trending=() if stats is None else stats.ranked_trending,
             # The newest first: a catalog may hold 100,000 items indexed from their text,
             # and the source stops at the number it needs.
             fresh=(i for i in reversed(self._content_vectors) if self.catalog.is_available(i)),
             key_of_row=self.model.item_ids.__getitem__,
-            table=table,
-            settings=ranker.settings,
             excluded=excluded.__contains__,
+            settings=ranker.settings,
             use=self.params.sources,
-            partners=partners,
         )
         hit_score = dict(zip(hits.item_ids, hits.scores, strict=True))
         found = list(map(hit_score.get, keys))
