@@ -107,7 +107,7 @@ class EvaluationReport:
 
     Attributes:
         dataset: What was evaluated (e.g. ``ml-100k`` or a file name).
-        protocol: ``leave-last-out`` or ``time``.
+        protocol: ``leave-last-out``, ``time`` or ``session``.
         test_fraction: The time split's test share (None for leave-last-out).
         seed: Seed of every seeded step.
         n_events: Events in the log.
@@ -163,6 +163,11 @@ class EvaluationReport:
                 f"{1 - share:.3f} here.",
                 "",
             ]
+        held_out = (
+            "the last training sessions by time, each on its last event"
+            if self.protocol == "session"
+            else "each user's last training event held out"
+        )
         header = ["model", *(label for _, label in TABLE_METRICS)]
         header += ["coverage@10", "coverage@20", "ILD@10", "novelty@10", "ΔNDCG@10 vs ours"]
         lines.append("| " + " | ".join(header) + " |")
@@ -184,7 +189,7 @@ class EvaluationReport:
             "ours: the model's NDCG@10 minus ours on the same users (paired, 95% CI); an "
             "interval that excludes 0 is a difference beyond the noise of this test set.",
             "",
-            "### Tuning (validation: each user's last training event held out)",
+            f"### Tuning (validation: {held_out})",
             "",
             "| model | chosen | validation NDCG@10 | grid | fit + tune s | eval s |",
             "|---|---|---:|---:|---:|---:|",

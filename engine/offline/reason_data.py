@@ -64,6 +64,46 @@ def split_users(users: Iterable[str], fraction: float, seed: int = 0) -> tuple[s
     return set(ordered[held:]), set(ordered[:held])
 
 
+def recombined_cases(
+    cases: Sequence[ReasonCase], n: int, seed: int = 0, *, prefix: str = "recombined"
+) -> list[ReasonCase]:
+    """``n`` reason cases whose cited history items, their events and their habit clause
+    are drawn afresh from those of ``cases``: as many cited items as some case cites, each
+    with an event some case shows, with or without a habit some case has.
+
+    A sample of users shows only some combinations (and a held-out sample takes many of
+    them), so these cases fill in the frames real lists make that the training users'
+    lists happen not to. Only cases that cite history items (``items``) are recombined;
+    every value comes from a real case, so the evidence stays as true as theirs.
+    """
+    base = [c for c in cases if isinstance(c.evidence.get("items"), list) and c.evidence["items"]]
+    if n <= 0 or not base:
+        return []
+    entries: dict[str, dict[str, Any]] = {}
+    habits: dict[str, list[Any]] = {"": [None]}  # by kind, so that each kind is as likely
+    for case in base:
+        for entry in case.evidence["items"]:
+            if isinstance(entry, dict) and entry.get("title"):
+                entries.setdefault(str(entry.get("item_id", entry["title"])), entry)
+        also = case.evidence.get("also")
+        if isinstance(also, dict):
+            habits.setdefault(str(also.get("code", "")), []).append(also)
+    events = sorted({str(e["event"]) for e in entries.values() if e.get("event")})
+    most = max(len(c.evidence["items"]) for c in base)
+    pool, rng, out = list(entries.values()), random.Random(seed), []
+    for k in range(n):
+        case = rng.choice(base)
+        others = [e for e in pool if e.get("item_id") != case.item_id]
+        cited = rng.sample(others, min(rng.randint(1, most), len(others)))
+        evidence = dict(case.evidence, items=[dict(e, event=rng.choice(events)) for e in cited])
+        also = rng.choice(habits[rng.choice(sorted(habits))])
+        evidence.pop("also", None)
+        if also is not None:
+            evidence["also"] = also
+        out.append(ReasonCase(f"{prefix}-{k}", case.item_id, case.code, evidence))
+    return out
+
+
 @dataclass(frozen=True)
 class TrainingPair:
     """A prompt and a sentence to answer it with; ``source``: template or accepted."""

@@ -28,7 +28,12 @@ _OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--users", {"type": int, "default": 300, "help": "users sampled from ML-100K"}),
     ("--eval-fraction", {"type": float, "default": 0.2, "help": "share of users held out"}),
     ("--eval-prompts", {"type": int, "default": 60, "help": "held-out prompts measured"}),
-    ("--train-prompts", {"type": int, "default": 40, "help": "training prompts (0: all)"}),
+    ("--train-prompts", {"type": int, "default": 120,
+                         "help": "training prompts, none of a held-out user's (0: all)"}),
+    ("--recombined", {"type": int, "default": 400,
+                      "help": "cases added whose cited items, events and habit are drawn "
+                              "afresh from the training users' (frames their lists happen "
+                              "not to show; 0: none)"}),
     ("--variants", {"type": int, "default": 3, "help": "template sentences per prompt"}),
     ("--accepted", {"type": Path, "help": "JSONL of accepted model answers: "
                     '{"prompt_user", "language", "sentence"} per line'}),
@@ -232,10 +237,17 @@ def _train(
 
     accepted = read_accepted(args.accepted) if args.accepted else []
     frames = not args.no_frames
-    if args.train_prompts:  # the first distinct prompts, in ranking order
-        prompts = rd.unique_prompts(cases, args.language, frames=frames)
-        keep = set(list(prompts)[: args.train_prompts])
-        cases = [c for c in cases if rd.prompt_of(c, args.language, frames=frames).user in keep]
+    real = len(rd.unique_prompts(cases, args.language, frames=frames).keys() - held.keys())
+    cases = cases + rd.recombined_cases(cases, args.recombined, args.seed)
+    # The first distinct prompts that no held-out user has: the users' own first, in
+    # ranking order, then the recombined ones.
+    prompts = [p for p in rd.unique_prompts(cases, args.language, frames=frames) if p not in held]
+    keep = set(prompts[: args.train_prompts] if args.train_prompts else prompts)
+    cases = [c for c in cases if rd.prompt_of(c, args.language, frames=frames).user in keep]
+    _say(
+        f"{len(keep)} training prompts ({min(real, len(keep))} of the training users' lists, "
+        f"the rest recombined); {len(held)} held-out prompts never trained on"
+    )
     pairs, report = rd.training_pairs(
         cases,
         guard,

@@ -109,6 +109,38 @@ def test_with_frames_pairs_and_held_out_prompts_are_sentence_frames():
     assert metrics["answers"][0]["text"] == "Since you viewed Trail Runner 3, here it is"
 
 
+def test_recombined_cases_make_the_frames_a_sample_of_users_does_not_show():
+    """One user's item cites a viewed and a bought item, another's one bought item with a
+    habit: the recombined cases cite one or two of those items, each viewed or bought,
+    with the habit or without, and never the recommended item itself."""
+    habit = {"code": "category_affinity", "category": "running", "count": 3, "of_recent": 5}
+    one = case("u1", "j1", items=(SHOE, TENT))
+    two = rd.ReasonCase("u2", "s1", "similar_to_recent", {"items": [TENT], "also": habit})
+    popular = rd.ReasonCase("u3", "t1", "popular", {"count": 9})  # cites nothing: left out
+    made = rd.recombined_cases([one, two, popular], 300, seed=1)
+
+    assert len(made) == 300
+    assert rd.recombined_cases([one, two, popular], 300, seed=1) == made  # seeded
+    assert all(c.user_id.startswith("recombined-") for c in made)
+    assert {c.code for c in made} == {"similar_to_recent"}
+    shapes = {(tuple(i["event"] for i in c.evidence["items"]), "also" in c.evidence) for c in made}
+    events = ("view", "purchase")
+    cited = [(a,) for a in events] + [(a, b) for a in events for b in events]
+    assert shapes == {(e, with_habit) for e in cited for with_habit in (False, True)}
+    for c in made:
+        cited = [i["item_id"] for i in c.evidence["items"]]
+        assert c.item_id not in cited
+        assert all(i["title"] in TITLES for i in c.evidence["items"])
+        assert c.evidence.get("also") in (None, habit)
+    # More frames than the users' own, and every one passes the guard as templates do.
+    frames = rd.unique_prompts(made, "en")
+    assert len(frames) > len(rd.unique_prompts([one, two], "en"))
+    pairs, report = rd.training_pairs(made, guard(), "en", variants=1)
+    assert report.pairs == len(frames)
+    assert rd.recombined_cases([popular], 10) == []
+    assert rd.recombined_cases([one], 0) == []
+
+
 def test_user_states_cut_each_users_events_part_way():
     events = [Event(f"e{n}", f"u{n % 2}", f"i{n}", "view", n) for n in range(20)]
     states = rd.user_states(events, ["u0", "u1", "nobody"], history_length=4, seed=1)
