@@ -361,7 +361,7 @@ def _cache_key(
         params["train"] = _changed(TrainParams() if train_params is None else train_params)
         params["sequence"] = None if sequence_params is None else _changed(sequence_params)
         if split.kind == "session":
-            params["validation"] = "session"
+            params["validation"] = f"session {split.test_fraction:g}"
     return cache_key(name, split, universe, params)
 
 
@@ -529,6 +529,7 @@ def run_evaluation(
                 None if progress is None else lambda s, d, t: progress(f"ours: {s}", d, t),
                 # Sessions as users: validate as tested, on the last sessions by time.
                 validation="session" if protocol == "session" else "leave-last-out",
+                validation_fraction=test_fraction,
             )
             if save_model is not None:
                 model.save(save_model)

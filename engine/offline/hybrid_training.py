@@ -51,6 +51,7 @@ from streamrec.engine.offline.sequential_training import (
     user_sequences,
 )
 from streamrec.engine.offline.training import (
+    VALIDATION_FRACTION,
     Progress,
     TrainParams,
     TrainReport,
@@ -230,6 +231,7 @@ def train_model(
     clock: Callable[[], float] = time.perf_counter,
     sequence_budget_s: float | None = None,
     validation: Validation = "leave-last-out",
+    validation_fraction: float = VALIDATION_FRACTION,
 ) -> tuple[ItemModel, TrainReport, SequenceReport | None]:
     """Train the linear model and, unless ``sequence`` is None, the sequential encoder.
 
@@ -255,6 +257,7 @@ def train_model(
         validation: How every step's validation targets are held out: each user's last
             event, or for session logs the last sessions by time
             (:data:`streamrec.engine.offline.training.Validation`).
+        validation_fraction: With ``"session"`` validation, the share of sessions held out.
 
     Returns:
         ``(model, linear report, sequence report or None)``.
@@ -266,7 +269,14 @@ def train_model(
         msg = "weights must list at least one encoder weight, got ()"
         raise ValueError(msg)
     model, report = train_item_model(
-        events, catalog, params, seed, progress, now=now, validation=validation
+        events,
+        catalog,
+        params,
+        seed,
+        progress,
+        now=now,
+        validation=validation,
+        validation_fraction=validation_fraction,
     )
     started = clock()
     ordered = events.sort_values("ts", kind="stable")
@@ -275,10 +285,10 @@ def train_model(
         train_part, held = holdout_last(sequences)
         before_targets = _without_validation_targets(ordered)
     else:
-        split = validation_split(events, validation)
+        split = validation_split(events, validation, validation_fraction)
         train_part, held = holdout_split(split, model.index)
-        parts = [split.train] if split.context is None else [split.train, split.context]
-        before_targets = pd.concat(parts).sort_values("ts", kind="stable")
+        # Everything but the targets, as for leave-last-out (one-event sessions included).
+        before_targets = ordered[~ordered["event_id"].isin(split.test["event_id"])]
     if not len(held.targets):
         logger.warning(
             "no validation targets (%s): no sequential encoder and no adaptation", validation
@@ -460,7 +470,7 @@ def _add_encoder(
     if refit and deadline is not None and clock() + epoch_s * trained.best_epoch > deadline:
         logger.info(
             "no refit: %d epoch(s) of about %.0f s would pass the time budget; the encoder "
-            "trained on all but each user's last event is kept",
+            "trained without the validation targets is kept",
             trained.best_epoch,
             epoch_s,
         )

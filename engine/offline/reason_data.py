@@ -67,14 +67,15 @@ def split_users(users: Iterable[str], fraction: float, seed: int = 0) -> tuple[s
 def recombined_cases(
     cases: Sequence[ReasonCase], n: int, seed: int = 0, *, prefix: str = "recombined"
 ) -> list[ReasonCase]:
-    """``n`` reason cases whose cited history items, their events and their habit clause
+    """Up to ``n`` reason cases whose cited history items, their events and their habit clause
     are drawn afresh from those of ``cases``: as many cited items as some case cites, each
     with an event some case shows, with or without a habit some case has.
 
     A sample of users shows only some combinations (and a held-out sample takes many of
     them), so these cases fill in the frames real lists make that the training users'
     lists happen not to. Only cases that cite history items (``items``) are recombined;
-    every value comes from a real case, so the evidence stays as true as theirs.
+    every title, event and habit occurs in some real case (a sentence about them is checked
+    by the guard against the recombined evidence, as any other).
     """
     base = [c for c in cases if isinstance(c.evidence.get("items"), list) and c.evidence["items"]]
     if n <= 0 or not base:
@@ -89,11 +90,15 @@ def recombined_cases(
         if isinstance(also, dict):
             habits.setdefault(str(also.get("code", "")), []).append(also)
     events = sorted({str(e["event"]) for e in entries.values() if e.get("event")})
+    if not events:
+        return []
     most = max(len(c.evidence["items"]) for c in base)
     pool, rng, out = list(entries.values()), random.Random(seed), []
     for k in range(n):
         case = rng.choice(base)
         others = [e for e in pool if e.get("item_id") != case.item_id]
+        if not others:
+            continue
         cited = rng.sample(others, min(rng.randint(1, most), len(others)))
         evidence = dict(case.evidence, items=[dict(e, event=rng.choice(events)) for e in cited])
         also = rng.choice(habits[rng.choice(sorted(habits))])

@@ -485,12 +485,15 @@ def _candidate(
     )
 
 
-def validation_split(events: pd.DataFrame, validation: Validation) -> Split:
+def validation_split(
+    events: pd.DataFrame, validation: Validation, fraction: float = VALIDATION_FRACTION
+) -> Split:
     """The split training tunes on: ``events`` divided as ``validation`` says.
 
     Args:
         events: Training events.
         validation: One of :data:`VALIDATIONS`.
+        fraction: With ``"session"``, the share of sessions after the cut.
 
     Returns:
         A split of ``events``; its test part holds the validation targets.
@@ -501,7 +504,7 @@ def validation_split(events: pd.DataFrame, validation: Validation) -> Split:
     if validation == "leave-last-out":
         return leave_last_out(events)
     if validation == "session":
-        return session_split(events, VALIDATION_FRACTION)
+        return session_split(events, fraction)
     msg = f"validation must be one of {', '.join(VALIDATIONS)}, got {validation!r}"
     raise ValueError(msg)
 
@@ -520,7 +523,10 @@ def _tune(
 ]:
     grid = params.grid()
     if split.test.empty:
-        logger.warning("no user has 2+ events: skipping validation, using the first grid point")
+        logger.warning(
+            "no validation targets (no held-out user or session with 2+ events): skipping "
+            "validation, using the first grid point"
+        )
         return grid[0], None, None, (), None
     universe = split.item_ids()
     train_items = sorted(split.train["item_id"].astype(str).unique())
@@ -626,6 +632,7 @@ def train_item_model(
     now: datetime | None = None,
     clock: Callable[[], float] = time.perf_counter,
     validation: Validation = "leave-last-out",
+    validation_fraction: float = VALIDATION_FRACTION,
 ) -> tuple[ItemModel, TrainReport]:
     """Learn item vectors from interaction sequences, tuned on a validation split.
 
@@ -645,6 +652,7 @@ def train_item_model(
             last event, which keeps training reproducible.
         clock: Monotonic seconds, for the timings.
         validation: How the validation targets are held out (:data:`Validation`).
+        validation_fraction: With ``"session"`` validation, the share of sessions held out.
 
     Returns:
         The model and the training report.
@@ -669,7 +677,7 @@ def train_item_model(
     timings: dict[str, float] = {}
     t0 = clock()
     chosen, val_result, validation_pop, grid, validation_model = _tune(
-        validation_split(events, validation), params, seed, progress
+        validation_split(events, validation, validation_fraction), params, seed, progress
     )
     timings["validate"] = clock() - t0
 

@@ -245,6 +245,7 @@ def run_replay_evaluation(
                 None if progress is None else lambda s, d, t: progress(f"ours: {s}", d, t),
                 weights=sequence_weights,
                 validation="session" if protocol == "session" else "leave-last-out",
+                validation_fraction=test_fraction,
             )
             chosen_params = dict(model.hyperparameters)
         timings["train"] = time.perf_counter() - t0

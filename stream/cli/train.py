@@ -212,6 +212,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         validation=validation,
     )
     console.print(plan_text(plan), markup=False, highlight=False)
+    if validation == "session" and args.dataset:
+        console.print(
+            "warning: --validation session treats every user as a session; "
+            f"{plan.source}'s users come back over months, so leave-last-out suits it",
+            markup=False,
+            highlight=False,
+        )
     try:
         sequence = (
             None

@@ -59,6 +59,21 @@ def test_session_validation_is_the_session_split_of_the_training_events(events):
 def test_leave_last_out_stays_the_default_split(events):
     split = validation_split(events, "leave-last-out")
     pd.testing.assert_frame_equal(split.test, leave_last_out(events).test)
+    _, report = train_item_model(events, None, PARAMS, seed=0, now=NOW)
+    assert report.validation_protocol == "leave-last-out"
+    assert report.validation_model is not None
+    # Fitted without each user's last event only.
+    assert report.validation_model.popularity.sum() == len(leave_last_out(events).train)
+
+
+def test_the_session_share_held_out_is_a_setting(events):
+    split = validation_split(events, "session", 0.3)
+    pd.testing.assert_frame_equal(split.test, session_split(events, 0.3).test)
+    _, report = train_item_model(
+        events, None, PARAMS, seed=0, now=NOW, validation="session", validation_fraction=0.3
+    )
+    assert report.validation_model is not None
+    assert report.validation_model.popularity.sum() == len(split.train)
 
 
 def test_an_unknown_validation_is_refused(events):
@@ -94,7 +109,7 @@ def test_the_linear_model_is_tuned_on_the_sessions_before_the_cut(events):
     assert "Held out: the last sessions by time" in report.to_markdown()
 
 
-def test_every_step_of_training_validates_on_the_same_held_out_sessions(events):
+def test_the_encoder_steps_validate_on_the_targets_the_linear_tuning_used(events):
     sequence = SequenceParams(dim=8, heads=2, layers=1, max_len=8, max_epochs=2, patience=1)
     runs = {}
     for validation in ("leave-last-out", "session"):
