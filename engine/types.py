@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+import msgspec
+
 EventType = Literal["view", "click", "add_to_cart", "purchase"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
@@ -41,9 +43,12 @@ class Item:
     available: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Interaction:
-    """One entry of a user's recent history (oldest first in a history sequence)."""
+class Interaction(msgspec.Struct, frozen=True):
+    """One entry of a user's recent history (oldest first in a history sequence).
+
+    A msgspec struct, not a dataclass: every event decodes a user's whole history into
+    these, and a struct is built several times faster.
+    """
 
     item_id: str
     type: EventType

@@ -12,20 +12,29 @@ from streamrec.engine.types import Interaction, UserState
 
 log = logging.getLogger(__name__)
 
-decode_entry = msgspec.json.Decoder(tuple[str, str, int]).decode
+_decode_entries = msgspec.json.Decoder(list[tuple[str, str, int]]).decode
 encode_json = msgspec.json.Encoder().encode
 
 
 def user_state(
     user_id: str, history: Sequence[bytes], purchased: Any, seen: Any, shown: Any
 ) -> UserState:
-    interactions = []
-    for raw in history:
-        item_id, type_, ts = decode_entry(raw)
-        interactions.append(Interaction(item_id, type_, ts))  # type: ignore[arg-type]
     return UserState(
-        user_id, tuple(interactions), strings(purchased), strings(seen), shown_counts(shown)
+        user_id, interactions(history), strings(purchased), strings(seen), shown_counts(shown)
     )
+
+
+def interactions(history: Sequence[bytes | str]) -> tuple[Interaction, ...]:
+    """History entries (each JSON ``[item_id, type, ts]``), oldest first, decoded in one
+    call: the entries joined into one JSON array."""
+    if not history:
+        return ()
+    try:
+        joined = b",".join(history)  # type: ignore[arg-type]
+    except TypeError:  # str replies (decode_responses)
+        joined = ",".join(map(member, history)).encode()
+    rows = _decode_entries(b"[" + joined + b"]")
+    return tuple([Interaction(i, t, ts) for i, t, ts in rows])  # type: ignore[arg-type]
 
 
 def shown_counts(raw: Any) -> dict[str, int]:
