@@ -58,9 +58,15 @@ class FirstFactHandler(BaseHTTPRequestHandler):
         pass
 
 
+class LMServer(ThreadingHTTPServer):
+    # The writer opens several connections at once; the default backlog of 5 lets the
+    # kernel drop some, and a dropped connection retries after 1 s.
+    request_queue_size = 64
+
+
 @pytest.fixture
 def lm_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FirstFactHandler)
+    server = LMServer(("127.0.0.1", 0), FirstFactHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

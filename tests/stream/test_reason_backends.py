@@ -58,6 +58,10 @@ class ChatServer(ThreadingHTTPServer):
     hallucinate."""
 
     daemon_threads = True
+    # A batch opens up to MAX_CONCURRENCY (8) connections at once; the default backlog of
+    # 5 let the kernel drop some, and a dropped connection retries after 1 s, past the
+    # test's timeouts.
+    request_queue_size = 64
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), ChatHandler)
