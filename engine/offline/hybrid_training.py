@@ -57,7 +57,6 @@ from streamrec.engine.offline.training import (
     TrainReport,
     Validation,
     train_item_model,
-    validation_split,
 )
 from streamrec.engine.serving.adaptation import AdaptationParams, adaptations
 from streamrec.engine.serving.candidates import full_ranking, ranker_inputs
@@ -284,8 +283,11 @@ def train_model(
     if validation == "leave-last-out":
         train_part, held = holdout_last(sequences)
         before_targets = _without_validation_targets(ordered)
-    else:
-        split = validation_split(events, validation, validation_fraction)
+    else:  # the split the linear model was tuned on
+        split = report.validation_split
+        if split is None:  # pragma: no cover - train_item_model always reports its split
+            msg = "the co-occurrence model reported no validation split"
+            raise RuntimeError(msg)
         train_part, held = holdout_split(split, model.index)
         # Everything but the targets, as for leave-last-out (one-event sessions included).
         before_targets = ordered[~ordered["event_id"].isin(split.test["event_id"])]

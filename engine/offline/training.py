@@ -246,6 +246,7 @@ class TrainReport:
         validation_model: The chosen point fitted on the validation training part (the
             validation targets held out), without content; None without validation.
         validation_protocol: How the validation targets were held out (:data:`Validation`).
+        validation_split: The split tuned on (its test part: the validation targets).
     """
 
     chosen: Hyperparameters
@@ -262,6 +263,7 @@ class TrainReport:
     content_holdout_baseline: float | None = None
     validation_model: ItemModel | None = field(default=None, repr=False, compare=False)
     validation_protocol: Validation = "leave-last-out"
+    validation_split: Split | None = field(default=None, repr=False, compare=False)
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics for ``model.json``: ``validation.<m>``, ``validation_popularity.<m>``."""
@@ -676,8 +678,9 @@ def train_item_model(
         raise ValueError(msg)
     timings: dict[str, float] = {}
     t0 = clock()
+    split = validation_split(events, validation, validation_fraction)
     chosen, val_result, validation_pop, grid, validation_model = _tune(
-        validation_split(events, validation, validation_fraction), params, seed, progress
+        split, params, seed, progress
     )
     timings["validate"] = clock() - t0
 
@@ -744,6 +747,7 @@ def train_item_model(
         content_holdout_baseline=baseline_cos,
         validation_model=validation_model,
         validation_protocol=validation,
+        validation_split=split,
     )
     hyper = chosen.as_dict() | {
         "context_smoothing": params.context_smoothing,
