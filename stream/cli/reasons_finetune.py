@@ -237,16 +237,18 @@ def _train(
 
     accepted = read_accepted(args.accepted) if args.accepted else []
     frames = not args.no_frames
-    real = len(rd.unique_prompts(cases, args.language, frames=frames).keys() - held.keys())
-    cases = cases + rd.recombined_cases(cases, args.recombined, args.seed)
+    recombined = rd.recombined_cases(cases, args.recombined, args.seed)
     # The first distinct prompts that no held-out user has: the users' own first, in
-    # ranking order, then the recombined ones.
-    prompts = [p for p in rd.unique_prompts(cases, args.language, frames=frames) if p not in held]
-    keep = set(prompts[: args.train_prompts] if args.train_prompts else prompts)
-    cases = [c for c in cases if rd.prompt_of(c, args.language, frames=frames).user in keep]
+    # ranking order, then the recombined ones; each with its first case.
+    found = rd.unique_prompts(cases + recombined, args.language, frames=frames)
+    prompts = [p for p in found if p not in held]
+    kept = prompts[: args.train_prompts] if args.train_prompts else prompts
+    cases = [found[p][1] for p in kept]
+    made = {r.user_id for r in recombined}
+    real = sum(c.user_id not in made for c in cases)
     _say(
-        f"{len(keep)} training prompts ({min(real, len(keep))} of the training users' lists, "
-        f"the rest recombined); {len(held)} held-out prompts never trained on"
+        f"{len(kept)} training prompts ({real} of the training users' lists, the rest "
+        f"recombined); {len(held)} held-out prompts never trained on"
     )
     pairs, report = rd.training_pairs(
         cases,
